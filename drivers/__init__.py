@@ -1,0 +1,1 @@
+"""Protocol drivers. Each subpackage imports only its protocol library and ``drivers.base``."""

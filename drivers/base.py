@@ -1,0 +1,262 @@
+"""The small interface every driver implements, and the error tree.
+
+A driver turns one device's tags into :class:`Reading` objects. It is built
+from validated options without any I/O (``DriverSpec.create``), connects and
+closes with ``async with``, and does one poll per ``await driver.read(group)``.
+Timing, backoff and retries belong to the agent's scheduler, not to drivers.
+
+Every library exception is translated into one of the errors below right where
+the protocol library is called, so the agent never sees a pymodbus or asyncua
+exception type.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Annotated, Any, NamedTuple, Protocol, Self, runtime_checkable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+Value = bool | int | float | str
+"""A decoded, scaled engineering value."""
+
+
+def now_ms() -> int:
+    """Wall-clock time as epoch milliseconds UTC, the ``ts`` of a reading."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Reading:
+    """One sample of some tags of one device.
+
+    ``values`` holds the tags read fine; ``errors`` maps each tag that could not
+    be read to a short reason (``"timeout"``, ``"illegal data address"``...).
+    A tag is in one of the two, never both.
+    """
+
+    ts: int
+    values: dict[str, Value] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises."""
+
+
+class ConfigProblem(NamedTuple):
+    """One thing wrong with a configuration, located by its key path."""
+
+    loc: tuple[str | int, ...]
+    message: str
+
+
+class ConfigError(DriverError):
+    """Static configuration error: never retried. Carries every problem found."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{_dotted(p.loc)}: {p.message}" for p in self.problems))
+
+
+class DeviceUnavailable(DriverError):
+    """The device cannot be reached or stopped answering: retried with backoff."""
+
+
+class PointError(DriverError):
+    """One tag (or one block of tags) could not be read; the rest of the poll is fine."""
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def problems_from_validation_error(
+    exc: ValidationError, prefix: tuple[str | int, ...] = ()
+) -> list[ConfigProblem]:
+    """Translate a pydantic error into our located problems with plain-English messages."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "is required"
+        else:
+            message = err["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            if "input" in err and kind not in ("model_type", "dict_type"):
+                message = f"{err['input']!r}: {message}"
+        problems.append(ConfigProblem(loc, message))
+    return problems
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts a function-validator's name in the loc, e.g. "function-before[...]".
+    return isinstance(part, str) and ("[" in part and part.endswith("]"))
+
+
+# --------------------------------------------------------------------------- units
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
+_DURATION_FACTOR = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"``, ``"1s"``, ``"2m"``, ``"1h"`` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 1s, 2m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError("expected a duration such as 500ms, 1s, 2m")
+        seconds = float(match.group(1)) * _DURATION_FACTOR[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """``"256MB"``, ``"64KiB"``, ``"1G"`` or a number of bytes -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64MB")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError("expected a size such as 512KB, 64MB, 1GB")
+        unit = (match.group(2) or "").lower()
+        base = 1024 if "i" in unit else 1000
+        power = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3}[unit[:1]]
+        size = int(float(match.group(1)) * base**power)
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written in config as ``500ms``, ``1s``, ``2m``..."""
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+"""Bytes, written in config as ``256MB``, ``64KiB``..."""
+
+
+# --------------------------------------------------------------------------- tags
+
+
+class StrictModel(BaseModel):
+    """Config model base: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TagBase(StrictModel):
+    """Tag attributes every driver shares; drivers subclass it with their addressing."""
+
+    group: str = Field("default", description="Poll group (its interval is set per device).")
+    unit: str | None = Field(None, description="Engineering unit, for people and the cloud.")
+    description: str | None = None
+    deadband: float | None = Field(
+        None, ge=0, description="Report only changes larger than this (absolute)."
+    )
+    heartbeat: Duration | None = Field(
+        None, gt=0, description="Report at least this often even without a change."
+    )
+    writable: bool = Field(False, description="Writes are refused unless this is true.")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@runtime_checkable
+class DeviceOptions(Protocol):
+    """What the agent needs from a driver's validated options."""
+
+    @property
+    def tags(self) -> Mapping[str, TagBase]: ...
+
+
+class Driver(Protocol):
+    """One device (or one unit behind a gateway): connect, read, close."""
+
+    device_id: str
+
+    async def connect(self) -> None:
+        """Open the connection; raise :class:`DeviceUnavailable` on failure."""
+
+    async def close(self) -> None:
+        """Close the connection; never raises."""
+
+    async def read(self, group: str) -> Reading:
+        """Poll every tag of ``group`` once.
+
+        Raise :class:`DeviceUnavailable` when the device did not answer at all
+        (the agent then reconnects with backoff); report tags that failed alone
+        in ``Reading.errors``.
+        """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class BaseDriver:
+    """Gives drivers ``async with`` on top of ``connect``/``close``."""
+
+    device_id: str
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class DriverSpec(Protocol):
+    """What a driver package exports as ``SPEC``; looked up through ``drivers.registry``."""
+
+    protocol: str
+    """The profile ``protocol.kind`` this driver speaks (``"modbus"``, ``"opcua"``...)."""
+
+    def parse(self, options: Mapping[str, Any]) -> DeviceOptions:
+        """Validate ``{"connection": {KIND: {...}}, "protocol": {...}, "tags": {...}}``.
+
+        Raise :class:`ConfigError` listing every problem, located by key path
+        inside ``options``. No I/O.
+        """
+
+    def create(self, device_id: str, options: DeviceOptions) -> Driver:
+        """Build a driver from parsed options. No I/O."""
