@@ -1,0 +1,198 @@
+"""One task per device: deadline-based polling, backoff, isolation.
+
+Each device runs in its own task with its own connection, so a dead device
+never delays another. Poll groups tick on fixed deadlines (``start + k *
+interval``) that do not drift; a poll that overruns skips the ticks it missed
+and counts them instead of queueing them. When a device stops answering, its
+task closes the connection, reports every tag bad once, and reconnects with
+jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from agent.processing import Filter
+from agent.resolve import DeviceConfig
+from drivers.base import DeviceUnavailable, Driver, Reading, now_ms
+
+log = logging.getLogger(__name__)
+
+State = Literal["connecting", "connected", "backoff", "error", "disabled"]
+RATE_WINDOW_S = 10.0
+
+
+class Sink(Protocol):
+    """Where readings go: the buffer."""
+
+    def put(self, device: str, readings: list[Reading]) -> None: ...
+
+
+@dataclass(slots=True)
+class DeviceStats:
+    """What `status` shows for one device."""
+
+    state: State = "connecting"
+    last_ok_ms: int | None = None
+    polls_ok: int = 0
+    polls_failed: int = 0
+    overruns: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    values_total: int = 0
+    last_poll_ms: float | None = None
+    _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    def count_values(self, n: int) -> None:
+        now = time.monotonic()
+        self.values_total += n
+        self._recent.append((now, n))
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
+
+    def values_per_second(self) -> float:
+        """Values read per second over the last ten seconds."""
+        now = time.monotonic()
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
+        return sum(n for _, n in self._recent) / RATE_WINDOW_S
+
+
+class Backoff:
+    """Jittered exponential backoff: base, 2x base ... up to ``maximum``, +-25 %."""
+
+    def __init__(self, base: float, maximum: float) -> None:
+        self.base = base
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.maximum, self.base * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.75, 1.25)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class DevicePoller:
+    """Polls one device for the lifetime of the agent."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        sink: Sink,
+        *,
+        driver_factory: Callable[[DeviceConfig], Driver] | None = None,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.device = device
+        self.sink = sink
+        self.stats = DeviceStats(state="connecting" if device.enabled else "disabled")
+        self._factory = driver_factory or (lambda d: d.spec.create(d.id, d.options))
+        self._filter = Filter(device.options.tags)
+        fastest = min(device.poll_groups[g] for g in self._groups())
+        self._backoff = Backoff(base=min(max(fastest, 0.5), 2.0), maximum=backoff_max)
+        self._down = False
+
+    def _groups(self) -> list[str]:
+        used = {tag.group for tag in self.device.options.tags.values()}
+        return sorted(used) or ["default"]
+
+    async def run(self) -> None:
+        """Poll until cancelled. Never raises for a device fault."""
+        if not self.device.enabled:
+            return
+        driver = self._factory(self.device)
+        while True:
+            try:
+                async with asyncio.timeout(60):
+                    await driver.connect()
+            except (DeviceUnavailable, TimeoutError) as exc:
+                await self._failed(driver, exc, self._groups())
+                continue
+            self._connected()
+            try:
+                if getattr(driver, "streams", False):
+                    await self._consume(driver)
+                else:
+                    await self._poll(driver)
+            except DeviceUnavailable as exc:
+                await self._failed(driver, exc, self._groups())
+
+    def _connected(self) -> None:
+        self.stats.state = "connected"
+        if self._down:
+            log.info("device %s: connected again", self.device.id)
+        self._down = False
+
+    async def _poll(self, driver: Driver) -> None:
+        groups = {g: self.device.poll_groups[g] for g in self._groups()}
+        start = time.monotonic()
+        due = dict.fromkeys(groups, start)
+        while True:
+            now = time.monotonic()
+            name = min(due, key=due.__getitem__)
+            if due[name] > now:
+                await asyncio.sleep(due[name] - now)
+            t0 = time.monotonic()
+            reading = await driver.read(name)
+            self._record(reading, time.monotonic() - t0)
+            interval = groups[name]
+            due[name] += interval
+            late = time.monotonic() - due[name]
+            if late > 0:
+                missed = int(late // interval) + 1
+                self.stats.overruns += missed
+                due[name] += missed * interval
+
+    async def _consume(self, driver: Driver) -> None:
+        stream: Callable[[], AsyncIterator[Reading]] = driver.stream  # type: ignore[attr-defined]
+        async for reading in stream():
+            self._record(reading, None)
+
+    def _record(self, reading: Reading, took: float | None) -> None:
+        stats = self.stats
+        if reading.values:
+            stats.polls_ok += 1
+            stats.last_ok_ms = reading.ts
+            self._backoff.reset()
+        else:
+            stats.polls_failed += 1
+        if reading.errors:
+            stats.last_error = "; ".join(f"{k}: {v}" for k, v in list(reading.errors.items())[:3])
+        if took is not None:
+            stats.last_poll_ms = took * 1000
+        stats.count_values(len(reading.values))
+        reported = self._filter.apply(reading)
+        if reported.values or reported.errors:
+            self.sink.put(self.device.id, [reported])
+
+    async def _failed(self, driver: Driver, exc: Exception, groups: list[str]) -> None:
+        stats = self.stats
+        reason = str(exc) or type(exc).__name__
+        stats.polls_failed += 1
+        stats.last_error = reason
+        stats.state = "backoff"
+        with contextlib.suppress(Exception):
+            await driver.close()
+        if not self._down:
+            # One warning and one all-bad reading per outage; repeats go to debug.
+            log.warning("device %s: unavailable: %s", self.device.id, reason)
+            tags = [n for n, t in self.device.options.tags.items() if t.group in groups]
+            self.sink.put(self.device.id, [Reading(now_ms(), {}, dict.fromkeys(tags, reason))])
+            self._down = True
+        else:
+            log.debug("device %s: still unavailable: %s", self.device.id, reason)
+        delay = self._backoff.next_delay()
+        stats.reconnects += 1
+        await asyncio.sleep(delay)
+        stats.state = "connecting"
