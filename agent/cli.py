@@ -1,0 +1,128 @@
+"""The ``edge-agent`` command.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or configuration. Heavy
+modules (pydantic models, drivers, paho) are imported inside the commands that
+need them, so ``edge-agent status`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from agent.resolve import Site
+
+app = typer.Typer(
+    name="edge-agent",
+    help="Edge data-acquisition agent: polls shop-floor equipment, buffers, publishes to MQTT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Site file (YAML).")]
+EXIT_RUNTIME = 1
+EXIT_INPUT = 2
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
+    typer.echo(f"edge-agent: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_site_or_exit(config: Path) -> Site:
+    """Load a site file; print every problem and exit 2 if it is invalid."""
+    from agent.resolve import load_site
+    from agent.yamlsrc import ConfigFileError
+
+    try:
+        return load_site(config)
+    except ConfigFileError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        n = len(exc.problems)
+        typer.echo(f"{config}: {n} problem{'s' if n != 1 else ''}, nothing was started", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+
+
+@app.command()
+def validate(config: ConfigOpt) -> None:
+    """Check a site file without touching any device. Exit 0 if valid, 2 otherwise."""
+    site = load_site_or_exit(config)
+    n_tags = sum(len(d.options.tags) for d in site.devices)
+    typer.echo(
+        f"{config}: valid: agent {site.agent.id}, {len(site.devices)} devices, "
+        f"{n_tags} tags, broker {site.mqtt.host}:{site.mqtt.port}"
+    )
+    for device in site.devices:
+        profile = f"{device.profile}@{device.profile_hash}" if device.profile else "(no profile)"
+        state = "" if device.enabled else " (disabled)"
+        typer.echo(
+            f"  {device.id}: {device.kind}, {profile}, {len(device.options.tags)} tags{state}"
+        )
+        for change in device.changes:
+            typer.echo(f"    override: {change}")
+
+
+@app.command()
+def run(config: ConfigOpt) -> None:
+    """Run the agent in the foreground (what systemd runs). SIGTERM flushes and exits 0."""
+    site = load_site_or_exit(config)
+    from agent import logs
+    from agent.service import run_agent
+
+    logs.setup(site.agent.log_level, site.secrets)
+    raise typer.Exit(run_agent(site))
+
+
+@app.command()
+def status(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Site file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the running agent's state (devices, broker, buffer)."""
+    from agent import statusview
+
+    raise typer.Exit(statusview.show(config, as_json))
+
+
+@app.command()
+def read(
+    config: ConfigOpt,
+    device: Annotated[str, typer.Argument(help="Device id from the site file.")],
+    tags: Annotated[list[str] | None, typer.Argument(help="Tags to read (default: all).")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Also show raw registers, all orders.")
+    ] = False,
+) -> None:
+    """One-shot read of a device's tags, for commissioning."""
+    site = load_site_or_exit(config)
+    from agent.oneshot import read_device
+
+    try:
+        dev = site.device(device)
+    except KeyError:
+        known = ", ".join(d.id for d in site.devices)
+        _fail(f"no device {device!r} in {config} (devices: {known})")
+    unknown = [t for t in tags or [] if t not in dev.options.tags]
+    if unknown:
+        _fail(f"device {device} has no tag {', '.join(map(repr, unknown))}")
+    raise typer.Exit(read_device(dev, tags or list(dev.options.tags), raw))
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

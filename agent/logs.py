@@ -1,0 +1,65 @@
+"""Logging set-up: plain lines on a terminal, syslog priorities under systemd.
+
+Under systemd (``JOURNAL_STREAM`` set) journald adds its own timestamps, so
+lines carry none of ours; each line starts with ``<N>`` (the syslog priority)
+so ``journalctl -p warning`` works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+class _Redact(logging.Filter):
+    """Last line of defence: secrets never reach a log line."""
+
+    def __init__(self, secrets: frozenset[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 3]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(s in message for s in self.secrets):
+                for secret in self.secrets:
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, None
+        return True
+
+
+def under_systemd() -> bool:
+    """True when stderr goes to the journal."""
+    return "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
+
+
+def setup(level: str = "info", secrets: frozenset[str] = frozenset()) -> None:
+    """Configure the root logger once for the process."""
+    handler = logging.StreamHandler(sys.stderr)
+    if under_systemd():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    handler.addFilter(_Redact(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Protocol libraries log every retry at warning; their errors reach us as exceptions.
+    for noisy in ("pymodbus", "asyncua", "paho"):
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, root.level))

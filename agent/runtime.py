@@ -1,0 +1,184 @@
+"""The running agent: buffer, publisher, device pollers and the status endpoint.
+
+Start order is buffer, publisher, devices; stop is the reverse: pollers stop,
+everything read so far is committed, the publisher drains what it can within
+a bounded time, then the buffer closes. Whatever is not published stays in the
+buffer for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent import __version__
+from agent.buffer import Buffer
+from agent.paths import AgentPointer, remove_pointer, write_pointer
+from agent.publisher import MqttOptions, Publisher, TlsOptions
+from agent.resolve import Site
+from agent.scheduler import DevicePoller
+from agent.status import StatusServer
+from drivers.base import now_ms
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+def mqtt_options(site: Site) -> MqttOptions:
+    """The publisher's options from a site's ``mqtt`` section."""
+    mqtt = site.mqtt
+    tls = None
+    if mqtt.tls is not None:
+        tls = TlsOptions(
+            ca=mqtt.tls.ca, cert=mqtt.tls.cert, key=mqtt.tls.key, insecure=mqtt.tls.insecure
+        )
+    return MqttOptions(
+        host=mqtt.host,
+        port=mqtt.port,
+        client_id=mqtt.client_id or f"edge-agent-{site.agent.id}",
+        username=mqtt.username,
+        password=site.mqtt_password,
+        tls=tls,
+        keepalive=mqtt.keepalive,
+        topic=mqtt.topic,
+        status_topic=mqtt.status_topic,
+        qos=mqtt.qos,
+        max_inflight=mqtt.max_inflight,
+        reconnect_max=mqtt.reconnect_max,
+    )
+
+
+class Agent:
+    """One agent process for one site file."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.started = time.monotonic()
+        self.started_ms = now_ms()
+        self.buffer = Buffer(
+            site.buffer_path,
+            agent_id=site.agent.id,
+            max_bytes=site.buffer.max_size,
+            on_full=site.buffer.on_full,
+            synchronous=site.buffer.synchronous,
+            commit_interval=site.buffer.commit_interval,
+        )
+        self.publisher = Publisher(mqtt_options(site), self.buffer, site.agent.id)
+        self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
+        self.status = StatusServer(site.status_socket, self.snapshot)
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the agent to stop (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until :meth:`request_stop`; flushes and drains on the way out."""
+        self.site.data_dir.mkdir(parents=True, exist_ok=True)
+        async with self.buffer:
+            await self.status.start()
+            pointer = AgentPointer(
+                self.site.agent.id,
+                os.getpid(),
+                str(self.site.status_socket),
+                str(self.site.buffer_path),
+                str(self.site.file),
+            )
+            write_pointer(pointer)
+            try:
+                await self._run_tasks(on_ready)
+            finally:
+                remove_pointer(self.site.agent.id, os.getpid())
+                await self.status.close()
+
+    async def _run_tasks(self, on_ready: Callable[[], None] | None) -> None:
+        async with asyncio.TaskGroup() as group:
+            publishing = group.create_task(self.publisher.run(), name="publisher")
+            polling = [
+                group.create_task(p.run(), name=f"device:{p.device.id}") for p in self.pollers
+            ]
+            log.info(
+                "agent %s started: %d devices, broker %s:%d",
+                self.site.agent.id,
+                len(self.pollers),
+                self.site.mqtt.host,
+                self.site.mqtt.port,
+            )
+            if on_ready is not None:
+                on_ready()
+            await self._stop.wait()
+            for task in polling:
+                task.cancel()
+            await asyncio.gather(*polling, return_exceptions=True)
+            await self.buffer.flush()
+            with contextlib.suppress(Exception):
+                await self.publisher.stop(drain_timeout=DRAIN_TIMEOUT_S)
+            publishing.cancel()
+        log.info("agent %s stopped", self.site.agent.id)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The status document (DESIGN.md, "Status")."""
+        now = now_ms()
+        buffer = await self.buffer.stats()
+        pub = self.publisher.stats
+        return {
+            "agent": {
+                "id": self.site.agent.id,
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "config": str(self.site.file),
+            },
+            "devices": {p.device.id: _device_status(p, now) for p in self.pollers},
+            "broker": {
+                "host": self.site.mqtt.host,
+                "port": self.site.mqtt.port,
+                "connected": pub.connected,
+                "last_error": pub.last_error,
+                "messages_published": pub.messages_published,
+                "values_published": pub.values_published,
+                "reconnects": pub.reconnects,
+                "inflight": pub.inflight,
+            },
+            "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
+        }
+
+
+def buffer_status(stats: Any, path: str, now: int) -> dict[str, Any]:
+    """The ``buffer`` part of the status document from a ``BufferStats``."""
+    oldest = stats.oldest_created_ms
+    return {
+        "path": path,
+        "pending_batches": stats.pending_batches,
+        "pending_bytes": stats.pending_bytes,
+        "oldest_pending_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
+        "dropped_batches": stats.dropped_batches,
+        "last_seq": stats.last_seq,
+        "file_bytes": stats.file_bytes,
+        "max_bytes": stats.max_bytes,
+    }
+
+
+def _device_status(poller: DevicePoller, now: int) -> dict[str, Any]:
+    stats = poller.stats
+    return {
+        "state": stats.state,
+        "profile": poller.device.profile,
+        "last_ok_ms": stats.last_ok_ms,
+        "last_ok_age_s": None
+        if stats.last_ok_ms is None
+        else round((now - stats.last_ok_ms) / 1000, 1),
+        "polls_ok": stats.polls_ok,
+        "polls_failed": stats.polls_failed,
+        "overruns": stats.overruns,
+        "reconnects": stats.reconnects,
+        "last_error": stats.last_error,
+        "values_per_second": round(stats.values_per_second(), 1),
+        "last_poll_ms": None if stats.last_poll_ms is None else round(stats.last_poll_ms, 1),
+    }

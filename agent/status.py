@@ -1,0 +1,90 @@
+"""The local status endpoint: a unix socket answering one JSON document.
+
+The agent listens on no network port: status is served on a unix socket in
+its data directory (mode 0660). A client connects, sends one request line
+(``status``), reads the JSON answer until EOF. This module must stay light to
+import: ``edge-agent status`` should answer in well under 150 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+Snapshot = Callable[[], Awaitable[dict[str, Any]]]
+MAX_REQUEST = 256
+
+
+class StatusServer:
+    """Serves ``snapshot()`` as JSON on a unix socket."""
+
+    def __init__(self, path: Path, snapshot: Snapshot) -> None:
+        self.path = path
+        self._snapshot = snapshot
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Bind the socket, replacing a stale one left by a killed agent."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_socket() or self.path.exists():
+            if _answers(self.path):
+                raise RuntimeError(f"another agent already serves {self.path}")
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        os.chmod(self.path, 0o660)
+
+    async def close(self) -> None:
+        """Stop serving and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                request = (await reader.readline())[:MAX_REQUEST].strip()
+                if request in (b"", b"status"):
+                    body = json.dumps(await self._snapshot()).encode()
+                else:
+                    body = json.dumps({"error": f"unknown request {request[:40]!r}"}).encode()
+                writer.write(body)
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def _answers(path: Path) -> bool:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(0.5)
+        sock.connect(str(path))
+        return True
+    return False
+
+
+def query(path: Path, timeout: float = 2.0) -> dict[str, Any]:
+    """Ask the agent at ``path`` for its status (blocking; used by the CLI).
+
+    Raises ``OSError`` when no agent answers there.
+    """
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(b"status\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    result: dict[str, Any] = json.loads(b"".join(chunks))
+    return result
