@@ -1,0 +1,315 @@
+"""Typed options of the Modbus driver, and the checks pydantic cannot express.
+
+``parse_options`` validates each section separately so that one bad tag does not
+hide the problems of the others: every problem is reported at once, located by
+its key path inside the driver's ``options`` mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
+
+from drivers.base import (
+    ConfigError,
+    ConfigProblem,
+    Duration,
+    StrictModel,
+    TagBase,
+    problems_from_validation_error,
+)
+
+ByteOrder = Literal["ABCD", "BADC", "CDAB", "DCBA"]
+Function = Literal["holding", "input", "coil", "discrete"]
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
+]
+
+BIT_FUNCTIONS: frozenset[str] = frozenset({"coil", "discrete"})
+REGISTER_FUNCTIONS: frozenset[str] = frozenset({"holding", "input"})
+PROTOCOL_MAX_REGISTERS = 125
+PROTOCOL_MAX_BITS = 2000
+LAST_ADDRESS = 0xFFFF
+
+# Registers taken by each fixed-width type; strings take ``length`` registers.
+TYPE_REGISTERS: dict[str, int] = {
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
+
+StrictInt = Annotated[int, Strict()]
+M = TypeVar("M", bound=BaseModel)
+
+
+class TcpConnection(StrictModel):
+    """Modbus TCP (or a TCP gateway in front of RS-485 units)."""
+
+    host: str = Field(min_length=1)
+    port: StrictInt = Field(502, ge=1, le=65535)
+    timeout: Duration = Field(1.0, gt=0, description="Wait this long for each reply.")
+    connect_timeout: Duration = Field(3.0, gt=0, description="Wait this long to connect.")
+
+
+class RtuConnection(StrictModel):
+    """Modbus RTU over a serial line (a device path or a pyserial URL)."""
+
+    port: str = Field(min_length=1)
+    baud: StrictInt = Field(9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stop_bits: Literal[1, 2] = 1
+    byte_size: Literal[7, 8] = 8
+    timeout: Duration = Field(1.0, gt=0, description="Wait this long for each reply.")
+
+
+class Connection(StrictModel):
+    """Exactly one of ``modbus_tcp`` or ``modbus_rtu``."""
+
+    modbus_tcp: TcpConnection | None = None
+    modbus_rtu: RtuConnection | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Connection:
+        if (self.modbus_tcp is None) == (self.modbus_rtu is None):
+            raise ValueError(_ONE_KIND)
+        return self
+
+    @property
+    def settings(self) -> TcpConnection | RtuConnection:
+        """The one connection kind that was given."""
+        chosen = self.modbus_tcp or self.modbus_rtu
+        assert chosen is not None  # guaranteed by the validator
+        return chosen
+
+
+class ProtocolOptions(StrictModel):
+    """How to talk to this device (or unit) once connected."""
+
+    kind: Literal["modbus"] = "modbus"
+    unit_id: StrictInt = Field(1, ge=0, le=247)
+    byte_order: ByteOrder = "ABCD"
+    max_registers: StrictInt = Field(PROTOCOL_MAX_REGISTERS, ge=1, le=PROTOCOL_MAX_REGISTERS)
+    max_bits: StrictInt = Field(PROTOCOL_MAX_BITS, ge=1, le=PROTOCOL_MAX_BITS)
+    max_gap: StrictInt = Field(10, ge=0, le=PROTOCOL_MAX_REGISTERS)
+    inter_request_delay: Duration = 0.0
+
+
+class ModbusTag(TagBase):
+    """One value on a Modbus device."""
+
+    address: StrictInt = Field(ge=0, le=LAST_ADDRESS)
+    function: Function = "holding"
+    type: DataType = "uint16"
+    bit: StrictInt | None = Field(None, ge=0, le=15)
+    length: StrictInt | None = Field(None, ge=1, le=PROTOCOL_MAX_REGISTERS)
+    byte_order: ByteOrder | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_type(cls, data: Any) -> Any:
+        # The natural type depends on the function: a coil is a bool, a register a uint16.
+        if isinstance(data, Mapping) and "type" not in data:
+            bits = data.get("function") in BIT_FUNCTIONS
+            return {**data, "type": "bool" if bits else "uint16"}
+        return data
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits, for coils and discretes) this tag occupies."""
+        if self.function in BIT_FUNCTIONS:
+            return 1
+        if self.type == "string":
+            return self.length or 1
+        return TYPE_REGISTERS[self.type]
+
+    @property
+    def is_bit_of_register(self) -> bool:
+        """A bool taken from one bit of a holding or input register."""
+        return self.function in REGISTER_FUNCTIONS and self.bit is not None
+
+
+class ModbusOptions(StrictModel):
+    """Validated options of one Modbus device (one unit id)."""
+
+    connection: Connection
+    protocol: ProtocolOptions = ProtocolOptions()
+    tags: dict[str, ModbusTag]
+
+    def order_of(self, tag: ModbusTag) -> ByteOrder:
+        """The byte order that applies to ``tag`` (its own, else the device's)."""
+        return tag.byte_order or self.protocol.byte_order
+
+
+# --------------------------------------------------------------------------- parsing
+
+_TOP_KEYS = ("connection", "protocol", "tags")
+
+
+def parse_options(options: Mapping[str, Any]) -> ModbusOptions:
+    """Validate driver options; raise :class:`ConfigError` listing every problem."""
+    problems: list[ConfigProblem] = [
+        ConfigProblem((key,), "unknown key") for key in options if key not in _TOP_KEYS
+    ]
+    connection = _parse_connection(options, problems)
+    protocol = _section(ProtocolOptions, options, "protocol", problems, required=False)
+    tags = _parse_tags(options.get("tags"), problems)
+    if protocol is not None:
+        problems += _cross_tag_problems(tags, protocol)
+    if problems or connection is None or protocol is None:
+        raise ConfigError(problems)
+    return ModbusOptions(connection=connection, protocol=protocol, tags=tags)
+
+
+_KINDS = ("modbus_tcp", "modbus_rtu")
+_ONE_KIND = "give exactly one of modbus_tcp or modbus_rtu"
+
+
+def _parse_connection(
+    options: Mapping[str, Any], problems: list[ConfigProblem]
+) -> Connection | None:
+    raw = options.get("connection")
+    if isinstance(raw, Mapping) and sum(kind in raw for kind in _KINDS) != 1:
+        # Said here rather than by the model, whose message would quote the whole mapping.
+        problems.append(
+            ConfigProblem(("connection",), "give exactly one of modbus_tcp or modbus_rtu")
+        )
+        problems += [
+            ConfigProblem(("connection", k), "unknown key") for k in raw if k not in _KINDS
+        ]
+        return None
+    return _section(Connection, options, "connection", problems, required=True)
+
+
+def _section(
+    model: type[M],
+    options: Mapping[str, Any],
+    key: str,
+    problems: list[ConfigProblem],
+    *,
+    required: bool,
+) -> M | None:
+    if key not in options:
+        if required:
+            problems.append(ConfigProblem((key,), "is required"))
+            return None
+        return model.model_validate({})
+    try:
+        return model.model_validate(options[key])
+    except ValidationError as exc:
+        problems += problems_from_validation_error(exc, (key,))
+        return None
+
+
+def _parse_tags(raw: Any, problems: list[ConfigProblem]) -> dict[str, ModbusTag]:
+    if raw is None:
+        problems.append(ConfigProblem(("tags",), "is required"))
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(ConfigProblem(("tags",), "must be a mapping of tag name to tag"))
+        return {}
+    tags: dict[str, ModbusTag] = {}
+    for name, body in raw.items():
+        try:
+            tags[str(name)] = ModbusTag.model_validate(body)
+        except ValidationError as exc:
+            problems += problems_from_validation_error(exc, ("tags", str(name)))
+    for name, tag in tags.items():
+        problems += [ConfigProblem(("tags", name, *p.loc), p.message) for p in tag_problems(tag)]
+    return tags
+
+
+def tag_problems(tag: ModbusTag) -> list[ConfigProblem]:
+    """Checks of one tag that span several fields; locs are relative to the tag."""
+    problems: list[ConfigProblem] = []
+    bits = tag.function in BIT_FUNCTIONS
+    if bits and tag.type != "bool":
+        problems.append(
+            ConfigProblem(
+                ("type",), f"a {tag.function} is one bit: type must be bool, not {tag.type}"
+            )
+        )
+    if tag.bit is not None and (bits or tag.type != "bool"):
+        problems.append(
+            ConfigProblem(
+                ("bit",), "bit is only valid with type bool on holding or input registers"
+            )
+        )
+    if not bits and tag.type == "bool" and tag.bit is None:
+        problems.append(
+            ConfigProblem(("bit",), f"type bool on {tag.function} registers needs bit (0-15)")
+        )
+    if tag.type == "string" and tag.length is None:
+        problems.append(ConfigProblem(("length",), "is required for type string"))
+    if tag.type != "string" and tag.length is not None:
+        problems.append(ConfigProblem(("length",), "length is only valid with type string"))
+    end = tag.address + tag.width - 1
+    if end > LAST_ADDRESS:
+        problems.append(
+            ConfigProblem(
+                ("address",),
+                f"{tag.type} at {tag.address:#06x} needs {tag.width} registers "
+                f"and would end at {end:#x}, past the last address 0xffff",
+            )
+        )
+    if tag.scale == 0:
+        problems.append(ConfigProblem(("scale",), "cannot be 0 (every value would read 0)"))
+    return problems
+
+
+def _cross_tag_problems(
+    tags: Mapping[str, ModbusTag], protocol: ProtocolOptions
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    for name, tag in tags.items():
+        if tag.function in REGISTER_FUNCTIONS and tag.width > protocol.max_registers:
+            key = "length" if tag.type == "string" else "type"
+            problems.append(
+                ConfigProblem(
+                    ("tags", name, key),
+                    f"needs {tag.width} registers, more than protocol.max_registers "
+                    f"({protocol.max_registers}) allows in one request",
+                )
+            )
+    return problems + overlap_problems(tags)
+
+
+def span_text(function: str, start: int, width: int) -> str:
+    """``holding 0x7000-0x7001``: how a register range is shown in messages."""
+    if width == 1:
+        return f"{function} {start:#06x}"
+    return f"{function} {start:#06x}-{start + width - 1:#06x}"
+
+
+def overlap_problems(tags: Mapping[str, ModbusTag]) -> list[ConfigProblem]:
+    """Tags whose registers (or bits) overlap another tag's in the same function space.
+
+    Several ``bit`` tags may share one register: each reads its own bit. The later
+    tag (by address, then name) of an overlapping pair carries the problem.
+    """
+    problems: list[ConfigProblem] = []
+    ordered = sorted(tags.items(), key=lambda item: (item[1].function, item[1].address, item[0]))
+    active: list[tuple[str, ModbusTag]] = []
+    for name, tag in ordered:
+        active = [
+            (n, t)
+            for n, t in active
+            if t.function == tag.function and t.address + t.width > tag.address
+        ]
+        for other_name, other in active:
+            if not (tag.is_bit_of_register and other.is_bit_of_register):
+                where = span_text(other.function, other.address, other.width)
+                message = f"overlaps tag {other_name!r} ({where})"
+                problems.append(ConfigProblem(("tags", name, "address"), message))
+                break
+        active.append((name, tag))
+    return problems

@@ -1,0 +1,184 @@
+"""Pure decoding: the registers (or bits) of one request -> each tag's value.
+
+A block is packed once into its wire bytes (big-endian registers, as they
+travel on the line) and every tag is unpacked from it with ``struct``. The four
+byte orders name where the bytes of the value ``A B C D`` (most significant
+first) sit on the wire:
+
+- ``ABCD``: big-endian words, high word first (the Modbus default);
+- ``BADC``: bytes swapped inside each word, high word first;
+- ``CDAB``: low word first, big-endian bytes inside each word;
+- ``DCBA``: fully little-endian.
+
+64-bit types extend the pattern (``CDAB`` and ``DCBA`` reverse the order of all
+four words). With the bytes of each word swapped once for the whole block,
+every order becomes a plain big- or little-endian read:
+ABCD = big-endian over the wire bytes, DCBA = little-endian over them,
+BADC = big-endian over the swapped bytes, CDAB = little-endian over them.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from drivers.base import Value
+
+BYTE_ORDERS = ("ABCD", "BADC", "CDAB", "DCBA")
+
+# struct code and width in registers of each numeric type.
+_NUMERIC: dict[str, tuple[str, int]] = {
+    "int16": ("h", 1),
+    "uint16": ("H", 1),
+    "int32": ("i", 2),
+    "uint32": ("I", 2),
+    "float32": ("f", 2),
+    "int64": ("q", 4),
+    "uint64": ("Q", 4),
+    "float64": ("d", 4),
+}
+_SWAPPED_ORDERS = frozenset({"BADC", "CDAB"})
+_LITTLE_ORDERS = frozenset({"CDAB", "DCBA"})
+
+
+@dataclass(frozen=True, slots=True)
+class TagLayout:
+    """How to take one tag out of a block.
+
+    ``index`` is the tag's first register (or bit) counted from the block start;
+    ``length`` is the string length in registers; ``bit`` picks one bit of a
+    register for a bool; ``value_offset`` is added after ``scale``.
+    """
+
+    name: str
+    index: int
+    type: str
+    order: str = "ABCD"
+    bit: int | None = None
+    length: int | None = None
+    scale: float = 1.0
+    value_offset: float = 0.0
+
+    @property
+    def width(self) -> int:
+        """Registers taken by this tag in a register block."""
+        if self.type == "string":
+            return self.length or 1
+        if self.type == "bool":
+            return 1
+        return _NUMERIC[self.type][1]
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Values of the tags that decoded, and a reason for each one that did not."""
+
+    values: dict[str, Value] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class _Block:
+    """The wire bytes of a register block, plus (lazily) the same bytes swapped per word."""
+
+    __slots__ = ("_swapped", "wire")
+
+    def __init__(self, registers: Sequence[int]) -> None:
+        self.wire = struct.pack(f">{len(registers)}H", *registers)
+        self._swapped: bytes | None = None
+
+    def buffer(self, order: str) -> bytes:
+        if order not in _SWAPPED_ORDERS:
+            return self.wire
+        if self._swapped is None:
+            swapped = bytearray(len(self.wire))
+            swapped[0::2] = self.wire[1::2]
+            swapped[1::2] = self.wire[0::2]
+            self._swapped = bytes(swapped)
+        return self._swapped
+
+
+def decode_registers(registers: Sequence[int], layouts: Sequence[TagLayout]) -> Decoded:
+    """Decode every tag of a register block; a tag past the block's end gets an error."""
+    out = Decoded()
+    try:
+        block = _Block(registers)
+    except struct.error:
+        for layout in layouts:
+            out.errors[layout.name] = "register value outside 0-65535"
+        return out
+    for layout in layouts:
+        if layout.index + layout.width > len(registers):
+            out.errors[layout.name] = "reply too short for this tag"
+            continue
+        raw = _raw_value(block, registers, layout)
+        _store(out, layout, raw)
+    return out
+
+
+def decode_bits(bits: Sequence[bool], layouts: Sequence[TagLayout]) -> Decoded:
+    """Decode every tag of a coil or discrete-input block."""
+    out = Decoded()
+    for layout in layouts:
+        if layout.index >= len(bits):
+            out.errors[layout.name] = "reply too short for this tag"
+        else:
+            out.values[layout.name] = bool(bits[layout.index])
+    return out
+
+
+def decode_value(registers: Sequence[int], type_: str, order: str = "ABCD") -> Value:
+    """The raw (unscaled) value of ``type_`` held in ``registers`` read in ``order``."""
+    layout = TagLayout("value", 0, type_, order, length=len(registers), bit=None)
+    if type_ == "bool":
+        raise ValueError("a bool in a register needs a bit: use decode_registers")
+    if layout.width > len(registers):
+        raise ValueError(f"{type_} needs {layout.width} registers, got {len(registers)}")
+    return _raw_value(_Block(registers), registers, layout)
+
+
+def decode_all_orders(registers: Sequence[int], type_: str) -> dict[str, Value]:
+    """``{order: raw value}`` for each byte order: the commissioning view of a tag."""
+    return {order: decode_value(registers, type_, order) for order in BYTE_ORDERS}
+
+
+def apply_scale(raw: Value, scale: float, offset: float) -> Value:
+    """``raw * scale + offset``; integers stay integers when scale is 1 and offset 0."""
+    if isinstance(raw, bool | str):
+        return raw
+    if scale == 1 and offset == 0:
+        return raw
+    return raw * scale + offset
+
+
+def _raw_value(block: _Block, registers: Sequence[int], layout: TagLayout) -> Value:
+    if layout.type == "bool":
+        bit = layout.bit or 0
+        return bool((registers[layout.index] >> bit) & 1)
+    if layout.type == "string":
+        return _string(block, layout)
+    code, _ = _NUMERIC[layout.type]
+    endian = "<" if layout.order in _LITTLE_ORDERS else ">"
+    buffer = block.buffer(layout.order)
+    value: Value = struct.unpack_from(endian + code, buffer, layout.index * 2)[0]
+    return value
+
+
+def _string(block: _Block, layout: TagLayout) -> str:
+    # Characters travel in register order; only the bytes inside each word may be
+    # swapped (BADC, DCBA), the word order of text is never reversed.
+    swapped = layout.order in ("BADC", "DCBA")
+    buffer = block.buffer("BADC" if swapped else "ABCD")
+    start = layout.index * 2
+    text = buffer[start : start + (layout.length or 1) * 2]
+    # Devices pad fixed-length text fields with NUL or spaces, at either end.
+    text = text.strip(b"\x00 ")
+    return text.decode("utf-8", errors="replace")
+
+
+def _store(out: Decoded, layout: TagLayout, raw: Value) -> None:
+    if isinstance(raw, float) and not math.isfinite(raw):
+        out.errors[layout.name] = f"not a number ({raw})"
+        return
+    out.values[layout.name] = apply_scale(raw, layout.scale, layout.value_offset)
