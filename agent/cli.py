@@ -7,10 +7,8 @@ need them, so ``edge-agent status`` stays fast.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -120,8 +118,41 @@ def read(
     raise typer.Exit(read_device(dev, tags or list(dev.options.tags), raw))
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+@app.command()
+def demo(
+    broker: Annotated[
+        str | None, typer.Option(help="Publish to this broker (HOST:PORT) instead of a local one.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the demo keeps its buffer.")] = None,
+) -> None:
+    """A sample factory on this machine: simulators, a broker, the agent, live values."""
+    import asyncio
+
+    from agent import logs
+    from agent.demo import run_demo
+
+    logs.setup("warning")
+    if broker is not None and not broker.rpartition(":")[2].isdigit():
+        _fail(f"--broker {broker!r}: expected HOST:PORT")
+    try:
+        code = asyncio.run(run_demo(broker, duration, data_dir))
+    except (OSError, RuntimeError) as exc:
+        _fail(f"demo failed: {exc}", EXIT_RUNTIME)
+    raise typer.Exit(code)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def simulate(ctx: typer.Context) -> None:
+    """Run simulated equipment alone (see --help of python -m simulators).
+
+    Example: edge-agent simulate --vfd 2 --meter 1 --base-port 5020
+    """
+    from simulators.__main__ import main as simulators_main
+
+    raise typer.Exit(simulators_main(list(ctx.args)))
 
 
 if __name__ == "__main__":  # pragma: no cover

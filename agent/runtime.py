@@ -73,6 +73,8 @@ class Agent:
         self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
         self.status = StatusServer(site.status_socket, self.snapshot)
         self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once the buffer is open and every task runs; cleared when stopping."""
 
     def request_stop(self) -> None:
         """Ask the agent to stop (signal handlers call this)."""
@@ -110,9 +112,11 @@ class Agent:
                 self.site.mqtt.host,
                 self.site.mqtt.port,
             )
+            self.ready.set()
             if on_ready is not None:
                 on_ready()
             await self._stop.wait()
+            self.ready.clear()
             for task in polling:
                 task.cancel()
             await asyncio.gather(*polling, return_exceptions=True)

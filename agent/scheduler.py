@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 
 from agent.processing import Filter
 from agent.resolve import DeviceConfig
-from drivers.base import DeviceUnavailable, Driver, Reading, now_ms
+from drivers.base import DeviceUnavailable, Driver, Reading, Value, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class DeviceStats:
     last_error: str | None = None
     values_total: int = 0
     last_poll_ms: float | None = None
+    last_values: dict[str, Value] = field(default_factory=dict)
     _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     def count_values(self, n: int) -> None:
@@ -172,6 +173,7 @@ class DevicePoller:
         if took is not None:
             stats.last_poll_ms = took * 1000
         stats.count_values(len(reading.values))
+        stats.last_values.update(reading.values)
         reported = self._filter.apply(reading)
         if reported.values or reported.errors:
             self.sink.put(self.device.id, [reported])
