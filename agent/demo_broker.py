@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,8 +33,8 @@ def find_mosquitto() -> str | None:
     return next((p for p in MOSQUITTO_PATHS if Path(p).exists()), None)
 
 
-async def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
+async def _wait_listening(port: int) -> None:
+    async with asyncio.timeout(10):
         while True:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -67,21 +66,25 @@ async def _mosquitto(binary: str, port: int) -> AsyncIterator[None]:
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n",
             encoding="utf-8",
         )
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-c",
+            str(conf),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             await _wait_listening(port)
             yield
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    async with asyncio.timeout(5):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
 
 
 @contextlib.asynccontextmanager
