@@ -1,0 +1,75 @@
+"""Run simulated Modbus equipment in the foreground until Ctrl-C or SIGTERM.
+
+python -m simulators --vfd 2 --meter 1 --base-port 5020
+python -m simulators --vfd 1 --rtu /tmp/ttyV0 --fault motor-1=slow:2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from simulators.faults import Fault
+from simulators.run import run_simulators, standard_specs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators", description="Run simulated Modbus equipment."
+    )
+    parser.add_argument("--vfd", type=int, default=2, help="VFD-driven motors (inovance-md500)")
+    parser.add_argument("--meter", type=int, default=1, help="energy meters (eastron-sdm630)")
+    parser.add_argument("--counter", type=int, default=0, help="counter devices (generic-counter)")
+    parser.add_argument("--base-port", type=int, default=5020, help="first port; 0 = free ports")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--rtu", metavar="SERIAL", help="also serve one VFD in RTU on this port")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the behaviour models")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="DEVICE=MODE",
+        help="start with a fault: slow:SECONDS, exception:CODE, silent, drop, garbage",
+    )
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    specs = standard_specs(
+        args.vfd, args.meter, args.counter, args.base_port, args.host, args.rtu, args.seed
+    )
+    faults = {}
+    for item in args.fault:
+        name, _, mode = item.partition("=")
+        faults[name] = Fault.parse(mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_simulators(specs) as sims:
+        for name, fault in faults.items():
+            sims[name].faults.set(fault)
+        for line in sims.describe():
+            print(line, flush=True)
+        await stop.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m simulators``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_run(args))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"simulators: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,249 @@
+"""Start a set of simulated devices, step their behaviour, and serve them.
+
+``run_simulators`` is what ``edge-agent simulate`` and ``edge-agent demo`` use::
+
+    specs = [SimDevice("motor-1", "vfd"), SimDevice("meter", "meter", port=5022)]
+    async with run_simulators(specs) as sims:
+        print(sims.ports)                 # {"motor-1": 40211, "meter": 5022}
+        sims["motor-1"].faults.set("exception:6")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from simulators.counter import CounterModel
+from simulators.faults import FaultSwitch
+from simulators.meter import MeterModel
+from simulators.modbus_server import SerialEndpoint, TcpEndpoint
+from simulators.profile_device import ProfileDevice, Scalar, load_profile, profile_path
+from simulators.vfd import VfdModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROFILES: Final = {
+    "vfd": "inovance-md500",
+    "meter": "eastron-sdm630",
+    "counter": "generic-counter",
+}
+
+
+class BehaviourModel(Protocol):
+    """A time-stepped model: ``step(dt)`` returns tag -> engineering value."""
+
+    def step(self, dt: float) -> Mapping[str, Scalar]: ...
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    """What to simulate and where.
+
+    ``kind`` picks the behaviour (``vfd``, ``meter``, ``counter``) and, unless
+    ``profile`` names another file, its profile. Devices with the same non-zero
+    TCP ``port``, the same ``gateway`` name or the same ``serial_port`` share
+    one endpoint, as units behind a gateway or on one RS-485 bus; ``port=0``
+    picks a free port.
+    ``serial_port`` switches the device to Modbus RTU on that line (a pty path,
+    or ``socket://127.0.0.1:0`` for RTU framing over TCP).
+    """
+
+    name: str
+    kind: str = "vfd"
+    unit_id: int | None = None
+    port: int = 0
+    host: str = "127.0.0.1"
+    serial_port: str | None = None
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    profile: str | Path | None = None
+    seed: int = 0
+    gateway: str | None = None
+    extra_tags: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class RunningDevice:
+    """A simulated device while it is being served."""
+
+    spec: SimDevice
+    device: ProfileDevice
+    model: BehaviourModel
+    faults: FaultSwitch
+    endpoint: TcpEndpoint | SerialEndpoint
+
+    @property
+    def port(self) -> int:
+        """Bound TCP port (0 for a device on a real serial line)."""
+        return self.endpoint.port
+
+    @property
+    def unit_id(self) -> int:
+        """The Modbus unit id the device answers to."""
+        return self.device.unit_id
+
+    def step(self, dt: float) -> None:
+        """Advance the behaviour model and refresh the register image."""
+        self.device.update(self.model.step(dt))
+
+
+class RunningSimulators:
+    """Handle yielded by :func:`run_simulators`."""
+
+    def __init__(self, devices: dict[str, RunningDevice]) -> None:
+        self.devices = devices
+
+    def __getitem__(self, name: str) -> RunningDevice:
+        return self.devices[name]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Device name -> bound TCP port."""
+        return {name: dev.port for name, dev in self.devices.items()}
+
+    def step(self, dt: float) -> None:
+        """Advance every device once (what the background task does every tick)."""
+        for dev in self.devices.values():
+            dev.step(dt)
+
+    def describe(self) -> list[str]:
+        """One line per device: name, kind, unit id, where it listens."""
+        return [
+            f"{name}: {dev.spec.kind} ({dev.device.name}) unit {dev.unit_id} on "
+            f"{dev.endpoint.describe()}"
+            for name, dev in self.devices.items()
+        ]
+
+
+def build_device(spec: SimDevice) -> tuple[ProfileDevice, BehaviourModel]:
+    """The register image and behaviour model for one spec (no I/O but reading YAML)."""
+    if spec.kind not in DEFAULT_PROFILES:
+        raise ValueError(f"{spec.name}: unknown kind {spec.kind!r}; use {sorted(DEFAULT_PROFILES)}")
+    profile = load_profile(spec.profile or profile_path(DEFAULT_PROFILES[spec.kind]))
+    if spec.unit_id is not None:
+        protocol = {**(profile.get("protocol") or {}), "unit_id": spec.unit_id}
+        profile = {**profile, "protocol": protocol}
+    device = ProfileDevice(profile, spec.extra_tags)
+    model: BehaviourModel
+    if spec.kind == "vfd":
+        model = VfdModel(seed=spec.seed)
+    elif spec.kind == "meter":
+        model = MeterModel(seed=spec.seed)
+    else:
+        model = CounterModel(device.tags.values())
+    device.update(model.step(0.0))
+    return device, model
+
+
+def _endpoint_key(spec: SimDevice, index: int) -> tuple[Any, ...]:
+    if spec.serial_port is not None:
+        return ("serial", spec.serial_port)
+    if spec.gateway is not None:
+        return ("gateway", spec.gateway)
+    return ("tcp", spec.host, spec.port or f"free-{index}")
+
+
+def _make_endpoints(
+    specs: Sequence[SimDevice],
+) -> tuple[dict[str, RunningDevice], list[TcpEndpoint | SerialEndpoint]]:
+    built = {spec.name: (spec, *build_device(spec), FaultSwitch()) for spec in specs}
+    if len(built) != len(specs):
+        raise ValueError("simulated device names must be unique")
+    groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for index, spec in enumerate(specs):
+        groups[_endpoint_key(spec, index)].append(spec.name)
+    running: dict[str, RunningDevice] = {}
+    endpoints: list[TcpEndpoint | SerialEndpoint] = []
+    for names in groups.values():
+        first = built[names[0]][0]
+        devices = {built[n][1].unit_id: built[n][1] for n in names}
+        if len(devices) != len(names):
+            raise ValueError(f"devices {names} share an endpoint and a unit id")
+        faults = {built[n][1].unit_id: built[n][3] for n in names}
+        endpoint: TcpEndpoint | SerialEndpoint
+        if first.serial_port is not None:
+            endpoint = SerialEndpoint(
+                devices, faults, first.serial_port, first.baudrate, first.parity, first.stopbits
+            )
+        else:
+            endpoint = TcpEndpoint(devices, faults, first.host, first.port)
+        endpoints.append(endpoint)
+        for n in names:
+            spec, device, model, switch = built[n]
+            running[n] = RunningDevice(spec, device, model, switch, endpoint)
+    return running, endpoints
+
+
+async def _step_forever(sims: RunningSimulators, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    while True:
+        await asyncio.sleep(interval)
+        now = loop.time()
+        sims.step(now - last)
+        last = now
+
+
+@contextlib.asynccontextmanager
+async def run_simulators(
+    spec: Sequence[SimDevice], step_interval: float | None = 0.1
+) -> AsyncIterator[RunningSimulators]:
+    """Start every device, step the models every ``step_interval`` s, yield the handle.
+
+    ``step_interval=None`` leaves stepping to the caller (``sims.step(dt)``),
+    for tests that want registers to hold still.
+    """
+    running, endpoints = _make_endpoints(spec)
+    sims = RunningSimulators(running)
+    stepper: asyncio.Task[None] | None = None
+    started: list[TcpEndpoint | SerialEndpoint] = []
+    try:
+        for endpoint in endpoints:
+            await endpoint.start()
+            started.append(endpoint)
+        if step_interval is not None:
+            stepper = asyncio.create_task(_step_forever(sims, step_interval), name="sim-stepper")
+        yield sims
+    finally:
+        if stepper is not None:
+            stepper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stepper
+        for endpoint in reversed(started):
+            await endpoint.close()
+
+
+def standard_specs(
+    vfd: int = 2,
+    meter: int = 1,
+    counter: int = 0,
+    base_port: int = 0,
+    host: str = "127.0.0.1",
+    rtu_port: str | None = None,
+    seed: int = 0,
+) -> list[SimDevice]:
+    """The usual demo set: ``motor-N`` VFDs, ``meter-N`` meters, ``counter-N`` devices.
+
+    Each gets its own TCP port, ``base_port``, ``base_port + 1``... (0 = free
+    ports), unit id 1. With ``rtu_port`` one more VFD, ``motor-rtu``, answers
+    as unit 1 in Modbus RTU on that serial line (e.g. one end of a socat pty pair).
+    """
+    kinds = [("motor", "vfd")] * vfd + [("meter", "meter")] * meter
+    kinds += [("counter", "counter")] * counter
+    counts: dict[str, int] = defaultdict(int)
+    specs = []
+    for index, (prefix, kind) in enumerate(kinds):
+        counts[prefix] += 1
+        port = base_port + index if base_port else 0
+        name = f"{prefix}-{counts[prefix]}"
+        specs.append(SimDevice(name, kind, port=port, host=host, seed=seed + index))
+    if rtu_port:
+        specs.append(SimDevice("motor-rtu", "vfd", serial_port=rtu_port, seed=seed + len(kinds)))
+    return specs
