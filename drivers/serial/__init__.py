@@ -1,0 +1,36 @@
+"""Plain serial (ASCII line) driver: scales, torque tools, any device that prints lines.
+
+Exports :data:`SPEC`, looked up by ``drivers.registry`` for connection kind ``serial``.
+pyserial is imported only when a driver is created, so validating a config stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drivers.base import DeviceOptions, Driver
+from drivers.serial.config import SerialOptions, SerialTag, parse_options
+
+__all__ = ["SPEC", "SerialOptions", "SerialSpec", "SerialTag"]
+
+
+class SerialSpec:
+    """The serial driver's :class:`drivers.base.DriverSpec`."""
+
+    protocol = "serial"
+
+    def parse(self, options: Mapping[str, Any]) -> SerialOptions:
+        """Validate ``{"connection": {"serial": {...}}, "protocol": {...}, "tags": {...}}``."""
+        return parse_options(options)
+
+    def create(self, device_id: str, options: DeviceOptions) -> Driver:
+        """Build a driver from options returned by :meth:`parse`. No I/O."""
+        if not isinstance(options, SerialOptions):
+            raise TypeError("options must come from SPEC.parse")
+        from drivers.serial.driver import SerialDriver
+
+        return SerialDriver(device_id, options)
+
+
+SPEC = SerialSpec()
