@@ -136,8 +136,8 @@ class SiteFile(StrictModel):
     """The top level of a site file."""
 
     agent: AgentSection
-    mqtt: MqttSection = Field(default_factory=MqttSection)  # type: ignore[arg-type]
-    buffer: BufferSection = Field(default_factory=BufferSection)  # type: ignore[arg-type]
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    buffer: BufferSection = Field(default_factory=BufferSection)
     profiles: list[Path] = Field(
         default_factory=list, description="Extra profile folders, searched before the shipped ones."
     )

@@ -163,6 +163,8 @@ class _SiteBuilder:
         folders = profile_folders(self.site_dir, top.profiles if top else [])
         devices = self._devices(raw_devices, folders)
         password = self._password(top.mqtt) if top else None
+        if top is not None and top.mqtt.tls is not None:
+            self._check_tls_files(top.mqtt.tls)
         if self.problems or top is None:
             raise ConfigFileError(self.problems)
         return self._site(top, devices, password)
@@ -211,6 +213,12 @@ class _SiteBuilder:
                 ("mqtt", "password_file"), f"cannot read {mqtt.password_file}: {exc.strerror}"
             )
             return None
+
+    def _check_tls_files(self, tls: cfg.TlsSection) -> None:
+        for key in ("ca", "cert", "key"):
+            path = getattr(tls, key)
+            if path is not None and not self._path(path).is_file():
+                self._problem(("mqtt", "tls", key), f"file not found: {self._path(path)}")
 
     def _problem(self, path: Path_, message: str, source: Source | None = None) -> None:
         src = source or self.source

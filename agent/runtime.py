@@ -80,7 +80,7 @@ class Agent:
         """Ask the agent to stop (signal handlers call this)."""
         self._stop.set()
 
-    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+    async def run(self, on_ready: Callable[[], object] | None = None) -> None:
         """Run until :meth:`request_stop`; flushes and drains on the way out."""
         self.site.data_dir.mkdir(parents=True, exist_ok=True)
         async with self.buffer:
@@ -99,7 +99,7 @@ class Agent:
                 remove_pointer(self.site.agent.id, os.getpid())
                 await self.status.close()
 
-    async def _run_tasks(self, on_ready: Callable[[], None] | None) -> None:
+    async def _run_tasks(self, on_ready: Callable[[], object] | None) -> None:
         async with asyncio.TaskGroup() as group:
             publishing = group.create_task(self.publisher.run(), name="publisher")
             polling = [

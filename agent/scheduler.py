@@ -64,7 +64,8 @@ class DeviceStats:
         now = time.monotonic()
         while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
             self._recent.popleft()
-        return sum(n for _, n in self._recent) / RATE_WINDOW_S
+        total: int = sum(n for _, n in self._recent)
+        return total / RATE_WINDOW_S
 
 
 class Backoff:
@@ -76,7 +77,7 @@ class Backoff:
         self.attempt = 0
 
     def next_delay(self) -> float:
-        delay = min(self.maximum, self.base * 2**self.attempt)
+        delay = min(self.maximum, self.base * 2.0**self.attempt)
         self.attempt += 1
         return delay * random.uniform(0.75, 1.25)
 

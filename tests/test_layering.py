@@ -36,7 +36,7 @@ def _files(folder: str) -> list[Path]:
 
 
 def _top(name: str) -> str:
-    return name.split(".")[0]
+    return name.split(".", maxsplit=1)[0]
 
 
 @pytest.mark.parametrize("path", _files("drivers"), ids=lambda p: str(p.relative_to(ROOT)))
