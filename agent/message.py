@@ -1,0 +1,93 @@
+"""The default MQTT message: one buffered batch of one device, as compact JSON.
+
+::
+
+    {"v":1,"agent":"line-a-box-1","device":"motor-01","seq":42,
+     "readings":[{"ts":1764270000123,"values":{"speed_rpm":1480},"errors":{"temp_c":"timeout"}}]}
+
+``errors`` is left out of a reading when it is empty. ``seq`` is assigned by the
+buffer when the batch is committed, so the buffer encodes a batch in two parts
+(:func:`encode_parts`) before it knows the seq and splices the number in at
+commit time; :func:`encode_message` is built on the same parts, so the two can
+never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from drivers.base import Reading
+
+VERSION = 1
+"""The message format version, the ``v`` field."""
+
+_SEQ_KEY = b',"seq":'
+
+
+def encode_parts(agent: str, device: str, readings: Sequence[Reading]) -> tuple[bytes, bytes]:
+    """Encode a batch without its seq: ``head + str(seq).encode() + tail`` is the message.
+
+    Raise :class:`ValueError` when a reading holds something JSON cannot carry
+    (a non-string key, an integer above 64 bits...).
+    """
+    try:
+        head = orjson.dumps({"v": VERSION, "agent": agent, "device": device})
+        body = orjson.dumps([_reading_dict(r) for r in readings])
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"device {device}: readings cannot be encoded as JSON: {exc}") from exc
+    # head ends with "}": reopen the object to append seq, then the readings.
+    return head[:-1] + _SEQ_KEY, b',"readings":' + body + b"}"
+
+
+def encode_message(agent: str, device: str, seq: int, readings: Sequence[Reading]) -> bytes:
+    """Encode one batch as the compact JSON message published over MQTT."""
+    head, tail = encode_parts(agent, device, readings)
+    return splice_seq(head, seq, tail)
+
+
+def splice_seq(head: bytes, seq: int, tail: bytes) -> bytes:
+    """Join the two parts from :func:`encode_parts` around ``seq``."""
+    return b"%s%d%s" % (head, seq, tail)
+
+
+def _reading_dict(reading: Reading) -> dict[str, Any]:
+    if reading.errors:
+        return {"ts": reading.ts, "values": reading.values, "errors": reading.errors}
+    return {"ts": reading.ts, "values": reading.values}
+
+
+def decode_message(data: bytes) -> dict[str, Any]:
+    """Parse and check a message made by :func:`encode_message` (for tests and tools).
+
+    Raise :class:`ValueError` naming what is wrong: not JSON, not an object, an
+    unknown version ``v``, or a missing or mistyped field.
+    """
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"message is not valid JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ValueError(f"message must be a JSON object, got {type(message).__name__}")
+    if message.get("v") != VERSION:
+        raise ValueError(f"unsupported message version v={message.get('v')!r}, expected {VERSION}")
+    for key, kind in (("agent", str), ("device", str), ("seq", int), ("readings", list)):
+        if not isinstance(message.get(key), kind) or isinstance(message.get(key), bool):
+            raise ValueError(f"message field {key!r} must be a {kind.__name__}")
+    for index, reading in enumerate(message["readings"]):
+        _check_reading(index, reading)
+    return message
+
+
+def _check_reading(index: int, reading: Any) -> None:
+    where = f"message readings[{index}]"
+    if not isinstance(reading, dict):
+        raise ValueError(f"{where} must be an object")
+    if not isinstance(reading.get("ts"), int) or isinstance(reading.get("ts"), bool):
+        raise ValueError(f"{where}.ts must be an integer (epoch milliseconds)")
+    if not isinstance(reading.get("values"), dict):
+        raise ValueError(f"{where}.values must be an object")
+    if not isinstance(reading.get("errors", {}), dict):
+        raise ValueError(f"{where}.errors must be an object")
