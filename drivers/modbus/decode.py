@@ -19,6 +19,7 @@ BADC = big-endian over the swapped bytes, CDAB = little-endian over them.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
@@ -144,12 +145,48 @@ def decode_all_orders(registers: Sequence[int], type_: str) -> dict[str, Value]:
 
 
 def apply_scale(raw: Value, scale: float, offset: float) -> Value:
-    """``raw * scale + offset``; integers stay integers when scale is 1 and offset 0."""
+    """``raw * scale + offset``; integers stay integers when scale is 1 and offset 0.
+
+    A scaled integer is rounded to the decimals of ``scale`` and ``offset``
+    (raw 1234 x 0.1 is 123.4, not 123.40000000000001): the register held an
+    exact decimal, and the message should too.
+    """
     if isinstance(raw, bool | str):
         return raw
     if scale == 1 and offset == 0:
         return raw
-    return raw * scale + offset
+    value = raw * scale + offset
+    if isinstance(raw, int):
+        return round(value, _decimals(scale, offset))
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _decimals(scale: float, offset: float) -> int:
+    return max(_places(scale), _places(offset))
+
+
+def _places(number: float) -> int:
+    text = f"{number:.15g}"
+    if "e" in text:
+        mantissa, _, exponent = text.partition("e")
+        return max(0, _places(float(mantissa)) - int(exponent))
+    return len(text.partition(".")[2])
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that is still the same float32 (what the device meant).
+
+    A float32 widened to a Python float prints as 228.95823669433594; the device
+    holds 228.95824. Seven significant digits are not always enough to round-trip
+    a float32, so try 7, 8, then 9 (always enough).
+    """
+    packed = struct.pack(">f", value)
+    for digits in (7, 8):
+        shorter = float(f"{value:.{digits}g}")
+        if struct.pack(">f", shorter) == packed:
+            return shorter
+    return float(f"{value:.9g}")
 
 
 def _raw_value(block: _Block, registers: Sequence[int], layout: TagLayout) -> Value:
@@ -162,6 +199,8 @@ def _raw_value(block: _Block, registers: Sequence[int], layout: TagLayout) -> Va
     endian = "<" if layout.order in _LITTLE_ORDERS else ">"
     buffer = block.buffer(layout.order)
     value: Value = struct.unpack_from(endian + code, buffer, layout.index * 2)[0]
+    if code == "f" and math.isfinite(value):
+        return shortest_float32(value)  # type: ignore[arg-type]
     return value
 
 

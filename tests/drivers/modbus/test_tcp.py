@@ -288,9 +288,8 @@ async def test_inspect_shows_raw_words_and_every_byte_order() -> None:
     assert current.raw == tuple(words(struct.pack(">f", 12.5)))
     assert current.value == 12.5
     assert current.all_orders["ABCD"] == 12.5
-    assert (
-        current.all_orders["CDAB"]
-        == struct.unpack(">f", struct.pack(">f", 12.5)[2:] + struct.pack(">f", 12.5)[:2])[0]
+    assert struct.pack(">f", current.all_orders["CDAB"]) == (
+        struct.pack(">f", 12.5)[2:] + struct.pack(">f", 12.5)[:2]
     )
     assert set(current.all_orders) == {"ABCD", "BADC", "CDAB", "DCBA"}
     assert freq.raw == (4998,)
