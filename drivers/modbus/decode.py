@@ -199,8 +199,8 @@ def _raw_value(block: _Block, registers: Sequence[int], layout: TagLayout) -> Va
     endian = "<" if layout.order in _LITTLE_ORDERS else ">"
     buffer = block.buffer(layout.order)
     value: Value = struct.unpack_from(endian + code, buffer, layout.index * 2)[0]
-    if code == "f" and math.isfinite(value):
-        return shortest_float32(value)  # type: ignore[arg-type]
+    if code == "f" and isinstance(value, float) and math.isfinite(value):
+        return shortest_float32(value)
     return value
 
 
