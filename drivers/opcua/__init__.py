@@ -1,0 +1,36 @@
+"""OPC UA driver: poll with one Read per group, or subscribe and stream data changes.
+
+Importing this package does not import asyncua; ``SPEC.create`` does, so a
+Modbus-only box never pays for it. See README.md for the options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drivers.base import DeviceOptions, Driver
+from drivers.opcua.config import OpcuaOptions, OpcuaTag, parse_options
+
+__all__ = ["SPEC", "OpcuaOptions", "OpcuaSpec", "OpcuaTag"]
+
+
+class OpcuaSpec:
+    """Builds OPC UA drivers from site options (``drivers.base.DriverSpec``)."""
+
+    protocol = "opcua"
+
+    def parse(self, options: Mapping[str, Any]) -> OpcuaOptions:
+        """Validate ``{"connection": {"opcua": {...}}, "protocol": {...}, "tags": {...}}``."""
+        return parse_options(options)
+
+    def create(self, device_id: str, options: DeviceOptions) -> Driver:
+        """A driver for parsed options; no I/O."""
+        if not isinstance(options, OpcuaOptions):
+            raise TypeError("options must come from SPEC.parse")
+        from drivers.opcua.driver import OpcuaDriver
+
+        return OpcuaDriver(device_id, options)
+
+
+SPEC = OpcuaSpec()
