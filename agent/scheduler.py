@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 State = Literal["connecting", "connected", "backoff", "error", "disabled"]
 RATE_WINDOW_S = 10.0
+READ_GUARD_S = 120.0
 
 
 class Sink(Protocol):
@@ -146,7 +147,13 @@ class DevicePoller:
             if due[name] > now:
                 await asyncio.sleep(due[name] - now)
             t0 = time.monotonic()
-            reading = await driver.read(name)
+            try:
+                # Drivers bound every call with their own timeouts; this only
+                # catches a driver bug, so a hung read cannot freeze the device.
+                async with asyncio.timeout(READ_GUARD_S):
+                    reading = await driver.read(name)
+            except TimeoutError as exc:
+                raise DeviceUnavailable(f"read of group {name!r} hung") from exc
             self._record(reading, time.monotonic() - t0)
             interval = groups[name]
             due[name] += interval
