@@ -18,31 +18,30 @@ from typing import Any
 
 import yaml
 
+from agent.buffer import Buffer
 from agent.demo_broker import local_broker
 from agent.paths import default_data_dir
 from agent.resolve import SHIPPED_PROFILES, load_site
 from agent.runtime import Agent
-from simulators.run import SimDevice, run_simulators
+from simulators.factory import FactoryPorts, run_factory
 
 EXAMPLE = SHIPPED_PROFILES.parent / "examples" / "garden-tools.yaml"
-
-# Example device id -> what simulates it.
-EQUIPMENT = {
-    "press-motor-1": SimDevice("press-motor-1", "vfd", seed=1),
-    "saw-motor-2": SimDevice("saw-motor-2", "vfd", seed=2),
-    "main-meter": SimDevice("main-meter", "meter", seed=3),
-}
 SHOWN_TAGS = 4
+# connection kind -> the key that holds the address the simulated factory chose
+ADDRESS_KEY = {"modbus_tcp": "port", "modbus_rtu": "port", "opcua": "endpoint", "serial": "port"}
 
 
-def demo_site(ports: dict[str, int], host: str, port: int, data_dir: Path) -> dict[str, Any]:
-    """The example site, rewired to the simulators and broker of this demo."""
+def demo_site(
+    addresses: dict[str, str | int], host: str, port: int, data_dir: Path
+) -> dict[str, Any]:
+    """The example site, rewired to the simulated factory and broker of this demo."""
     site: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     site["agent"]["data_dir"] = str(data_dir)
     site["agent"]["id"] = "demo-" + site["agent"]["id"]
     site["mqtt"] = {**site.get("mqtt", {}), "host": host, "port": port}
     for device in site["devices"]:
-        device["connection"]["modbus_tcp"]["port"] = ports[device["id"]]
+        kind, connection = next(iter(device["connection"].items()))
+        connection[ADDRESS_KEY[kind]] = addresses[device["id"]]
     return site
 
 
@@ -64,14 +63,14 @@ async def run_demo(broker: str | None, duration: float | None, data_dir: Path | 
     console = Console()
     data_dir = data_dir or default_data_dir() / "demo"
     data_dir.mkdir(parents=True, exist_ok=True)
-    async with run_simulators(list(EQUIPMENT.values())) as sims, _broker(broker) as (h, p, what):
+    ports = FactoryPorts(serial_dir=data_dir / "serial")
+    async with run_factory(ports) as factory, _broker(broker) as (h, p, what):
         site_file = data_dir / "demo-site.yaml"
-        site_file.write_text(
-            yaml.safe_dump(demo_site(sims.ports, h, p, data_dir), sort_keys=False), encoding="utf-8"
-        )
+        site = demo_site(factory.addresses, h, p, data_dir)
+        site_file.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
         agent = Agent(load_site(site_file))
         console.print(f"[bold]edge-agent demo[/]: broker {h}:{p} ({what}); site {site_file}")
-        for line in sims.describe():
+        for line in factory.lines:
             console.print(f"  simulator {line}")
         console.print(
             "  try: edge-agent status   |   mosquitto_sub -p "
@@ -92,7 +91,10 @@ async def run_demo(broker: str | None, duration: float | None, data_dir: Path | 
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(running), timeout=1.0)
         await running
-    console.print("demo stopped; unpublished data stays in " + str(agent.site.buffer_path))
+    left = (await asyncio.to_thread(Buffer.read_stats, agent.site.buffer_path)).pending_batches
+    console.print(
+        f"\ndemo stopped; {left} batches not yet published stay in {agent.site.buffer_path}"
+    )
     return 0
 
 

@@ -21,6 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simulators", description="Run simulated Modbus equipment."
     )
+    parser.add_argument(
+        "--factory",
+        action="store_true",
+        help="the whole sample factory at the addresses of config/examples/garden-tools.yaml",
+    )
     parser.add_argument("--vfd", type=int, default=2, help="VFD-driven motors (inovance-md500)")
     parser.add_argument("--meter", type=int, default=1, help="energy meters (eastron-sdm630)")
     parser.add_argument("--counter", type=int, default=0, help="counter devices (generic-counter)")
@@ -38,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _run_factory(stop: asyncio.Event) -> int:
+    from simulators.factory import FIXED, run_factory
+
+    async with run_factory(FIXED) as factory:
+        for line in factory.lines:
+            print(line, flush=True)
+        await stop.wait()
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     specs = standard_specs(
         args.vfd, args.meter, args.counter, args.base_port, args.host, args.rtu, args.seed
@@ -50,6 +65,8 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.factory:
+        return await _run_factory(stop)
     async with run_simulators(specs) as sims:
         for name, fault in faults.items():
             sims[name].faults.set(fault)
@@ -63,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m simulators``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # asyncua warns that a plain demo server has no security policy: expected here.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     try:
         return asyncio.run(_run(args))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         print(f"simulators: {exc}", file=sys.stderr)
         return 2
 
