@@ -70,6 +70,13 @@ def validate(config: ConfigOpt) -> None:
         )
         for change in device.changes:
             typer.echo(f"    override: {change}")
+    for use in site.links:
+        typer.echo(
+            f"  serial line {use.link}: {use.baud} baud, {use.utilisation:.0%} used by "
+            f"{', '.join(use.devices)}"
+        )
+    for warning in site.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

@@ -8,7 +8,6 @@ here touches a device or the network.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agent import config as cfg
+from agent.params import ParamError, Scalar, substitute
 from agent.paths import default_data_dir
+from agent.profiles import Profile, device_params, load_profile, pin_problem, split_pin
 from agent.yamlsrc import ConfigFileError, Path_, Problem, Source, Where, dotted, load
 from drivers import registry
 from drivers.base import ConfigError, DeviceOptions, DriverSpec, problems_from_validation_error
@@ -26,21 +27,6 @@ SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "config" / "profiles
 DEFAULT_GROUP_INTERVAL = 1.0
 
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A loaded profile and where it came from."""
-
-    name: str
-    model: cfg.ProfileFile
-    source: Source
-    sha256: str
-
-    @property
-    def short_hash(self) -> str:
-        """First 12 hex digits of the file's SHA-256: what a site pins."""
-        return self.sha256[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +45,17 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkUse:
+    """A shared serial line and how much of its time the configured polls need."""
+
+    link: str
+    baud: int
+    utilisation: float
+    """Line time needed per second (1.0 = the whole line), a lower bound."""
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     """A validated site: everything the agent needs to run."""
 
@@ -72,6 +69,18 @@ class Site:
     buffer_path: Path
     mqtt_password: str | None = None
     secrets: frozenset[str] = field(default_factory=frozenset)
+    links: tuple[LinkUse, ...] = ()
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things that are valid but will not work well: an overloaded serial line."""
+        return [
+            f"serial line {u.link} at {u.baud} baud needs {u.utilisation:.0%} of its capacity "
+            f"for {', '.join(u.devices)}: polls will overrun; poll less often, read fewer "
+            "registers, or raise the baud rate"
+            for u in self.links
+            if u.utilisation > 1.0
+        ]
 
     def device(self, device_id: str) -> DeviceConfig:
         """The device named ``device_id``; ``KeyError`` if there is none."""
@@ -87,30 +96,6 @@ def load_site(file: Path, env: Mapping[str, str] | None = None) -> Site:
     return _SiteBuilder(source).build()
 
 
-def load_profile(name: str, folders: list[Path]) -> Profile:
-    """Find ``name``.yaml in ``folders`` (first match wins) and validate it."""
-    for folder in folders:
-        path = folder / f"{name}.yaml"
-        if path.is_file():
-            source = load(path)
-            problems: list[Problem] = []
-            model = _validate(cfg.ProfileFile, source.data, (), source, problems)
-            if model is not None and model.profile != name:
-                problems.append(
-                    Problem(
-                        source.where(("profile",)),
-                        "profile",
-                        f"{model.profile!r} does not match the file name {name!r}",
-                    )
-                )
-            if problems or model is None:
-                raise ConfigFileError(problems)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            return Profile(name, model, source, digest)
-    searched = ", ".join(str(f) for f in folders)
-    raise FileNotFoundError(f"profile {name!r} not found (searched {searched})")
-
-
 def profile_folders(site_dir: Path, extra: list[Path]) -> list[Path]:
     """Where profiles are looked up, in order."""
     return [
@@ -119,6 +104,19 @@ def profile_folders(site_dir: Path, extra: list[Path]) -> list[Path]:
         Path("/etc/edge-agent/profiles"),
         SHIPPED_PROFILES,
     ]
+
+
+def _link_uses(devices: list[DeviceConfig]) -> tuple[LinkUse, ...]:
+    """Sum the line time every enabled device on each serial line needs."""
+    uses: dict[str, tuple[int, float, list[str]]] = {}
+    for device in devices:
+        estimate = getattr(device.spec, "link_load", None)
+        load = estimate(device.options, device.poll_groups) if estimate and device.enabled else None
+        if load is None:
+            continue
+        baud, busy, names = uses.get(load.link, (load.baud, 0.0, []))
+        uses[load.link] = (baud, busy + load.seconds_per_second, [*names, device.id])
+    return tuple(LinkUse(k, b, u, tuple(n)) for k, (b, u, n) in sorted(uses.items()))
 
 
 def _validate(
@@ -186,6 +184,7 @@ class _SiteBuilder:
             buffer_path=self._path(top.buffer.path) if top.buffer.path else data_dir / "buffer.db",
             mqtt_password=password,
             secrets=frozenset(s for s in secrets if s),
+            links=_link_uses(devices),
         )
 
     @staticmethod
@@ -258,6 +257,8 @@ class _DeviceBuilder:
         # options path -> (source, path in that source), for locating driver problems
         self.origin: dict[Path_, tuple[Source, Path_]] = {}
         self.changes: list[str] = []
+        self.params: dict[str, Scalar] = {}
+        self.params_ok = True
 
     def build(self) -> DeviceConfig | None:
         section = self.section
@@ -272,8 +273,9 @@ class _DeviceBuilder:
         profile = self._profile()
         if section.profile and profile is None:
             return None
+        self._params(profile)
         options = self._options(kind, profile)
-        if not self._protocol_matches(spec, options, profile):
+        if not self.params_ok or not self._protocol_matches(spec, options, profile):
             return None
         groups = self._poll_groups(profile)
         try:
@@ -297,16 +299,43 @@ class _DeviceBuilder:
         )
 
     def _profile(self) -> Profile | None:
-        name = self.section.profile
-        if name is None:
+        if self.section.profile is None:
             return None
+        name, pin = split_pin(self.section.profile)
         try:
-            return load_profile(name, self.folders)
+            profile = load_profile(name, self.folders)
         except FileNotFoundError as exc:
             self.site._problem((*self.path, "profile"), str(exc))
+            return None
         except ConfigFileError as exc:
             self.site.problems.extend(exc.problems)
-        return None
+            return None
+        mismatch = pin_problem(profile, pin) if pin else None
+        if mismatch:
+            self.site._problem((*self.path, "profile"), mismatch)
+            return None
+        return profile
+
+    def _params(self, profile: Profile | None) -> None:
+        self.params, problems = device_params(profile, self.section.params)
+        for name, message in problems:
+            self.site._problem((*self.path, "params", name), message)
+            self.params_ok = False
+        defaults = profile.defaults() if profile else {}
+        self.changes += [
+            f"param {k}: {defaults[k]!r} -> {v!r}"
+            for k, v in self.section.params.items()
+            if k in defaults and defaults[k] != v
+        ]
+
+    def _sub(self, value: Any, loc: Path_) -> Any:
+        """``value`` with ``${param...}`` substituted; a bad reference is reported at ``loc``."""
+        try:
+            return substitute(value, self.params)
+        except ParamError as exc:
+            self._report(loc, str(exc))
+            self.params_ok = False
+            return value
 
     def _options(self, kind: str, profile: Profile | None) -> dict[str, Any]:
         dev = (*self.path,)
@@ -316,13 +345,23 @@ class _DeviceBuilder:
         if profile:
             protocol.update(profile.model.protocol)
             for key in profile.model.protocol:
-                self.origin[("protocol", key)] = (profile.source, ("protocol", key))
-        protocol.update(self.section.protocol)
-        for key in self.section.protocol:
-            self.origin[("protocol", key)] = (src, (*dev, "protocol", key))
+                where = profile.source_of(("protocol", key))
+                self.origin[("protocol", key)] = (where, ("protocol", key))
+        site_protocol = dict(self.section.protocol)
+        self.origin.update({("protocol", k): (src, (*dev, "protocol", k)) for k in site_protocol})
         if self.section.unit_id is not None:
-            protocol["unit_id"] = self.section.unit_id
+            site_protocol["unit_id"] = self.section.unit_id
             self.origin[("protocol", "unit_id")] = (src, (*dev, "unit_id"))
+        self.changes += [
+            f"protocol {k}: {protocol[k]!r} -> {v!r}"
+            for k, v in site_protocol.items()
+            if k in protocol and protocol[k] != v
+        ]
+        self.changes += [
+            f"protocol {k}: {v!r} added" for k, v in site_protocol.items() if k not in protocol
+        ]
+        protocol.update(site_protocol)
+        protocol = {k: self._sub(v, ("protocol", k)) for k, v in protocol.items()}
         return {
             "connection": self.section.connection,
             "protocol": protocol,
@@ -335,26 +374,33 @@ class _DeviceBuilder:
         if profile:
             for name, attrs in profile.model.tags.items():
                 tags[name] = dict(attrs)
-                self._map(("tags", name), profile.source, ("tags", name))
+                self._map(("tags", name), profile.source_of(("tags", name)), ("tags", name))
+                for key in attrs:
+                    where = profile.source_of(("tags", name, key))
+                    self._map(("tags", name, key), where, ("tags", name, key))
         for name, attrs in self.section.tags.items():
             here = (*dev, "tags", name)
             if name in tags:
-                for key, value in attrs.items():
-                    old = tags[name].get(key, "(unset)")
-                    self.changes.append(f"tag {name}: {key} {old} -> {value}")
+                self.changes += [
+                    f"tag {name}: {key} {_shown(tags[name].get(key, '(unset)'))} -> {_shown(v)}"
+                    for key, v in attrs.items()
+                ]
                 tags[name].update(attrs)
                 for key in attrs:
                     self.origin[("tags", name, key)] = (src, (*here, key))
             else:
                 tags[name] = dict(attrs)
-                self.changes.append(f"tag {name} added")
+                self.changes.append(f"tag {name} added: {_flow(attrs)}")
                 self._map(("tags", name), src, here)
         for index, name in enumerate(self.section.drop_tags):
             if tags.pop(name, None) is None:
                 self.site._problem((*dev, "drop_tags", index), f"no tag {name!r} to drop")
             else:
                 self.changes.append(f"tag {name} dropped")
-        return tags
+        return {
+            name: {key: self._sub(value, ("tags", name, key)) for key, value in attrs.items()}
+            for name, attrs in tags.items()
+        }
 
     def _map(self, options_path: Path_, source: Source, source_path: Path_) -> None:
         self.origin[options_path] = (source, source_path)
@@ -387,6 +433,13 @@ class _DeviceBuilder:
         groups = {"default": DEFAULT_GROUP_INTERVAL}
         if profile:
             groups.update(profile.model.poll_groups)
+        self.changes += [
+            f"poll group {k}: {groups[k]:g}s -> {v:g}s"
+            if k in groups
+            else f"poll group {k}: {v:g}s added"
+            for k, v in self.section.poll_groups.items()
+            if groups.get(k) != v
+        ]
         groups.update(self.section.poll_groups)
         return groups
 
@@ -400,3 +453,12 @@ class _DeviceBuilder:
                 )
                 ok = False
         return ok
+
+
+def _shown(value: Any) -> str:
+    """An attribute value as a person reads it in a change list."""
+    return str(value) if isinstance(value, str) else repr(value)
+
+
+def _flow(attrs: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in attrs.items()) + "}"

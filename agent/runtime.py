@@ -105,6 +105,8 @@ class Agent:
             polling = [
                 group.create_task(p.run(), name=f"device:{p.device.id}") for p in self.pollers
             ]
+            for warning in self.site.warnings:
+                log.warning("%s", warning)
             log.info(
                 "agent %s started: %d devices, broker %s:%d",
                 self.site.agent.id,
@@ -151,6 +153,14 @@ class Agent:
                 "inflight": pub.inflight,
             },
             "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
+            "serial_lines": {
+                u.link: {
+                    "baud": u.baud,
+                    "utilisation": round(u.utilisation, 3),
+                    "devices": list(u.devices),
+                }
+                for u in self.site.links
+            },
         }
 
 
@@ -185,4 +195,5 @@ def _device_status(poller: DevicePoller, now: int) -> dict[str, Any]:
         "last_error": stats.last_error,
         "values_per_second": round(stats.values_per_second(), 1),
         "last_poll_ms": None if stats.last_poll_ms is None else round(stats.last_poll_ms, 1),
+        "driver": poller.driver_stats(),
     }

@@ -105,6 +105,14 @@ class DevicePoller:
         fastest = min(device.poll_groups[g] for g in self._groups())
         self._backoff = Backoff(base=min(max(fastest, 0.5), 2.0), maximum=backoff_max)
         self._down = False
+        self.driver: Driver | None = None
+
+    def driver_stats(self) -> dict[str, object] | None:
+        """The driver's own counters (garbage lines, dropped changes...), if it keeps any."""
+        stats = getattr(self.driver, "stats", None)
+        if stats is None or not hasattr(stats, "__dataclass_fields__"):
+            return None
+        return {k: getattr(stats, k) for k in stats.__dataclass_fields__}
 
     def _groups(self) -> list[str]:
         used = {tag.group for tag in self.device.options.tags.values()}
@@ -114,7 +122,7 @@ class DevicePoller:
         """Poll until cancelled. Never raises for a device fault."""
         if not self.device.enabled:
             return
-        driver = self._factory(self.device)
+        driver = self.driver = self._factory(self.device)
         while True:
             try:
                 async with asyncio.timeout(60):

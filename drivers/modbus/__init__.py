@@ -32,5 +32,13 @@ class ModbusSpec:
 
         return ModbusDriver(device_id, options)
 
+    def link_load(self, options: DeviceOptions, intervals: Mapping[str, float]) -> Any:
+        """Share of a serial line's time this device's polls need (None on TCP)."""
+        from drivers.modbus.busload import link_load
+
+        if not isinstance(options, ModbusOptions):
+            raise TypeError(f"expected ModbusOptions, got {type(options).__name__}")
+        return link_load(options, intervals)
+
 
 SPEC = ModbusSpec()
