@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff";   .venv/bin/ruff check .
-echo "== mypy";   .venv/bin/mypy agent drivers simulators bench
+echo "== mypy";   .venv/bin/mypy agent drivers simulators $(test -d bench && echo bench)
 echo "== pytest"; .venv/bin/pytest "$@"
