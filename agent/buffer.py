@@ -57,7 +57,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -172,11 +172,25 @@ class Buffer:
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._failed: BufferError | None = None
+        self._behind_since: float | None = None  # oldest put/ack the writer has not committed
 
     @property
     def last_seq(self) -> int:
         """The highest committed seq, as last reported to the event loop."""
         return self._last_seq
+
+    def healthy(self, stall: float) -> bool:
+        """True while the writer thread runs and commits: no put/ack waits longer than ``stall`` s.
+
+        The service's systemd watchdog asks this before each ping, so a writer
+        that died or hangs (a stuck fsync, a lock never released) gets the
+        process restarted instead of silently buffering in RAM.
+        """
+        writer = self._writer
+        if writer is None or not writer.is_alive() or self._failed is not None:
+            return False
+        since = self._behind_since
+        return since is None or time.monotonic() - since < stall
 
     async def __aenter__(self) -> Self:
         if self._writer is not None:
@@ -193,6 +207,7 @@ class Buffer:
             self._config, self._inbox, self._commit_interval, self._max_batch_rows, ready, notify
         )
         self._failed, self._submitted, self._processed = None, 0, 0
+        self._behind_since = None
         self._writer = writer
         writer.start()
         try:
@@ -236,7 +251,7 @@ class Buffer:
         head, tail = encode_parts(self.agent_id, device, readings)
         n_values = sum(len(r.values) for r in readings)
         if self._inbox.put(Put(device, head, tail, now_ms(), n_values)):
-            self._submitted += 1
+            self._submitted_one()
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Delete acknowledged batches in the writer's next commit (unknown seqs are ignored)."""
@@ -244,7 +259,12 @@ class Buffer:
         batch = frozenset(seqs)
         if batch:
             self._inbox.ack(batch)
-            self._submitted += 1
+            self._submitted_one()
+
+    def _submitted_one(self) -> None:
+        self._submitted += 1
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
 
     async def flush(self) -> None:
         """Return once every ``put`` and ``ack`` made so far is committed.
@@ -281,6 +301,8 @@ class Buffer:
 
     def _on_writer(self, n_ops: int, last_seq: int, error: BufferError | None, dead: bool) -> None:
         self._processed += n_ops
+        if n_ops:  # progress: the stall clock restarts (or stops when caught up)
+            self._behind_since = None if self._processed >= self._submitted else time.monotonic()
         self._last_seq = max(self._last_seq, last_seq)
         still: list[tuple[int, asyncio.Future[None]]] = []
         for target, future in self._flush_waiters:
@@ -819,3 +841,78 @@ class _Writer(threading.Thread):
             if inbox.pending():
                 inbox.urgent.set()  # a backlog beyond max_batch_rows: commit again at once
                 inbox.wake.set()
+
+
+# --------------------------------------------------------------------------- offline tools
+
+_EXPORT_PAGE = 500
+
+
+def export_pending(path: Path) -> Iterator[bytes]:
+    """Yield the payload (the exact MQTT message) of every pending batch, in seq order.
+
+    Read-only and safe next to a running agent: each page is its own short read
+    transaction, and batches committed after the export began are not included.
+    Raise :class:`BufferError` if the file is missing or not a buffer.
+    """
+    path = Path(path)
+    conn = _connect_ro(path)
+    try:
+        last = _translate(path, _read_stats, conn, path).last_seq
+        after = 0
+        while after < last:
+            rows = _translate(path, _fetch_rows, conn, after, _EXPORT_PAGE, frozenset())
+            for row in rows:
+                if row.seq > last:
+                    return
+                yield row.payload
+            if len(rows) < _EXPORT_PAGE:
+                return
+            after = rows[-1].seq
+    finally:
+        conn.close()
+
+
+def purge(path: Path) -> int:
+    """Delete every pending batch; return how many. They count as dropped batches.
+
+    ``last_seq`` is kept, so seqs stay monotonic and the gap a consumer sees is
+    explained by ``dropped_batches``. Safe next to a running agent (its writer
+    reads the counters inside each transaction); batches it commits later stay.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BufferError(f"no buffer database at {path}")
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise BufferError(f"cannot open buffer {path}: {exc}") from exc
+    try:
+        return _translate(path, _purge_rows, conn, path)
+    finally:
+        conn.close()
+
+
+def _purge_rows(conn: sqlite3.Connection, path: Path) -> int:
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA synchronous=FULL")
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        raise BufferError(f"{path} is not a buffer of schema version {SCHEMA_VERSION}")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
+        conn.execute("DELETE FROM batches")
+        conn.execute(
+            "UPDATE meta SET dropped_batches = dropped_batches + ?,"
+            " pending_batches = 0, pending_bytes = 0",
+            (n,),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    # Give the space back to the file system (auto_vacuum is incremental); best effort.
+    with contextlib.suppress(sqlite3.Error):
+        conn.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+    return int(n)
