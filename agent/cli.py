@@ -56,7 +56,11 @@ def load_site_or_exit(config: Path) -> Site:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a site file without touching any device. Exit 0 if valid, 2 otherwise."""
-    site = load_site_or_exit(config)
+    print_summary(config, load_site_or_exit(config))
+
+
+def print_summary(config: Path, site: Site) -> None:
+    """What ``validate`` prints for a valid site: devices, profiles, overrides, lines."""
     n_tags = sum(len(d.options.tags) for d in site.devices)
     typer.echo(
         f"{config}: valid: agent {site.agent.id}, {len(site.devices)} devices, "
@@ -75,7 +79,9 @@ def validate(config: ConfigOpt) -> None:
             f"  serial line {use.link}: {use.baud} baud, {use.utilisation:.0%} used by "
             f"{', '.join(use.devices)}"
         )
-    for warning in site.warnings:
+    from agent.permissions import readable_by_others
+
+    for warning in [*site.warnings, *readable_by_others(site)]:
         typer.echo(f"warning: {warning}", err=True)
 
 
@@ -126,6 +132,26 @@ def read(
 
 
 @app.command()
+def schema(
+    kind: Annotated[str, typer.Argument(help="site or profile")] = "site",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON schema of site files or profiles (for editors)."""
+    import json
+
+    from agent.schema import schemas
+
+    documents = schemas()
+    if kind not in documents:
+        _fail(f"unknown schema {kind!r}: use site or profile")
+    text = json.dumps(documents[kind], indent=2, sort_keys=True) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@app.command()
 def demo(
     broker: Annotated[
         str | None, typer.Option(help="Publish to this broker (HOST:PORT) instead of a local one.")
@@ -161,6 +187,41 @@ def simulate(ctx: typer.Context) -> None:
 
     raise typer.Exit(simulators_main(list(ctx.args)))
 
+
+@app.command()
+def doctor(
+    config: ConfigOpt,
+    seconds: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each device and the broker.")
+    ] = 3.0,
+) -> None:
+    """Check this box: site file, data dir, devices, broker, clock, file permissions.
+
+    One PASS/WARN/FAIL line per check. Exit 0 if nothing FAILed, 1 otherwise, 2 bad config.
+    """
+    from agent.doctor import run as run_doctor
+
+    raise typer.Exit(run_doctor(config, seconds, typer.echo))
+
+
+def _add_buffer_commands() -> None:
+    from agent.buffercmd import buffer_app  # typer only; the commands import lazily
+
+    app.add_typer(buffer_app, name="buffer")
+
+
+_add_buffer_commands()
+
+
+def _add_library_commands() -> None:
+    from agent.librarycmd import config_app, init, profile_app  # typer only; lazy inside
+
+    app.add_typer(profile_app, name="profile")
+    app.add_typer(config_app, name="config")
+    app.command()(init)
+
+
+_add_library_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.params import check_name
 from drivers.base import ByteSize, Duration, StrictModel
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -64,7 +65,7 @@ class MqttSection(StrictModel):
     port: int = Field(1883, ge=1, le=65535)
     client_id: str | None = Field(None, description="Default: edge-agent-<agent id>.")
     username: str | None = None
-    password: str | None = Field(None, description="Prefer ${ENV} or password_file.")
+    password: str | None = Field(None, description="Prefer ${ENV} or password_file.", repr=False)
     password_file: Path | None = Field(None, description="File holding the password.")
     tls: TlsSection | None = None
     keepalive: Duration = Field(30.0, ge=5, le=3600)
@@ -113,6 +114,9 @@ class DeviceSection(StrictModel):
     poll_groups: dict[str, Duration] = Field(default_factory=dict)
     tags: dict[str, dict[str, Any]] = Field(default_factory=dict)
     drop_tags: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Values for the profile's params (its defaults apply)."
+    )
 
     _check_id = field_validator("id")(check_id)
 
@@ -154,6 +158,25 @@ class ProfileFile(StrictModel):
     description: str | None = None
     source: str | None = None
     notes: str | None = None
+    extends: str | None = Field(
+        None, description="A base profile (vendor family) whose parts this one merges over."
+    )
+    params: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Per-device settings with defaults, used as ${param.NAME} in attributes.",
+    )
     protocol: dict[str, Any] = Field(default_factory=dict)
     poll_groups: dict[str, Duration] = Field(default_factory=dict)
     tags: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    drop_tags: list[str] = Field(
+        default_factory=list, description="Tags of the base profile this one does not have."
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(
+        cls, value: dict[str, bool | int | float | str]
+    ) -> dict[str, bool | int | float | str]:
+        for name in value:
+            check_name(name)
+        return value

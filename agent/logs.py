@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from agent.secretmask import MIN_LENGTH, mask
+
 _PRIORITY = {
     logging.DEBUG: 7,
     logging.INFO: 6,
@@ -26,19 +28,26 @@ class _JournalFormatter(logging.Formatter):
 
 
 class _Redact(logging.Filter):
-    """Last line of defence: secrets never reach a log line."""
+    """Last line of defence: secrets never reach a log line, nor a traceback under one."""
 
     def __init__(self, secrets: frozenset[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 3]
+        self.secrets = [s for s in secrets if len(s) >= MIN_LENGTH]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "***")
-                record.msg, record.args = message, None
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        masked = mask(message, self.secrets)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # the formatter uses exc_text when set: render the traceback here, masked
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = mask(record.stack_info, self.secrets)
         return True
 
 

@@ -18,7 +18,15 @@ from pydantic import BaseModel, ValidationError
 from agent import config as cfg
 from agent.params import ParamError, Scalar, substitute
 from agent.paths import default_data_dir
-from agent.profiles import Profile, device_params, load_profile, pin_problem, split_pin
+from agent.profiles import (
+    Profile,
+    device_params,
+    load_profile,
+    pin_problem,
+    shown,
+    split_pin,
+)
+from agent.secretmask import mask_problems, secret_values
 from agent.yamlsrc import ConfigFileError, Path_, Problem, Source, Where, dotted, load
 from drivers import registry
 from drivers.base import ConfigError, DeviceOptions, DriverSpec, problems_from_validation_error
@@ -67,8 +75,10 @@ class Site:
     data_dir: Path
     status_socket: Path
     buffer_path: Path
-    mqtt_password: str | None = None
-    secrets: frozenset[str] = field(default_factory=frozenset)
+    # repr=False: a printed Site (a debug line, a config dump) must not show a secret
+    mqtt_password: str | None = field(default=None, repr=False)
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    """Every secret value of the configuration (passwords, tokens), to mask in output."""
     links: tuple[LinkUse, ...] = ()
 
     @property
@@ -164,13 +174,11 @@ class _SiteBuilder:
         if top is not None and top.mqtt.tls is not None:
             self._check_tls_files(top.mqtt.tls)
         if self.problems or top is None:
-            raise ConfigFileError(self.problems)
+            raise ConfigFileError(mask_problems(self.problems, self._secrets(password)))
         return self._site(top, devices, password)
 
     def _site(self, top: cfg.SiteFile, devices: list[DeviceConfig], password: str | None) -> Site:
         data_dir = self._path(top.agent.data_dir) if top.agent.data_dir else default_data_dir()
-        secrets = {s for s in (password,) if s}
-        secrets |= {str(self._value(p)) for p in self.source.env_paths if self._is_secret(p)}
         return Site(
             file=self.source.file,
             agent=top.agent,
@@ -183,21 +191,19 @@ class _SiteBuilder:
             else data_dir / "status.sock",
             buffer_path=self._path(top.buffer.path) if top.buffer.path else data_dir / "buffer.db",
             mqtt_password=password,
-            secrets=frozenset(s for s in secrets if s),
+            secrets=self._secrets(password),
             links=_link_uses(devices),
         )
 
-    @staticmethod
-    def _is_secret(path: Path_) -> bool:
-        return any(
-            isinstance(p, str) and ("password" in p or "secret" in p or "token" in p) for p in path
-        )
+    def _secrets(self, password: str | None) -> frozenset[str]:
+        """The password read from password_file and every value under a secret key.
 
-    def _value(self, path: Path_) -> Any:
-        node = self.source.data
-        for part in path:
-            node = node[part]
-        return node
+        Literal or from ``${ENV}``, wherever it is (mqtt.password, an OPC UA
+        connection's password...): all of them are masked in logs and errors.
+        """
+        found = {password} if password else set()
+        found.update(secret_values(self.source.data))
+        return frozenset(found)
 
     def _path(self, path: Path) -> Path:
         return path if path.is_absolute() else self.site_dir / path
@@ -381,9 +387,10 @@ class _DeviceBuilder:
         for name, attrs in self.section.tags.items():
             here = (*dev, "tags", name)
             if name in tags:
+                old = tags[name]
                 self.changes += [
-                    f"tag {name}: {key} {_shown(tags[name].get(key, '(unset)'))} -> {_shown(v)}"
-                    for key, v in attrs.items()
+                    f"tag {name}: {k} {shown(k, old.get(k, '(unset)'))} -> {shown(k, v)}"
+                    for k, v in attrs.items()
                 ]
                 tags[name].update(attrs)
                 for key in attrs:
@@ -455,10 +462,5 @@ class _DeviceBuilder:
         return ok
 
 
-def _shown(value: Any) -> str:
-    """An attribute value as a person reads it in a change list."""
-    return str(value) if isinstance(value, str) else repr(value)
-
-
 def _flow(attrs: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in attrs.items()) + "}"
+    return "{" + ", ".join(f"{k}: {shown(k, v)}" for k, v in attrs.items()) + "}"

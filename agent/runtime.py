@@ -19,6 +19,7 @@ from typing import Any
 from agent import __version__
 from agent.buffer import Buffer
 from agent.paths import AgentPointer, remove_pointer, write_pointer
+from agent.permissions import readable_by_others
 from agent.publisher import MqttOptions, Publisher, TlsOptions
 from agent.resolve import Site
 from agent.scheduler import DevicePoller
@@ -35,9 +36,12 @@ def mqtt_options(site: Site) -> MqttOptions:
     mqtt = site.mqtt
     tls = None
     if mqtt.tls is not None:
-        tls = TlsOptions(
-            ca=mqtt.tls.ca, cert=mqtt.tls.cert, key=mqtt.tls.key, insecure=mqtt.tls.insecure
+        # relative to the site file, as validation checked them (the cwd is / under systemd)
+        base = site.file.resolve().parent
+        ca, cert, key = (
+            None if p is None else base / p for p in (mqtt.tls.ca, mqtt.tls.cert, mqtt.tls.key)
         )
+        tls = TlsOptions(ca=ca, cert=cert, key=key, insecure=mqtt.tls.insecure)
     return MqttOptions(
         host=mqtt.host,
         port=mqtt.port,
@@ -105,7 +109,7 @@ class Agent:
             polling = [
                 group.create_task(p.run(), name=f"device:{p.device.id}") for p in self.pollers
             ]
-            for warning in self.site.warnings:
+            for warning in [*self.site.warnings, *readable_by_others(self.site)]:
                 log.warning("%s", warning)
             log.info(
                 "agent %s started: %d devices, broker %s:%d",

@@ -89,7 +89,11 @@ def loads(text: str, file: Path, env: Mapping[str, str]) -> Source:
     """Parse YAML ``text`` as if read from ``file``."""
     source = Source(file, None)
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        # the constructor already scans for characters YAML forbids (ReaderError)
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from exc
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -100,11 +104,23 @@ def loads(text: str, file: Path, env: Mapping[str, str]) -> Source:
         raise ConfigFileError(
             [Problem(Where(file, line), "", f"YAML syntax: {exc.problem or exc.context}")]
         ) from exc
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from exc
     finally:
         loader.dispose()
     if problems:
         raise ConfigFileError(problems)
     return source
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: Path) -> ConfigFileError:
+    """A character YAML does not allow (a control character, say): where and which."""
+    line = text.count("\n", 0, max(0, exc.position)) + 1
+    char = exc.character
+    shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+    return ConfigFileError(
+        [Problem(Where(file, line), "", f"character {shown} is not allowed in YAML")]
+    )
 
 
 def _build(

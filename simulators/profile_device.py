@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from simulators.encode import (
     FLOAT_TYPES,
     NUMERIC_TYPES,
@@ -23,6 +21,7 @@ from simulators.encode import (
     encode_string,
     register_count,
 )
+from simulators.profile_library import fill_params, merged
 
 FUNCTIONS: Final = ("holding", "input", "coil", "discrete")
 BIT_FUNCTIONS: Final = frozenset({"coil", "discrete"})
@@ -64,11 +63,10 @@ class TagSpec:
         return raw if self.type in FLOAT_TYPES else round(raw)
 
 
-def load_profile(path: str | Path) -> dict[str, Any]:
-    """Read a profile YAML file (``yaml.safe_load``) into a plain dict."""
-    with Path(path).open(encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
-    if not isinstance(data, dict) or not isinstance(data.get("tags"), dict):
+def load_profile(path: str | Path, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a profile YAML file into a plain dict, ``extends`` merged and params filled in."""
+    data = fill_params(merged(Path(path)), params or {})
+    if not isinstance(data.get("tags"), dict) or not data["tags"]:
         raise ValueError(f"{path}: not a profile (no 'tags' mapping)")
     return data
 
@@ -141,6 +139,8 @@ class ProfileDevice:
         self.registers: dict[str, dict[int, int]] = {"holding": {}, "input": {}}
         self.bits: dict[str, dict[int, bool]] = {"coil": {}, "discrete": {}}
         self.writable: dict[str, set[int]] = {f: set() for f in FUNCTIONS}
+        self.values: dict[str, Scalar] = {}
+        """The last engineering value given to each tag by :meth:`update`."""
         for function in FUNCTIONS:
             used = [a for t in self.tags.values() if t.function == function for a in t.registers]
             valid = _fill_gaps(used, gap_fill)
@@ -160,11 +160,12 @@ class ProfileDevice:
         return cls(load_profile(path), extra_tags)
 
     def update(self, values: Mapping[str, Scalar]) -> None:
-        """Encode engineering values of the named tags into the image."""
+        """Encode engineering values of the named tags into the image (``values`` keeps them)."""
         for name, value in values.items():
             tag = self.tags.get(name)
             if tag is not None:
                 self._store(tag, tag.to_raw(value))
+                self.values[name] = value
 
     def _store(self, tag: TagSpec, raw: Scalar) -> None:
         if tag.function in BIT_FUNCTIONS:

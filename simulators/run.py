@@ -24,6 +24,7 @@ from simulators.faults import FaultSwitch
 from simulators.meter import MeterModel
 from simulators.modbus_server import SerialEndpoint, TcpEndpoint
 from simulators.profile_device import ProfileDevice, Scalar, load_profile, profile_path
+from simulators.profile_models import BEHAVIOUR_OF_PROFILE, adapt
 from simulators.vfd import VfdModel
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,13 @@ class SimDevice:
     """What to simulate and where.
 
     ``kind`` picks the behaviour (``vfd``, ``meter``, ``counter``) and, unless
-    ``profile`` names another file, its profile. Devices with the same non-zero
-    TCP ``port``, the same ``gateway`` name or the same ``serial_port`` share
-    one endpoint, as units behind a gateway or on one RS-485 bus; ``port=0``
-    picks a free port.
+    ``profile`` names another one (a shipped profile's name such as
+    ``"invt-gd20"``, or a file), its profile; ``params`` sets the profile's
+    parameters as a site would. Any shipped Modbus profile can be served: its
+    values come from the behaviour through :mod:`simulators.profile_models`.
+    Devices with the same non-zero TCP ``port``, the same ``gateway`` name or
+    the same ``serial_port`` share one endpoint, as units behind a gateway or
+    on one RS-485 bus; ``port=0`` picks a free port.
     ``serial_port`` switches the device to Modbus RTU on that line (a pty path,
     or ``socket://127.0.0.1:0`` for RTU framing over TCP).
     """
@@ -67,6 +71,7 @@ class SimDevice:
     seed: int = 0
     gateway: str | None = None
     extra_tags: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,20 +131,43 @@ def build_device(spec: SimDevice) -> tuple[ProfileDevice, BehaviourModel]:
     """The register image and behaviour model for one spec (no I/O but reading YAML)."""
     if spec.kind not in DEFAULT_PROFILES:
         raise ValueError(f"{spec.name}: unknown kind {spec.kind!r}; use {sorted(DEFAULT_PROFILES)}")
-    profile = load_profile(spec.profile or profile_path(DEFAULT_PROFILES[spec.kind]))
+    profile = load_profile(_profile_file(spec), spec.params)
+    name = str(profile.get("profile"))
+    behaviour = BEHAVIOUR_OF_PROFILE.get(name, spec.kind)
+    if spec.kind not in ("counter", behaviour):
+        raise ValueError(f"{spec.name}: profile {name} is a {behaviour}, not a {spec.kind}")
     if spec.unit_id is not None:
         protocol = {**(profile.get("protocol") or {}), "unit_id": spec.unit_id}
         profile = {**profile, "protocol": protocol}
     device = ProfileDevice(profile, spec.extra_tags)
     model: BehaviourModel
     if spec.kind == "vfd":
-        model = VfdModel(seed=spec.seed)
+        model = _Adapted(VfdModel(seed=spec.seed), name)
     elif spec.kind == "meter":
-        model = MeterModel(seed=spec.seed)
+        model = _Adapted(MeterModel(seed=spec.seed), name)
     else:
         model = CounterModel(device.tags.values())
     device.update(model.step(0.0))
     return device, model
+
+
+def _profile_file(spec: SimDevice) -> Path:
+    """A shipped profile's name, or a path to a profile file."""
+    chosen = spec.profile or DEFAULT_PROFILES[spec.kind]
+    if isinstance(chosen, str) and "/" not in chosen and not chosen.endswith(".yaml"):
+        return profile_path(chosen)
+    return Path(chosen)
+
+
+class _Adapted:
+    """A behaviour model whose values are renamed and recoded for one profile."""
+
+    def __init__(self, model: BehaviourModel, profile: str) -> None:
+        self.model = model
+        self.profile = profile
+
+    def step(self, dt: float) -> Mapping[str, Scalar]:
+        return adapt(self.profile, self.model.step(dt))
 
 
 def _endpoint_key(spec: SimDevice, index: int) -> tuple[Any, ...]:
