@@ -134,7 +134,9 @@ def read(
 @app.command()
 def schema(
     kind: Annotated[str, typer.Argument(help="site or profile")] = "site",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file.")
+    ] = None,
 ) -> None:
     """Print the JSON schema of site files or profiles (for editors)."""
     import json

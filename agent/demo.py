@@ -21,11 +21,11 @@ import yaml
 from agent.buffer import Buffer
 from agent.demo_broker import local_broker
 from agent.paths import default_data_dir
-from agent.resolve import SHIPPED_PROFILES, load_site
+from agent.resolve import SHIPPED_EXAMPLES, load_site
 from agent.runtime import Agent
 from simulators.factory import FactoryPorts, run_factory
 
-EXAMPLE = SHIPPED_PROFILES.parent / "examples" / "garden-tools.yaml"
+EXAMPLE = SHIPPED_EXAMPLES / "garden-tools.yaml"
 SHOWN_TAGS = 4
 # connection kind -> the key that holds the address the simulated factory chose
 ADDRESS_KEY = {"modbus_tcp": "port", "modbus_rtu": "port", "opcua": "endpoint", "serial": "port"}

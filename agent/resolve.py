@@ -8,6 +8,7 @@ here touches a device or the network.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,16 @@ from agent.yamlsrc import ConfigFileError, Path_, Problem, Source, Where, dotted
 from drivers import registry
 from drivers.base import ConfigError, DeviceOptions, DriverSpec, problems_from_validation_error
 
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "config" / "profiles"
+
+def _shipped(folder: str) -> Path:
+    """``config/<folder>`` of a checkout, else ``<prefix>/share/edge-agent/<folder>`` (a wheel)."""
+    checkout = Path(__file__).resolve().parent.parent / "config" / folder
+    installed = Path(sys.prefix) / "share" / "edge-agent" / folder
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+SHIPPED_PROFILES = _shipped("profiles")
+SHIPPED_EXAMPLES = _shipped("examples")
 DEFAULT_GROUP_INTERVAL = 1.0
 
 M = TypeVar("M", bound=BaseModel)

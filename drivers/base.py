@@ -150,10 +150,10 @@ def parse_size(value: Any) -> int:
     return size
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=float | str)]
 """Seconds, written in config as ``500ms``, ``1s``, ``2m``..."""
 
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
+ByteSize = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=int | str)]
 """Bytes, written in config as ``256MB``, ``64KiB``..."""
 
 
@@ -250,6 +250,9 @@ class DriverSpec(Protocol):
 
     protocol: str
     """The profile ``protocol.kind`` this driver speaks (``"modbus"``, ``"opcua"``...)."""
+
+    options_model: type[BaseModel]
+    """The pydantic model of ``{"connection", "protocol", "tags"}`` (for the JSON schema)."""
 
     def parse(self, options: Mapping[str, Any]) -> DeviceOptions:
         """Validate ``{"connection": {KIND: {...}}, "protocol": {...}, "tags": {...}}``.

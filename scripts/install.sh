@@ -119,21 +119,6 @@ fill_venv() {
     rm -rf "$tmp"
     [ $status -eq 0 ] || return 1
   fi
-  ship_profiles "$1"
-}
-
-# The agent looks for shipped profiles next to its package (agent.resolve.SHIPPED_PROFILES);
-# put them there when the package did not bring them along.
-ship_profiles() {
-  local target
-  # -I: the checkout in the current directory must not shadow the installed package.
-  target=$("$1/bin/python" -I -c 'from agent.resolve import SHIPPED_PROFILES as p; print(p)') \
-    || return 1
-  if [ ! -d "$target" ] && [ -d "$SRC/config/profiles" ]; then
-    mkdir -p "$target" "$target/../examples" || return 1
-    cp -p "$SRC"/config/profiles/*.yaml "$target"/ || return 1
-    cp -p "$SRC"/config/examples/*.yaml "$target/../examples"/ || return 1
-  fi
 }
 
 install_config() {

@@ -19,6 +19,7 @@ class ModbusSpec:
     """The Modbus driver's entry in ``drivers.registry``."""
 
     protocol: str = "modbus"
+    options_model = ModbusOptions
 
     def parse(self, options: Mapping[str, Any]) -> ModbusOptions:
         """Validate ``{"connection": ..., "protocol": ..., "tags": ...}``; ConfigError lists all."""

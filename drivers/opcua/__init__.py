@@ -19,6 +19,7 @@ class OpcuaSpec:
     """Builds OPC UA drivers from site options (``drivers.base.DriverSpec``)."""
 
     protocol = "opcua"
+    options_model = OpcuaOptions
 
     def parse(self, options: Mapping[str, Any]) -> OpcuaOptions:
         """Validate ``{"connection": {"opcua": {...}}, "protocol": {...}, "tags": {...}}``."""

@@ -19,6 +19,7 @@ class SerialSpec:
     """The serial driver's :class:`drivers.base.DriverSpec`."""
 
     protocol = "serial"
+    options_model = SerialOptions
 
     def parse(self, options: Mapping[str, Any]) -> SerialOptions:
         """Validate ``{"connection": {"serial": {...}}, "protocol": {...}, "tags": {...}}``."""
