@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.mosquitto import Mosquitto, find_mosquitto
+
+# --------------------------------------------------------------------------- tools
+# The suite runs against real tools; a missing one is an error, never a skip.
+REQUIRED_TOOLS = ("mosquitto", "socat", "openssl", "systemd-analyze")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [
+        t
+        for t in REQUIRED_TOOLS
+        if shutil.which(t) is None and not (t == "mosquitto" and find_mosquitto())
+    ]
+    if missing:
+        pytest.exit(f"missing tools: {', '.join(missing)}; run scripts/setup.sh", returncode=4)
+
 
 # --------------------------------------------------------------------------- MQTT broker
 # A real mosquitto on 127.0.0.1 and a free port (never the shared 1883),

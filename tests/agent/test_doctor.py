@@ -17,12 +17,9 @@ from agent.cli import app
 from tests.support.mosquitto import (
     Mosquitto,
     MosquittoTls,
-    find_mosquitto,
     free_port,
     make_test_certs,
 )
-
-needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +74,6 @@ def run(site: Path) -> tuple[int, dict[str, str]]:
     return code, by_name
 
 
-@needs_mosquitto
 def test_everything_reachable_passes(
     tmp_path: Path, mosquitto: Mosquitto, listening_port: int
 ) -> None:
@@ -92,7 +88,6 @@ def test_everything_reachable_passes(
     assert code == 0
 
 
-@needs_mosquitto
 def test_closed_device_port_fails_and_others_still_checked(
     tmp_path: Path, mosquitto: Mosquitto, listening_port: int
 ) -> None:
@@ -113,7 +108,6 @@ def test_broker_not_running_fails(tmp_path: Path) -> None:
     assert code == 1
 
 
-@needs_mosquitto
 def test_broker_credentials(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker", users={"box": "right-pw"})
     with broker:
@@ -131,7 +125,6 @@ def test_broker_credentials(tmp_path: Path) -> None:
     assert code == 1
 
 
-@needs_mosquitto
 def test_broker_tls(tmp_path: Path) -> None:
     certs = make_test_certs(tmp_path / "certs")
     other = make_test_certs(tmp_path / "other-ca")

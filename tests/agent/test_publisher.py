@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import json
 import logging
-import shutil
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,14 +23,11 @@ from tests.support.mosquitto import (
     Received,
     Subscriber,
     TestCerts,
-    find_mosquitto,
     make_test_certs,
 )
 
 AGENT = "line-a-box-1"
 _ids = itertools.count(1)
-
-needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -364,7 +360,6 @@ async def test_a_missing_tls_file_is_named(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- real mosquitto
 
 
-@needs_mosquitto
 async def test_batches_arrive_in_seq_order_with_topic_and_exact_payload(
     mosquitto: Mosquitto,
 ) -> None:
@@ -383,7 +378,6 @@ async def test_batches_arrive_in_seq_order_with_topic_and_exact_payload(
         assert pub.stats.inflight == 0
 
 
-@needs_mosquitto
 async def test_status_online_retained_then_offline_after_stop(mosquitto: Mosquitto) -> None:
     source = MemorySource()
     status = f"edge/{AGENT}/status"
@@ -409,7 +403,6 @@ async def test_status_online_retained_then_offline_after_stop(mosquitto: Mosquit
     assert f"Client {opts.client_id} disconnected." in mosquitto.log_text()  # a clean DISCONNECT
 
 
-@needs_mosquitto
 async def test_an_abrupt_end_leaves_the_last_will(mosquitto: Mosquitto) -> None:
     status = f"edge/{AGENT}/status"
     with Subscriber(mosquitto.port, status) as sub:
@@ -422,7 +415,6 @@ async def test_an_abrupt_end_leaves_the_last_will(mosquitto: Mosquitto) -> None:
     assert (will["state"], will["agent"]) == ("offline", AGENT)
 
 
-@needs_mosquitto
 async def test_broker_restart_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
@@ -475,7 +467,6 @@ def _check_order(msgs: list[Received], window: int) -> None:
         assert seqs == sorted(seqs), topic
 
 
-@needs_mosquitto
 async def test_password_right_and_wrong(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret, wrong = "s3cret-Pw-77", "wr0ng-Pw-99"
@@ -511,12 +502,9 @@ async def test_password_right_and_wrong(tmp_path: Path, caplog: pytest.LogCaptur
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCerts:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
     return make_test_certs(tmp_path_factory.mktemp("certs"))
 
 
-@needs_mosquitto
 async def test_tls_with_client_certificate(tmp_path: Path, certs: TestCerts) -> None:
     tls = MosquittoTls(certs.ca, certs.server_cert, certs.server_key, require_certificate=True)
     broker = Mosquitto(tmp_path / "broker", tls=tls)
@@ -548,7 +536,6 @@ async def test_tls_with_client_certificate(tmp_path: Path, certs: TestCerts) -> 
 # --------------------------------------------------------------------------- with the real buffer
 
 
-@needs_mosquitto
 async def test_real_buffer_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None:
     from agent.buffer import Buffer
 
@@ -573,7 +560,6 @@ async def test_real_buffer_end_to_end(mosquitto: Mosquitto, tmp_path: Path) -> N
     assert pub.stats.messages_published == 13
 
 
-@needs_mosquitto
 async def test_qos0_acks_once_written(mosquitto: Mosquitto) -> None:
     source = MemorySource()
     for _ in range(10):

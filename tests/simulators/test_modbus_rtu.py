@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +21,6 @@ from .conftest import TIMEOUT_S
 @pytest.fixture
 async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     """Two linked pseudo-terminals from socat: (device side, client side)."""
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed")
     dev, cli = tmp_path / "ttyDEV", tmp_path / "ttyCLI"
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any I/O under test
         ["socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={cli}"],
