@@ -112,7 +112,7 @@ class _Link:
         )
         try:
             async with asyncio.timeout(o.connect_timeout):
-                await asyncio.shield(blocking)
+                self._check_connected(await asyncio.shield(blocking))
                 self._attach()
                 reason = await asyncio.shield(self._connack)
         except TimeoutError:
@@ -131,6 +131,23 @@ class _Link:
         if reason.is_failure:
             text = REFUSALS.get(reason.getName(), reason.getName().lower())
             raise PublishError(f"broker refused the connection: {text}")
+
+    def _check_connected(self, rc: MQTTErrorCode) -> None:
+        """Raise :class:`PublishError` when paho's connect() failed without raising.
+
+        paho swallows an SSL error while it writes CONNECT (a broker that refuses
+        our client certificate alerts right after the handshake), closes the
+        socket and only returns an error code. AGAIN is no failure: CONNECT is
+        not fully written yet, and :meth:`_attach` lets the loop finish it.
+        """
+        ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
+        if rc in ok and self.client.socket() is not None:
+            return
+        if rc in (*ok, MQTTErrorCode.MQTT_ERR_CONN_LOST):
+            reason = "the connection to the broker was lost"
+        else:
+            reason = mqtt.error_string(rc)
+        raise PublishError(closed_early(reason, self._opts))
 
     def _abandoned(self, blocking: asyncio.Future[Any]) -> None:
         if not blocking.cancelled():

@@ -26,6 +26,13 @@ class FaultMode(enum.Enum):
     SILENT = "silent"  # never answer
     DROP = "drop"  # close the client's TCP connection (RTU: same as silent)
     GARBAGE = "garbage"  # answer with random bytes
+    WRONG_TID = "wrong_tid"  # TCP: the right reply under another transaction id
+    WRONG_UNIT = "wrong_unit"  # the right reply from another unit id
+    SPLIT = "split"  # TCP: the right reply, written in 1-7 byte pieces (not an error)
+    RESET = "reset"  # TCP: half the reply, then a connection reset (RST)
+    BAD_CRC = "bad_crc"  # RTU: the right reply with a wrong CRC
+    TRUNCATE = "truncate"  # RTU: the reply cut short
+    NOISE = "noise"  # RTU: line noise (random bytes) before the reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 
@@ -20,7 +21,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData
 from pymodbus.simulator import SimDevice as PymodbusDevice
 
-from simulators.faults import FaultMode, FaultSwitch, garbage
+from simulators.faults import FaultMode, FaultSwitch, crc16_modbus, garbage
 from simulators.profile_device import ProfileDevice
 from simulators.tcp_proxy import TcpFaultProxy
 
@@ -144,6 +145,29 @@ def pymodbus_device(device: ProfileDevice, switch: FaultSwitch, serial: bool) ->
     )
 
 
+_RTU_FAULTS: Final[dict[FaultMode, Callable[[bytes], bytes]]] = {
+    FaultMode.SILENT: lambda data: b"",
+    FaultMode.DROP: lambda data: b"",
+    FaultMode.GARBAGE: lambda data: garbage(len(data)),
+    FaultMode.BAD_CRC: lambda data: data[:-2] + bytes([data[-2] ^ 0xFF, data[-1]]),
+    FaultMode.TRUNCATE: lambda data: data[: max(1, len(data) // 2)],
+    FaultMode.NOISE: lambda data: garbage(3) + data,
+    FaultMode.WRONG_UNIT: lambda data: _rtu_with_unit(data, (data[0] + 1) & 0xFF),
+}
+
+
+def _rtu_fault(mode: FaultMode, data: bytes) -> bytes:
+    """The bytes a faulty unit puts on the line instead of the reply ``data``."""
+    fault = _RTU_FAULTS.get(mode)
+    return data if fault is None else fault(data)
+
+
+def _rtu_with_unit(frame: bytes, unit: int) -> bytes:
+    """The same RTU frame from another unit id, with a valid CRC."""
+    body = bytes([unit]) + frame[1:-2]
+    return body + crc16_modbus(body).to_bytes(2, "little")
+
+
 def _bound_port(server: ModbusTcpServer | ModbusSerialServer) -> int:
     """The TCP port a pymodbus listener is bound to (0 for a real serial line)."""
     sockets = getattr(server.transport, "sockets", None)
@@ -168,6 +192,11 @@ class TcpEndpoint:
     def port(self) -> int:
         """The bound port clients connect to."""
         return self.proxy.port if self.proxy else 0
+
+    @property
+    def function_codes_seen(self) -> Counter[int]:
+        """Requests received on this port so far, per Modbus function code."""
+        return self.proxy.function_codes_seen if self.proxy else Counter()
 
     async def start(self) -> None:
         """Start the pymodbus server on a free loopback port, then the proxy."""
@@ -216,11 +245,7 @@ class SerialEndpoint:
         switch = self.faults.get(data[0])
         if switch is None:
             return b""  # a unit nobody serves stays silent on a shared bus
-        if switch.mode in (FaultMode.SILENT, FaultMode.DROP):
-            return b""
-        if switch.mode is FaultMode.GARBAGE:
-            return garbage(len(data))
-        return data
+        return _rtu_fault(switch.mode, data)
 
     async def start(self) -> None:
         """Open the serial line and start answering."""

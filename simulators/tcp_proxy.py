@@ -3,8 +3,10 @@
 Clients connect to the proxy; healthy requests are forwarded unchanged to the
 pymodbus server behind it and its replies are passed back. When the addressed
 unit has a fault switched on, the proxy delays the reply, answers with an
-exception frame, answers nothing, answers random bytes, or closes the client's
-connection - exactly what a misbehaving device does to a real client.
+exception frame, answers nothing, answers random bytes, closes the client's
+connection, answers under a wrong transaction or unit id, trickles the reply
+in 1-7 byte pieces, or sends half of it and resets the connection - exactly
+what a misbehaving device does to a real client.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
+import struct
+from collections import Counter
 from collections.abc import Mapping
 
 from simulators.faults import Fault, FaultMode, FaultSwitch, garbage, tcp_exception_frame
@@ -42,6 +47,8 @@ class TcpFaultProxy:
         self._clients: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.function_codes_seen: Counter[int] = Counter()
+        """How many requests arrived per Modbus function code (read-only checks use it)."""
         for switch in faults.values():
             switch.subscribe(self._on_fault)
 
@@ -83,13 +90,14 @@ class TcpFaultProxy:
                 request = await _read_frame(reader)
                 if request is None:
                     break
+                self.function_codes_seen[request[7]] += 1
                 reply, backend = await self._answer(request, backend)
                 if reply is None:
                     continue
                 if reply == b"":
                     break  # drop: close the connection
-                writer.write(reply)
-                await writer.drain()
+                if not await self._send(writer, reply, request[6]):
+                    break
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client or the backend went away; close this connection
         except asyncio.CancelledError:
@@ -104,6 +112,31 @@ class TcpFaultProxy:
                 backend[1].close()
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: bytes, unit: int) -> bool:
+        """Write ``reply`` as the unit's fault says; False when the connection was reset."""
+        switch = self.faults.get(unit)
+        mode = FaultMode.NONE if switch is None else switch.mode
+        if mode is FaultMode.RESET:
+            writer.write(reply[: max(1, len(reply) // 2)])
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            if sock is not None:  # linger 0: close with RST, as a crashing device does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        if mode is FaultMode.SPLIT:
+            i = 0
+            while i < len(reply):
+                n = random.randint(1, 7)
+                writer.write(reply[i : i + n])
+                await writer.drain()
+                await asyncio.sleep(0.002)  # separate TCP segments
+                i += n
+            return True
+        writer.write(reply)
+        await writer.drain()
+        return True
 
     async def _answer(
         self,
@@ -134,6 +167,10 @@ class TcpFaultProxy:
             reply = await _read_frame(backend[0])
         if reply is None:
             raise ConnectionResetError("simulator backend closed the connection")
+        if fault.mode is FaultMode.WRONG_TID:
+            reply = ((tid + 1) & 0xFFFF).to_bytes(2, "big") + reply[2:]
+        elif fault.mode is FaultMode.WRONG_UNIT:
+            reply = reply[:6] + bytes([(unit + 1) & 0xFF]) + reply[7:]
         return reply, backend
 
 
