@@ -24,6 +24,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from drivers.base import Value
 
@@ -102,20 +103,111 @@ class _Block:
 
 def decode_registers(registers: Sequence[int], layouts: Sequence[TagLayout]) -> Decoded:
     """Decode every tag of a register block; a tag past the block's end gets an error."""
-    out = Decoded()
-    try:
-        block = _Block(registers)
-    except struct.error:
-        for layout in layouts:
-            out.errors[layout.name] = "register value outside 0-65535"
+    return BlockDecoder(layouts).decode(registers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Numeric tags read from one buffer (wire or swapped) with one endianness, by one unpack."""
+
+    swapped: bool
+    unpack: struct.Struct
+    names: tuple[str, ...]
+
+
+class BlockDecoder:
+    """:func:`decode_registers` for one fixed set of layouts, compiled once per request.
+
+    A poll decodes the same layouts every time, so the per-tag work (type lookup,
+    format, offset) is done here once: the numeric tags that share a buffer and an
+    endianness and do not overlap become ONE ``struct`` format with pad bytes for
+    the gaps, unpacked in a single call. Scale, offset and the NaN check are then
+    applied only to the tags that need them. Bits of registers, strings, overlapping
+    tags, and any block shorter than the layouts expect take the per-tag path.
+    """
+
+    def __init__(self, layouts: Sequence[TagLayout]) -> None:
+        self.layouts = tuple(layouts)
+        self._end = max((lay.index + lay.width for lay in self.layouts), default=0)
+        groups: dict[tuple[bool, str], list[TagLayout]] = {}
+        slow: list[TagLayout] = []
+        for lay in self.layouts:
+            if lay.type in _NUMERIC:
+                key = (lay.order in _SWAPPED_ORDERS, "<" if lay.order in _LITTLE_ORDERS else ">")
+                groups.setdefault(key, []).append(lay)
+            else:
+                slow.append(lay)
+        self._runs: list[_Run] = []
+        for (swapped, endian), members in groups.items():
+            self._runs.append(_compile_run(swapped, endian, members, slow))
+        self._slow = tuple(slow)
+        # tags whose unpacked number needs more work, done as _raw_value + _store do it
+        self._adjust = tuple(
+            (lay.name, lay.scale, lay.value_offset, _NUMERIC[lay.type][0])
+            for lay in self.layouts
+            if lay.type in _NUMERIC and lay not in slow
+            and (lay.scale != 1 or lay.value_offset != 0 or lay.type.startswith("float"))
+        )  # fmt: skip
+
+    def decode(self, registers: Sequence[int], into: Decoded | None = None) -> Decoded:
+        """Decode every tag of ``registers`` (a reply to the request these layouts belong to).
+
+        The results are added to ``into`` when given (and returned), else to a new
+        :class:`Decoded`.
+        """
+        out = Decoded() if into is None else into
+        try:
+            block = _Block(registers)
+        except struct.error:
+            for layout in self.layouts:
+                out.errors[layout.name] = "register value outside 0-65535"
+            return out
+        if len(registers) < self._end:
+            _decode_each(out, block, registers, self.layouts)
+            return out
+        values = out.values
+        for run in self._runs:
+            buffer = block.buffer("BADC" if run.swapped else "ABCD")
+            values.update(zip(run.names, run.unpack.unpack_from(buffer), strict=True))
+        for name, scale, offset, code in self._adjust:
+            raw = cast(float, values[name])  # numeric: these layouts were unpacked by struct
+            if not math.isfinite(raw):
+                del values[name]
+                out.errors[name] = f"not a number ({raw})"
+                continue
+            if code == "f":
+                raw = shortest_float32(raw)
+            values[name] = apply_scale(raw, scale, offset)
+        _decode_each(out, block, registers, self._slow)
         return out
+
+
+def _compile_run(
+    swapped: bool, endian: str, members: list[TagLayout], slow: list[TagLayout]
+) -> _Run:
+    """One struct format over ``members`` in address order; overlapping ones go to ``slow``."""
+    fmt, names, pos = endian, [], 0
+    for lay in sorted(members, key=lambda m: m.index):
+        start = lay.index * 2
+        if start < pos:  # shares bytes with the previous tag: cannot be in one format
+            slow.append(lay)
+            continue
+        code, width = _NUMERIC[lay.type]
+        fmt += f"{start - pos}x{code}" if start > pos else code
+        names.append(lay.name)
+        pos = start + width * 2
+    return _Run(swapped, struct.Struct(fmt), tuple(names))
+
+
+def _decode_each(
+    out: Decoded, block: _Block, registers: Sequence[int], layouts: Sequence[TagLayout]
+) -> None:
     for layout in layouts:
         if layout.index + layout.width > len(registers):
             out.errors[layout.name] = "reply too short for this tag"
             continue
         raw = _raw_value(block, registers, layout)
         _store(out, layout, raw)
-    return out
 
 
 def decode_bits(bits: Sequence[bool], layouts: Sequence[TagLayout]) -> Decoded:

@@ -19,7 +19,7 @@ import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -36,7 +36,7 @@ from drivers.base import (
     now_ms,
 )
 from drivers.modbus.config import ModbusOptions, RtuConnection, TcpConnection
-from drivers.modbus.decode import decode_all_orders, decode_bits, decode_registers
+from drivers.modbus.decode import BlockDecoder, Decoded, decode_all_orders, decode_bits
 from drivers.modbus.plan import PlannedRead, Request, layout_of, plan_groups
 
 _log = logging.getLogger(__name__)
@@ -280,6 +280,11 @@ class ModbusDriver(BaseDriver):
         self.device_id = device_id
         self.options = options
         self.plans = plan_groups(options)
+        # Decoders compiled once: a poll repeats the same requests with the same layouts.
+        self._decoders = {
+            group: tuple((p, None if p.request.is_bits else BlockDecoder(p.layouts)) for p in plans)
+            for group, plans in self.plans.items()
+        }
         self._registry = transports
         self._transport: SharedTransport | None = None
         settings = options.connection.settings
@@ -305,9 +310,9 @@ class ModbusDriver(BaseDriver):
     async def read(self, group: str) -> Reading:
         """Poll every tag of ``group`` once (a group without tags gives an empty reading)."""
         reading = Reading(ts=now_ms())
-        for planned in self.plans.get(group, ()):
+        for planned, decoder in self._decoders.get(group, ()):
             reply = await self._read(planned.request)
-            _fill(reading, planned, reply)
+            _fill(reading, planned, reply, decoder)
         return reading
 
     async def inspect(self, tags: Sequence[str]) -> list[RawTagRead]:
@@ -345,22 +350,31 @@ class ModbusDriver(BaseDriver):
         )
 
 
-def _fill(reading: Reading, planned: PlannedRead, reply: Block | ExceptionReply) -> None:
-    names = [layout.name for layout in planned.layouts]
+def _fill(
+    reading: Reading,
+    planned: PlannedRead,
+    reply: Block | ExceptionReply,
+    decoder: BlockDecoder | None = None,
+) -> None:
     request = planned.request
     if isinstance(reply, ExceptionReply):
-        reading.errors.update(dict.fromkeys(names, exception_text(reply.code)))
+        _fail_all(reading, planned, exception_text(reply.code))
         return
     # pymodbus pads bits to whole bytes; anything else of the wrong size is not our reply.
     expected = -(-request.count // 8) * 8 if request.is_bits else request.count
     if len(reply) != expected:
         unit = "bits" if request.is_bits else "registers"
-        reason = f"reply has {len(reply)} {unit}, expected {expected}"
-        reading.errors.update(dict.fromkeys(names, reason))
+        _fail_all(reading, planned, f"reply has {len(reply)} {unit}, expected {expected}")
         return
     if request.is_bits:
         decoded = decode_bits([bool(b) for b in reply], planned.layouts)
+        reading.values.update(decoded.values)
+        reading.errors.update(decoded.errors)
     else:
-        decoded = decode_registers([int(r) for r in reply], planned.layouts)
-    reading.values.update(decoded.values)
-    reading.errors.update(decoded.errors)
+        # registers (_check made them ints), decoded straight into the reading's dicts
+        into = Decoded(reading.values, reading.errors)
+        (decoder or BlockDecoder(planned.layouts)).decode(cast(list[int], reply), into)
+
+
+def _fail_all(reading: Reading, planned: PlannedRead, reason: str) -> None:
+    reading.errors.update(dict.fromkeys((layout.name for layout in planned.layouts), reason))

@@ -1,0 +1,270 @@
+"""The parts of a benchmark run: broker, lean Modbus responder, subscriber, agent.
+
+Every part is a real process: :class:`Rig` starts them in order (broker,
+responder, subscriber, agent), gives the scenario their pids for CPU and
+memory readings, and stops them in reverse order, the agent with SIGTERM so
+it drains as in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import orjson
+import yaml
+
+from tests.support.agentproc import ROOT, AgentProcess
+from tests.support.mosquitto import HOST, Mosquitto
+
+AGENT_ID = "bench-box"
+PROFILE_DIR = "profiles"
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the agent polls: ``devices`` x ``tags`` int16 tags every ``interval`` s.
+
+    With ``rtu`` set every device is one unit on a single RS-485 bus at ``baud``
+    (the responder emulates the wire time); otherwise each device is a Modbus
+    TCP server of its own.
+    """
+
+    devices: int
+    tags: int
+    interval: float
+    rtu: bool = False
+    baud: int = 19200
+
+    @property
+    def values_per_s(self) -> float:
+        """The offered load."""
+        return self.devices * self.tags / self.interval
+
+
+class BenchBroker(Mosquitto):
+    """Mosquitto tuned so the broker never distorts the agent's figures.
+
+    No per-message logging (the test broker logs everything), and no limit on
+    messages queued or in flight towards the subscriber: mosquitto drops QoS 1
+    messages beyond ``max_queued_messages`` (1000 by default), which would
+    show up as a false loss during a backlog drain.
+    """
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} {HOST}",
+            "allow_anonymous true",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id."""
+        assert self._proc is not None
+        return self._proc.pid
+
+
+def _read_line(stream: IO[str], timeout: float, what: str) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"{what} printed nothing within {timeout:g} s")
+    return stream.readline().strip()
+
+
+class _Child:
+    """A bench helper process (``python -m bench.X``) that says it is ready on stdout."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                stderr=err, text=True,
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.first_line = _read_line(self.proc.stdout, 20, args[0])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class LeanServer(_Child):
+    """``bench.lean_modbus`` in TCP (one port per device) or RTU mode."""
+
+    def __init__(self, workdir: Path, load: Load) -> None:
+        self.stats_path = workdir / "lean_modbus.json"
+        mode = (
+            ["rtu", "--baud", str(load.baud)]
+            if load.rtu
+            else ["tcp", "--devices", str(load.devices)]
+        )
+        super().__init__(["bench.lean_modbus", *mode, "--stats", str(self.stats_path)],
+                         workdir / "lean_modbus.log")  # fmt: skip
+        self.ports: list[int] = json.loads(self.first_line)["ports"]
+
+    def counters(self) -> dict[str, Any]:
+        """The responder's counters (after :meth:`stop`)."""
+        with contextlib.suppress(OSError, ValueError):
+            result: dict[str, Any] = json.loads(self.stats_path.read_text())
+            return result
+        return {}
+
+
+class SubscriberProc(_Child):
+    """``bench.subscriber``: records every data message until stopped."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.out = workdir / "received.json"
+        super().__init__(["bench.subscriber", "--port", str(port), "--out", str(self.out)],
+                         workdir / "subscriber.log")  # fmt: skip
+        if self.first_line != "ready":
+            raise RuntimeError(f"subscriber: {self.first_line}")
+
+    def messages(self) -> list[tuple[float, int, int, list[int]]]:
+        """``(recv_ms, seq, n_values, [ts...])`` per data message (after :meth:`stop`)."""
+        data: dict[str, Any] = orjson.loads(self.out.read_bytes())
+        return [(m[0], m[1], m[2], m[3]) for m in data["messages"]]
+
+
+def write_profile(folder: Path, tags: int) -> str:
+    """A profile of ``tags`` int16 holding registers at addresses 0.. (one poll group)."""
+    name = f"bench-int16-{tags}"
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "profile": name,
+        "version": 1,
+        "description": "benchmark device: int16 holding registers, one poll group",
+        "protocol": {"kind": "modbus", "unit_id": 1, "max_registers": 125},
+        "poll_groups": {"default": "1s"},
+        "tags": {f"t{i}": {"address": i, "type": "int16"} for i in range(tags)},
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return name
+
+
+def site_for(workdir: Path, broker_port: int, load: Load, ports: list[int]) -> dict[str, Any]:
+    """The site file: shipped defaults except where the data lives and what to poll."""
+    profile = write_profile(workdir / PROFILE_DIR, load.tags)
+    devices = []
+    for i in range(load.devices):
+        device: dict[str, Any] = {
+            "id": f"dev-{i:02d}",
+            "profile": profile,
+            "poll_groups": {"default": f"{load.interval * 1000:g}ms"},
+        }
+        if load.rtu:
+            device["connection"] = {
+                "modbus_rtu": {"port": f"socket://127.0.0.1:{ports[0]}", "baud": load.baud}
+            }
+            device["unit_id"] = i + 1
+        else:
+            device["connection"] = {"modbus_tcp": {"host": "127.0.0.1", "port": ports[i]}}
+        devices.append(device)
+    return {
+        "agent": {"id": AGENT_ID, "data_dir": "data", "log_level": "warning"},
+        "mqtt": {"host": "127.0.0.1", "port": broker_port},
+        "devices": devices,
+    }
+
+
+@dataclass
+class Rig:
+    """Broker, responder, subscriber and agent for one scenario run."""
+
+    workdir: Path
+    load: Load
+    before_agent: Any = None  # called with the agent's buffer path before it starts
+    broker: BenchBroker | None = None
+    server: LeanServer | None = None
+    subscriber: SubscriberProc | None = None
+    agent: AgentProcess | None = None
+    spawned_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = BenchBroker(self.workdir / "broker")
+        self.broker.start()
+        self.server = LeanServer(self.workdir, self.load)
+        self.subscriber = SubscriberProc(self.workdir, self.broker.port)
+        site = site_for(self.workdir, self.broker.port, self.load, self.server.ports)
+        self.agent = AgentProcess(self.workdir, site)
+        if self.before_agent is not None:
+            self.before_agent(self.agent.buffer)
+        self.spawned_ms = time.time() * 1000
+        self.agent.start(wait=60)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Process ids by role, for CPU and memory readings."""
+        agent, broker, server, sub = self.agent, self.broker, self.server, self.subscriber
+        if agent is None or agent.proc is None or broker is None or server is None or sub is None:
+            raise RuntimeError("the rig is not running")
+        return {
+            "agent": agent.proc.pid,
+            "broker": broker.pid,
+            "responder": server.pid,
+            "subscriber": sub.pid,
+        }
+
+    def stop(self) -> None:
+        """Agent (SIGTERM: flush and drain), then subscriber, responder, broker."""
+        if self.agent is not None and self.agent.proc is not None:
+            if self.agent.proc.poll() is None:
+                try:
+                    self.agent.stop(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.agent.kill()
+            time.sleep(0.5)  # the last PUBACKed messages are still on their way to the subscriber
+        for child in (self.subscriber, self.server):
+            if child is not None:
+                child.stop()
+        if self.broker is not None:
+            self.broker.stop()
