@@ -6,3 +6,4 @@ bash scripts/setup.sh
 echo "== ruff";   .venv/bin/ruff check .
 echo "== mypy";   .venv/bin/mypy agent drivers simulators $(test -d bench && echo bench)
 echo "== pytest"; .venv/bin/pytest "$@"
+echo "== bench (smoke)"; .venv/bin/python -m bench --quick
