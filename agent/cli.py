@@ -100,10 +100,17 @@ def run(config: ConfigOpt) -> None:
 def status(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Site file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[
+        float | None, typer.Option("--watch", "-w", help="Refresh every SECONDS until Ctrl-C.")
+    ] = None,
 ) -> None:
     """Show the running agent's state (devices, broker, buffer)."""
     from agent import statusview
 
+    if watch is not None:
+        if watch <= 0 or as_json:
+            _fail("--watch takes a positive number of seconds and cannot be used with --json")
+        raise typer.Exit(statusview.watch(config, watch))
     raise typer.Exit(statusview.show(config, as_json))
 
 

@@ -24,6 +24,7 @@ from agent.publisher import MqttOptions, Publisher, TlsOptions
 from agent.resolve import Site
 from agent.scheduler import DevicePoller
 from agent.status import StatusServer
+from agent.statusclient import buffer_status
 from drivers.base import now_ms
 
 log = logging.getLogger(__name__)
@@ -166,21 +167,6 @@ class Agent:
                 for u in self.site.links
             },
         }
-
-
-def buffer_status(stats: Any, path: str, now: int) -> dict[str, Any]:
-    """The ``buffer`` part of the status document from a ``BufferStats``."""
-    oldest = stats.oldest_created_ms
-    return {
-        "path": path,
-        "pending_batches": stats.pending_batches,
-        "pending_bytes": stats.pending_bytes,
-        "oldest_pending_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
-        "dropped_batches": stats.dropped_batches,
-        "last_seq": stats.last_seq,
-        "file_bytes": stats.file_bytes,
-        "max_bytes": stats.max_bytes,
-    }
 
 
 def _device_status(poller: DevicePoller, now: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.paths import AgentPointer, default_data_dir, read_pointers
-from agent.status import query
+from agent.statusclient import buffer_status, query
 
 
 def show(config: Path | None, as_json: bool) -> int:
@@ -41,6 +41,21 @@ def show(config: Path | None, as_json: bool) -> int:
     return 0
 
 
+def watch(config: Path | None, interval: float) -> int:
+    """Redraw the status every ``interval`` seconds until Ctrl-C; the last exit code."""
+    from rich.console import Console
+
+    console = Console()
+    code = 0
+    try:
+        while True:
+            console.clear()
+            code = show(config, as_json=False)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return code
+
+
 def _targets(config: Path | None) -> list[tuple[str, Path, Path]] | int:
     if config is not None:
         from agent.cli import load_site_or_exit
@@ -58,7 +73,6 @@ def _targets(config: Path | None) -> list[tuple[str, Path, Path]] | int:
 
 def _show_offline(offline: list[tuple[str, Path]], as_json: bool) -> int:
     from agent.buffer import Buffer, BufferError
-    from agent.runtime import buffer_status
 
     report: dict[str, Any] = {"running": False, "agents": []}
     now = int(time.time() * 1000)

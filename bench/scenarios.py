@@ -43,7 +43,7 @@ class Settings:
 
 def _status_command() -> list[str]:
     script = Path(sys.executable).with_name("edge-agent")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
 
 
 def time_status(rig: Rig, calls: int) -> float:

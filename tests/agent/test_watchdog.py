@@ -71,7 +71,7 @@ def test_agent_under_systemd_reports_ready_pings_and_stopping(
     env.pop("WATCHDOG_PID", None)
     log = (tmp_path / "agent.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", "-c", str(tmp_path / "site.yaml")],
+        [sys.executable, "-m", "agent", "run", "-c", str(tmp_path / "site.yaml")],
         env=env,
         cwd=ROOT,
         stdout=log,

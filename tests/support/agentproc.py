@@ -13,7 +13,7 @@ from typing import Any, Self
 
 import yaml
 
-from agent.status import query
+from agent.statusclient import query
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ class AgentProcess:
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another ``edge-agent`` command in the same environment."""
         return subprocess.run(
-            [sys.executable, "-m", "agent.cli", *args],
+            [sys.executable, "-m", "agent", *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -87,7 +87,7 @@ class AgentProcess:
         """Start and wait until the status endpoint answers."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "-c", str(self.site_file)],
+            [sys.executable, "-m", "agent", "run", "-c", str(self.site_file)],
             env=self.env,
             cwd=ROOT,
             stdout=log,

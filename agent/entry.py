@@ -1,0 +1,65 @@
+"""The ``edge-agent`` entry point: ``run`` and ``status`` without the CLI framework.
+
+typer (with click and rich) costs about 140 ms and 5 MB to import. ``status``
+must answer in a fraction of a second, and ``run`` is what stays resident on
+the box for months, so both plain forms are handled here with the standard
+library; every other command, and any help or unusual option, goes to
+:mod:`agent.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+EXIT_INPUT = 2
+
+
+def _fast_run(args: list[str]) -> int | None:
+    """``run -c FILE`` / ``run --config FILE`` / ``run --config=FILE``; None for anything else."""
+    if len(args) == 2 and args[0] in ("-c", "--config"):
+        config = args[1]
+    elif len(args) == 1 and args[0].startswith("--config="):
+        config = args[0].partition("=")[2]
+    else:
+        return None
+    from agent import logs
+    from agent.resolve import load_site
+    from agent.service import run_agent
+    from agent.yamlsrc import ConfigFileError
+
+    try:
+        site = load_site(Path(config))
+    except ConfigFileError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{problem}\n")
+        n = len(exc.problems)
+        sys.stderr.write(f"{config}: {n} problem{'s' if n != 1 else ''}, nothing was started\n")
+        return EXIT_INPUT
+    logs.setup(site.agent.log_level, site.secrets)
+    return run_agent(site)
+
+
+def _fast_status(args: list[str]) -> int | None:
+    """``status`` / ``status --json`` (the running agent found by its pointer file)."""
+    if args not in ([], ["--json"]):
+        return None
+    from agent import statusview
+
+    return statusview.show(None, as_json=bool(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    fast = {"run": _fast_run, "status": _fast_status}.get(args[0] if args else "")
+    code = fast(args[1:]) if fast else None
+    if code is not None:
+        sys.exit(code)
+    from agent.cli import app
+
+    app(args=args, prog_name="edge-agent")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,43 @@
+"""Client side of the status endpoint, light to import (no asyncio, no pydantic).
+
+``edge-agent status`` should answer in well under 150 ms, so this module and
+:mod:`agent.statusview` import only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+
+def query(path: Path, timeout: float = 2.0) -> dict[str, Any]:
+    """Ask the agent at ``path`` for its status (blocking).
+
+    Raises ``OSError`` when no agent answers there.
+    """
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(b"status\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    result: dict[str, Any] = json.loads(b"".join(chunks))
+    return result
+
+
+def buffer_status(stats: Any, path: str, now: int) -> dict[str, Any]:
+    """The ``buffer`` part of the status document from a ``BufferStats``."""
+    oldest = stats.oldest_created_ms
+    return {
+        "path": path,
+        "pending_batches": stats.pending_batches,
+        "pending_bytes": stats.pending_bytes,
+        "oldest_pending_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
+        "dropped_batches": stats.dropped_batches,
+        "last_seq": stats.last_seq,
+        "file_bytes": stats.file_bytes,
+        "max_bytes": stats.max_bytes,
+    }
