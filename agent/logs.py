@@ -51,6 +51,16 @@ class _Redact(logging.Filter):
         return True
 
 
+def add_secrets(secrets: frozenset[str]) -> None:
+    """Mask more values from now on (a reloaded site file may bring a new password)."""
+    for handler in logging.getLogger().handlers:
+        for found in handler.filters:
+            if isinstance(found, _Redact):
+                found.secrets = sorted(
+                    {*found.secrets, *(s for s in secrets if len(s) >= MIN_LENGTH)}
+                )
+
+
 def under_systemd() -> bool:
     """True when stderr goes to the journal."""
     return "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ

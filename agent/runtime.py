@@ -16,15 +16,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent import __version__
+from agent import __version__, logs
 from agent.buffer import Buffer
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.permissions import readable_by_others
 from agent.publisher import MqttOptions, Publisher, TlsOptions
-from agent.resolve import Site
+from agent.reload import ReloadPlan, plan_reload
+from agent.resolve import Site, load_site
 from agent.scheduler import DevicePoller
 from agent.status import StatusServer
 from agent.statusclient import buffer_status
+from agent.yamlsrc import ConfigFileError
 from drivers.base import now_ms
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,81 @@ class Agent:
         self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
         self.status = StatusServer(site.status_socket, self.snapshot)
         self._stop = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._publishing: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
         self.ready = asyncio.Event()
         """Set once the buffer is open and every task runs; cleared when stopping."""
 
     def request_stop(self) -> None:
         """Ask the agent to stop (signal handlers call this)."""
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the site file and apply it (SIGHUP); see :mod:`agent.reload`."""
+        if self._group is not None and self.ready.is_set():
+            self._group.create_task(self.reload(), name="reload")
+
+    async def reload(self) -> bool:
+        """Apply the site file as it is now; False (and the running config kept) if refused."""
+        async with self._reloading:
+            new = await asyncio.to_thread(self._load_new)
+            if new is None:
+                return False
+            plan = plan_reload(self.site, new)
+            if plan.needs_restart:
+                log.error(
+                    "reload refused, the running config is kept: changing %s needs a restart",
+                    ", ".join(plan.needs_restart),
+                )
+                return False
+            if new.secrets - self.site.secrets:  # a new password must never reach a log line
+                logs.add_secrets(new.secrets)
+            await self._apply(plan, new)
+            log.info("reloaded %s: %s", self.site.file, plan.summary())
+            return True
+
+    def _load_new(self) -> Site | None:
+        problems: list[Any] = []
+        try:
+            return load_site(self.site.file)
+        except ConfigFileError as exc:
+            problems = exc.problems
+        log.error(
+            "reload refused, the running config is kept: %d problems in %s",
+            len(problems),
+            self.site.file,
+        )
+        for problem in problems:
+            log.error("  %s", problem)
+        return None
+
+    async def _apply(self, plan: ReloadPlan, new: Site) -> None:
+        assert self._group is not None
+        gone = {*plan.removed, *(d.id for d in plan.changed)}
+        stopping = [self._tasks.pop(i) for i in gone if i in self._tasks]
+        for task in stopping:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
+        self.pollers = [p for p in self.pollers if p.device.id not in gone]
+        for device in (*plan.added, *plan.changed):
+            self._start_poller(DevicePoller(device, self.buffer))
+        self.site = new
+        if plan.mqtt_changed:
+            with contextlib.suppress(Exception):
+                await self.publisher.stop(drain_timeout=1.0)
+            if self._publishing is not None:
+                self._publishing.cancel()
+            self.publisher = Publisher(mqtt_options(new), self.buffer, new.agent.id)
+            self._publishing = self._group.create_task(self.publisher.run(), name="publisher")
+
+    def _start_poller(self, poller: DevicePoller) -> None:
+        assert self._group is not None
+        self.pollers.append(poller)
+        self._tasks[poller.device.id] = self._group.create_task(
+            poller.run(), name=f"device:{poller.device.id}"
+        )
 
     async def run(self, on_ready: Callable[[], object] | None = None) -> None:
         """Run until :meth:`request_stop`; flushes and drains on the way out."""
@@ -106,10 +177,11 @@ class Agent:
 
     async def _run_tasks(self, on_ready: Callable[[], object] | None) -> None:
         async with asyncio.TaskGroup() as group:
-            publishing = group.create_task(self.publisher.run(), name="publisher")
-            polling = [
-                group.create_task(p.run(), name=f"device:{p.device.id}") for p in self.pollers
-            ]
+            self._group = group
+            self._publishing = group.create_task(self.publisher.run(), name="publisher")
+            pollers, self.pollers = self.pollers, []
+            for poller in pollers:
+                self._start_poller(poller)
             for warning in [*self.site.warnings, *readable_by_others(self.site)]:
                 log.warning("%s", warning)
             log.info(
@@ -124,13 +196,16 @@ class Agent:
                 on_ready()
             await self._stop.wait()
             self.ready.clear()
-            for task in polling:
-                task.cancel()
-            await asyncio.gather(*polling, return_exceptions=True)
-            await self.buffer.flush()
-            with contextlib.suppress(Exception):
-                await self.publisher.stop(drain_timeout=DRAIN_TIMEOUT_S)
-            publishing.cancel()
+            async with self._reloading:  # a reload in progress finishes first
+                polling = list(self._tasks.values())
+                for task in polling:
+                    task.cancel()
+                await asyncio.gather(*polling, return_exceptions=True)
+                await self.buffer.flush()
+                with contextlib.suppress(Exception):
+                    await self.publisher.stop(drain_timeout=DRAIN_TIMEOUT_S)
+                if self._publishing is not None:
+                    self._publishing.cancel()
         log.info("agent %s stopped", self.site.agent.id)
 
     async def snapshot(self) -> dict[str, Any]:

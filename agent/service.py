@@ -106,6 +106,7 @@ async def serve(agent: Agent) -> None:
     ready = _Readiness(agent)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ready.stop)
+    loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
     period = watchdog_period()
     # A plain task, cancelled and awaited below, rather than a TaskGroup: an error
     # from agent.run must reach run_agent as itself, not wrapped in an ExceptionGroup.
@@ -121,7 +122,7 @@ async def serve(agent: Agent) -> None:
         if pinger is not None:
             pinger.cancel()
             await asyncio.gather(pinger, return_exceptions=True)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
