@@ -115,6 +115,16 @@ def status(
 
 
 @app.command()
+def metrics(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Site file.")] = None,
+) -> None:
+    """Print the running agent's metrics (Prometheus text format)."""
+    from agent import statusview
+
+    raise typer.Exit(statusview.show_metrics(config))
+
+
+@app.command()
 def read(
     config: ConfigOpt,
     device: Annotated[str, typer.Argument(help="Device id from the site file.")],

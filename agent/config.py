@@ -8,6 +8,7 @@ agent's own sections. Every model refuses unknown keys.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +103,64 @@ class BufferSection(StrictModel):
     commit_interval: Duration = Field(0.1, ge=0, le=10)
 
 
+_LOOPBACK_ONLY = (
+    "is not a loopback address: the metrics endpoint listens on loopback only "
+    "(127.0.0.1:PORT or [::1]:PORT); scrape it from this box or through an SSH tunnel"
+)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9108"`` / ``"[::1]:9108"`` / ``"localhost:9108"`` -> (host, port).
+
+    Raise ``ValueError`` unless the host is a loopback address: the agent
+    listens on no network port, so a scrape endpoint may only face this box.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9108")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        return "127.0.0.1", int(port)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{host} {_LOOPBACK_ONLY}")
+    return host, int(port)
+
+
+class MetricsSection(StrictModel):
+    """Prometheus text on a loopback port, and an optional summary published to the broker."""
+
+    listen: str | None = Field(
+        None,
+        description="Serve GET /metrics on this loopback HOST:PORT (e.g. 127.0.0.1:9108). "
+        "Off by default.",
+    )
+    publish_interval: Duration | None = Field(
+        None, ge=1, description="Publish a JSON summary this often (QoS 0). Off by default."
+    )
+    topic: str = Field("edge/{agent}/metrics", description="Topic of the JSON summary.")
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        for name in re.findall(r"\{([^}]*)\}", value):
+            if name != "agent":
+                raise ValueError(f"unknown placeholder {{{name}}}: only {{agent}} is known here")
+        if not value or "+" in value or "#" in value:
+            raise ValueError("a topic to publish to cannot be empty or hold the wildcards + or #")
+        return value
+
+
 class DeviceSection(StrictModel):
     """One device: a profile plus this site's connection and overrides."""
 
@@ -142,6 +201,7 @@ class SiteFile(StrictModel):
     agent: AgentSection
     mqtt: MqttSection = Field(default_factory=MqttSection)
     buffer: BufferSection = Field(default_factory=BufferSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
     profiles: list[Path] = Field(
         default_factory=list, description="Extra profile folders, searched before the shipped ones."
     )

@@ -2,8 +2,8 @@
 
 typer (with click and rich) costs about 140 ms and 5 MB to import. ``status``
 must answer in a fraction of a second, and ``run`` is what stays resident on
-the box for months, so both plain forms are handled here with the standard
-library; every other command, and any help or unusual option, goes to
+the box for months, so their plain forms (and plain ``metrics``) are handled
+here with the standard library; every other command, and any help or unusual option, goes to
 :mod:`agent.cli`.
 """
 
@@ -49,10 +49,21 @@ def _fast_status(args: list[str]) -> int | None:
     return statusview.show(None, as_json=bool(args))
 
 
+def _fast_metrics(args: list[str]) -> int | None:
+    """``metrics`` (the running agent found by its pointer file)."""
+    if args:
+        return None
+    from agent import statusview
+
+    return statusview.show_metrics(None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
-    fast = {"run": _fast_run, "status": _fast_status}.get(args[0] if args else "")
+    fast = {"run": _fast_run, "status": _fast_status, "metrics": _fast_metrics}.get(
+        args[0] if args else ""
+    )
     code = fast(args[1:]) if fast else None
     if code is not None:
         sys.exit(code)

@@ -70,6 +70,7 @@ class PublishLoop:
         self._down_warned = False
         self._ever_connected = False
         self._run_task: asyncio.Task[None] | None = None
+        self._link: Link | None = None  # the connection being served, for side messages
 
     async def run(self) -> None:
         """Publish until cancelled or stopped; reconnect on every failure."""
@@ -87,6 +88,7 @@ class PublishLoop:
                     await self._sleep_unless_stopped(self._backoff(attempt))
                     continue
                 attempt = 0
+                self._link = link
                 try:
                     reason = await self._serve(link)
                     if reason is None:
@@ -94,6 +96,7 @@ class PublishLoop:
                     else:
                         self._note_down(reason)
                 finally:
+                    self._link = None
                     self._drop_link(link)
         finally:
             self._flush_acks()
@@ -124,6 +127,23 @@ class PublishLoop:
             if self._run_task is not None:
                 self._run_task.cancel()
             await self._done.wait()
+
+    def publish_side(self, topic: str, payload: bytes) -> bool:
+        """Send one message outside the buffer now: QoS 0, not retained; False if skipped.
+
+        For messages that are not data (metrics): it never waits, never enters
+        the buffer or the in-flight window, and is skipped while the broker is
+        down. Batches keep their order: this only appends to the socket's queue.
+        """
+        link = self._link
+        if link is None or not self.stats.connected or link.ended.done():
+            return False
+        check_topic(topic)
+        try:
+            _ignore(link.publish(topic, payload, 0, False))
+        except LinkDown:
+            return False
+        return True
 
     def _drained(self) -> bool:
         """Connected, everything committed so far sent, and nothing left in flight."""

@@ -5,7 +5,8 @@ device's poller stops, a new one starts, a changed one restarts with its new
 settings, and a changed ``mqtt`` section reconnects the publisher. Nothing in
 the buffer is touched, so nothing buffered is lost. The agent id and the
 buffer's settings define what is already on disk (the messages carry the agent
-id, the cap bounds the file): changing those needs a restart, and a reload
+id, the cap bounds the file), and the metrics endpoint is bound once: changing
+those needs a restart, and a reload
 that asks for it is refused as a whole, keeping the running config.
 """
 
@@ -61,6 +62,8 @@ def plan_reload(running: Site, new: Site) -> ReloadPlan:
         restart.append("buffer settings")
     if new.status_socket != running.status_socket:
         restart.append("agent.status_socket")
+    if new.metrics != running.metrics:
+        restart.append("metrics settings")
     old_devices = {d.id: d for d in running.devices}
     new_devices = {d.id: d for d in new.devices}
     return ReloadPlan(

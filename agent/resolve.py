@@ -90,6 +90,7 @@ class Site:
     secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
     """Every secret value of the configuration (passwords, tokens), to mask in output."""
     links: tuple[LinkUse, ...] = ()
+    metrics: cfg.MetricsSection = field(default_factory=cfg.MetricsSection)
 
     @property
     def warnings(self) -> list[str]:
@@ -203,6 +204,7 @@ class _SiteBuilder:
             mqtt_password=password,
             secrets=self._secrets(password),
             links=_link_uses(devices),
+            metrics=top.metrics,
         )
 
     def _secrets(self, password: str | None) -> frozenset[str]:

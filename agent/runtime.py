@@ -18,6 +18,8 @@ from typing import Any
 
 from agent import __version__, logs
 from agent.buffer import Buffer
+from agent.metrics import MetricsState
+from agent.metrics_serve import MetricsService
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.permissions import readable_by_others
 from agent.publisher import MqttOptions, Publisher, TlsOptions
@@ -78,7 +80,10 @@ class Agent:
         )
         self.publisher = Publisher(mqtt_options(site), self.buffer, site.agent.id)
         self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
-        self.status = StatusServer(site.status_socket, self.snapshot)
+        self.metrics = MetricsService(
+            site.metrics, site.agent.id, self.metrics_state, self._publish_side
+        )
+        self.status = StatusServer(site.status_socket, self.snapshot, self.metrics.text)
         self._stop = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -170,15 +175,18 @@ class Agent:
             )
             write_pointer(pointer)
             try:
+                await self.metrics.start()
                 await self._run_tasks(on_ready)
             finally:
                 remove_pointer(self.site.agent.id, os.getpid())
+                await self.metrics.close()
                 await self.status.close()
 
     async def _run_tasks(self, on_ready: Callable[[], object] | None) -> None:
         async with asyncio.TaskGroup() as group:
             self._group = group
             self._publishing = group.create_task(self.publisher.run(), name="publisher")
+            reporting = group.create_task(self.metrics.run(), name="metrics")
             pollers, self.pollers = self.pollers, []
             for poller in pollers:
                 self._start_poller(poller)
@@ -196,6 +204,7 @@ class Agent:
                 on_ready()
             await self._stop.wait()
             self.ready.clear()
+            reporting.cancel()
             async with self._reloading:  # a reload in progress finishes first
                 polling = list(self._tasks.values())
                 for task in polling:
@@ -233,6 +242,7 @@ class Agent:
                 "inflight": pub.inflight,
             },
             "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
+            "metrics": self.metrics.describe(),
             "serial_lines": {
                 u.link: {
                     "baud": u.baud,
@@ -242,6 +252,21 @@ class Agent:
                 for u in self.site.links
             },
         }
+
+    def _publish_side(self, topic: str, payload: bytes) -> bool:
+        return self.publisher.publish_side(topic, payload)  # a reload may replace the publisher
+
+    async def metrics_state(self) -> MetricsState:
+        """Every counter at this moment, for the metrics endpoint and summaries."""
+        return MetricsState(
+            agent_id=self.site.agent.id,
+            version=__version__,
+            uptime_s=time.monotonic() - self.started,
+            now_ms=now_ms(),
+            devices={p.device.id: p.stats for p in self.pollers},
+            publisher=self.publisher.stats,
+            buffer=await self.buffer.stats(),
+        )
 
 
 def _device_status(poller: DevicePoller, now: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ jittered exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -29,12 +30,41 @@ log = logging.getLogger(__name__)
 State = Literal["connecting", "connected", "backoff", "error", "disabled"]
 RATE_WINDOW_S = 10.0
 READ_GUARD_S = 120.0
+POLL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds, inclusive) of the poll latency histogram; +Inf is implied."""
 
 
 class Sink(Protocol):
     """Where readings go: the buffer."""
 
     def put(self, device: str, readings: list[Reading]) -> None: ...
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Fixed buckets, cheap to observe: one bisect on a tuple and two additions.
+
+    ``counts[i]`` counts observations in ``(bounds[i-1], bounds[i]]``; the last
+    slot is above every bound (+Inf). Metrics make them cumulative.
+    """
+
+    bounds: tuple[float, ...] = POLL_BUCKETS_S
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        """Count one observation of ``value``."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    @property
+    def count(self) -> int:
+        """How many observations so far."""
+        return sum(self.counts)
 
 
 @dataclass(slots=True)
@@ -50,6 +80,8 @@ class DeviceStats:
     last_error: str | None = None
     values_total: int = 0
     last_poll_ms: float | None = None
+    poll_seconds: Histogram = field(default_factory=Histogram)
+    """Duration of every completed read (not of streamed changes)."""
     last_values: dict[str, Value] = field(default_factory=dict)
     _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
@@ -188,6 +220,7 @@ class DevicePoller:
             stats.last_error = "; ".join(f"{k}: {v}" for k, v in list(reading.errors.items())[:3])
         if took is not None:
             stats.last_poll_ms = took * 1000
+            stats.poll_seconds.observe(took)
         stats.count_values(len(reading.values))
         stats.last_values.update(reading.values)
         reported = self._filter.apply(reading)

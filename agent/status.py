@@ -2,7 +2,8 @@
 
 The agent listens on no network port: status is served on a unix socket in
 its data directory (mode 0660). A client connects, sends one request line
-(``status``), reads the JSON answer until EOF. This module must stay light to
+(``status``), reads the JSON answer until EOF; ``metrics`` answers the
+Prometheus text instead. This module must stay light to
 import; the client side is :mod:`agent.statusclient`, which imports no asyncio.
 """
 
@@ -18,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
+Text = Callable[[], Awaitable[str]]
 MAX_REQUEST = 256
 
 
 class StatusServer:
     """Serves ``snapshot()`` as JSON on a unix socket."""
 
-    def __init__(self, path: Path, snapshot: Snapshot) -> None:
+    def __init__(self, path: Path, snapshot: Snapshot, metrics: Text | None = None) -> None:
         self.path = path
         self._snapshot = snapshot
+        self._metrics = metrics
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -54,6 +57,8 @@ class StatusServer:
                 request = (await reader.readline())[:MAX_REQUEST].strip()
                 if request in (b"", b"status"):
                     body = json.dumps(await self._snapshot()).encode()
+                elif request == b"metrics" and self._metrics is not None:
+                    body = (await self._metrics()).encode()
                 else:
                     body = json.dumps({"error": f"unknown request {request[:40]!r}"}).encode()
                 writer.write(body)

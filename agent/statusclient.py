@@ -17,15 +17,30 @@ def query(path: Path, timeout: float = 2.0) -> dict[str, Any]:
 
     Raises ``OSError`` when no agent answers there.
     """
+    result: dict[str, Any] = json.loads(_ask(path, b"status", timeout))
+    return result
+
+
+def query_metrics(path: Path, timeout: float = 2.0) -> str:
+    """The Prometheus text of the agent at ``path`` (blocking); ``OSError`` if none answers.
+
+    An agent too old to know the request answers a JSON error: ``ValueError``.
+    """
+    text = _ask(path, b"metrics", timeout).decode()
+    if text.startswith("{"):
+        raise ValueError(f"the agent at {path} does not serve metrics")
+    return text
+
+
+def _ask(path: Path, request: bytes, timeout: float) -> bytes:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
-        sock.sendall(b"status\n")
+        sock.sendall(request + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    result: dict[str, Any] = json.loads(b"".join(chunks))
-    return result
+    return b"".join(chunks)
 
 
 def buffer_status(stats: Any, path: str, now: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.paths import AgentPointer, default_data_dir, read_pointers
-from agent.statusclient import buffer_status, query
+from agent.statusclient import buffer_status, query, query_metrics
 
 
 def show(config: Path | None, as_json: bool) -> int:
@@ -39,6 +39,25 @@ def show(config: Path | None, as_json: bool) -> int:
         for doc in documents:
             _print_table(doc)
     return 0
+
+
+def show_metrics(config: Path | None) -> int:
+    """Print the Prometheus text of the running agent(s); 1 when none answers."""
+    targets = _targets(config)
+    if isinstance(targets, int):
+        return targets
+    answered = 0
+    for agent_id, socket_path, _ in targets:
+        try:
+            text = query_metrics(socket_path)
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"edge-agent: no metrics from agent {agent_id}: {exc}\n")
+            continue
+        if len(targets) > 1:  # several agents on one box: say whose lines follow
+            sys.stdout.write(f"# edge-agent {agent_id}\n")
+        sys.stdout.write(text)
+        answered += 1
+    return 0 if answered else 1
 
 
 def watch(config: Path | None, interval: float) -> int:
