@@ -21,6 +21,12 @@ Clients connect through a :class:`FaultProxy`, so ``slow``, ``freeze`` and
 ``garbage`` act on the link; ``restart`` stops and starts the server (and the
 listening port) with the line's state kept. Run standalone with
 ``python -m simulators.packaging_line --port 4840``.
+
+With a :class:`ServerSecurity` the server offers only Basic256Sha256 Sign and
+SignAndEncrypt endpoints (no None endpoint), checks each client certificate
+(validity, ApplicationUri in its subjectAltName, key usage, clientAuth) and,
+given a trusted folder, refuses certificates that are not in it, as a PLC's
+OPC UA server does with its trust list.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, Literal, cast
 
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 
@@ -47,6 +56,13 @@ _log = logging.getLogger(__name__)
 
 NAMESPACE = "urn:edge-agent:sim:packaging"
 PATH = "/edge-agent/packaging-line"
+SERVER_URI = "urn:edge-agent:sim:packaging-line"
+"""The server's ApplicationUri when secured: its certificate must carry it as a URI SAN."""
+
+_POLICIES = {
+    "Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+}
 
 VT = ua.VariantType
 # name -> (OPC UA type, how to read it off the model)
@@ -68,6 +84,22 @@ def node_id(name: str) -> str:
     return f"ns=2;s=Line1.{name}"
 
 
+@dataclass(frozen=True)
+class ServerSecurity:
+    """Serve over Basic256Sha256 only, with this certificate and key.
+
+    ``certificate`` (PEM or DER, by file suffix) must carry :data:`SERVER_URI`
+    as a URI subjectAltName; ``private_key`` is PEM or DER, unencrypted.
+    ``trusted`` is a folder of trusted client certificates (or their CAs),
+    ``.der``/``.pem``; None accepts any well-formed client certificate.
+    """
+
+    certificate: Path
+    private_key: Path
+    trusted: Path | None = None
+    modes: tuple[Literal["Sign", "SignAndEncrypt"], ...] = ("Sign", "SignAndEncrypt")
+
+
 @dataclass
 class LineHandle:
     """A running simulator: where to connect, and the knobs tests turn."""
@@ -78,6 +110,7 @@ class LineHandle:
     backend_port: int = 0
     users: dict[str, str] | None = None
     anonymous: bool = True
+    security: ServerSecurity | None = None
     _nodes: dict[str, Node] = field(default_factory=dict)
     _published: dict[str, Any] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -146,7 +179,10 @@ class LineHandle:
         self._published[name] = value
 
     async def _start_server(self) -> None:
-        users = cast(UserManager, _Users(self.users, self.anonymous)) if self.users else None
+        users = None
+        if self.users or self.security:
+            secured = self.security is not None
+            users = cast(UserManager, _Users(self.users, self.anonymous, secured))
         server = Server(user_manager=users)
         await server.init()
         # The clock task only updates ServerStatus.CurrentTime, and it makes
@@ -154,7 +190,10 @@ class LineHandle:
         server.disable_clock()
         server.set_endpoint(f"opc.tcp://127.0.0.1:{self.backend_port}{PATH}")
         server.set_server_name("edge-agent packaging line simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await _secure(server, self.security)
         if self.users:
             tokens: list[type] = [ua.UserNameIdentityToken]
             if self.anonymous:
@@ -193,17 +232,23 @@ async def run_packaging_line(
     config: LineConfig | None = None,
     users: dict[str, str] | None = None,
     anonymous: bool = True,
+    security: ServerSecurity | None = None,
 ) -> AsyncIterator[LineHandle]:
     """Serve a packaging line on 127.0.0.1:``port`` (0 = free port) until the block ends.
 
     ``tick`` is the model step in seconds of wall time; None stops the line's
     own clock, and the caller moves it with :meth:`LineHandle.advance`.
     ``users`` ({name: password}) checks passwords; ``anonymous`` False then
-    refuses clients without a user name.
+    refuses clients without a user name. ``security`` serves signed or
+    encrypted channels only (see :class:`ServerSecurity`).
     """
     line = PackagingLine(seed=seed, config=config or LineConfig())
     handle = LineHandle(
-        line=line, proxy=FaultProxy("127.0.0.1", 0), users=users, anonymous=anonymous
+        line=line,
+        proxy=FaultProxy("127.0.0.1", 0),
+        users=users,
+        anonymous=anonymous,
+        security=security,
     )
     await handle._start_server()
     handle.proxy.target = ("127.0.0.1", handle.backend_port)
@@ -219,12 +264,34 @@ async def run_packaging_line(
         await handle._stop_server()
 
 
-class _Users:
-    """Username/password check for the server (asyncua's UserManager protocol)."""
+async def _secure(server: Server, security: ServerSecurity) -> None:
+    """Basic256Sha256 endpoints only, and a check of every client certificate."""
+    await server.set_application_uri(SERVER_URI)
+    await server.load_certificate(security.certificate)
+    await server.load_private_key(security.private_key)
+    server.set_security_policy([_POLICIES[mode] for mode in security.modes])
+    options = CertificateValidatorOptions.EXT_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+    store = None
+    if security.trusted is not None:
+        options |= CertificateValidatorOptions.TRUSTED
+        store = TrustStore([security.trusted], [])
+        await store.load()
+    server.set_certificate_validator(CertificateValidator(options, store))
 
-    def __init__(self, users: dict[str, str], anonymous: bool) -> None:
+
+class _Users:
+    """Who may open a session (asyncua's UserManager protocol).
+
+    ``users`` None accepts any user name. ``secured`` refuses sessions on a
+    channel without a client certificate: asyncua keeps an unsecured channel
+    open for discovery (GetEndpoints) and would otherwise serve sessions on it
+    even though no None endpoint is listed, which a secured PLC does not.
+    """
+
+    def __init__(self, users: dict[str, str] | None, anonymous: bool, secured: bool) -> None:
         self._users = users
         self._anonymous = anonymous
+        self._secured = secured
 
     def get_user(
         self,
@@ -233,9 +300,13 @@ class _Users:
         password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        # For user name and anonymous logins asyncua passes the channel's peer
+        # certificate (DER): empty on an unsecured channel.
+        if self._secured and not certificate:
+            return None
         if username is None:
             return User(role=UserRole.User) if self._anonymous else None
-        if username is not None and self._users.get(username) == password:
+        if self._users is None or self._users.get(username) == password:
             return User(role=UserRole.User, name=username)
         return None
 
@@ -256,11 +327,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=4840)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--certificate", type=Path, help="server certificate: serve secured only")
+    parser.add_argument("--private-key", type=Path, help="server private key, with --certificate")
+    parser.add_argument("--trusted", type=Path, help="folder of trusted client certificates")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    security = None
+    if args.certificate or args.private_key:
+        if not (args.certificate and args.private_key):
+            parser.error("--certificate and --private-key go together")
+        security = ServerSecurity(args.certificate, args.private_key, args.trusted)
 
     async def serve() -> None:
-        async with run_packaging_line(port=args.port, seed=args.seed) as handle:
+        line = run_packaging_line(port=args.port, seed=args.seed, security=security)
+        async with line as handle:
             _log.info("packaging line at %s", handle.endpoint)
             await asyncio.Event().wait()
 

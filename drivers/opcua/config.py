@@ -130,6 +130,13 @@ class OpcuaConnection(StrictModel):
             raise ValueError("security_mode needs security_policy Basic256Sha256")
         if secure and (self.certificate is None or self.private_key is None):
             raise ValueError("security_policy Basic256Sha256 needs certificate and private_key")
+        files = (self.certificate, self.private_key, self.server_certificate)
+        if not secure and any(f is not None for f in files):
+            # Files without a policy would connect unsecured without a word: refuse instead.
+            raise ValueError(
+                "certificate, private_key and server_certificate are used only with"
+                " security_policy Basic256Sha256 and a security_mode"
+            )
         if (self.password is not None) and not self.username:
             raise ValueError("password given without username")
         return self

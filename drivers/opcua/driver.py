@@ -30,12 +30,14 @@ from typing import Any, cast
 
 from asyncua import ua
 from asyncua.client.client import Client
-from asyncua.crypto import security_policies
+from asyncua.crypto import security_policies, uacrypto
+from asyncua.ua import status_codes
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from drivers.base import BaseDriver, DeviceUnavailable, DriverError, Reading, Value, now_ms
+from drivers.opcua.certs import Material, load_credentials
 from drivers.opcua.config import OpcuaOptions, OpcuaTag
 from drivers.opcua.quality import error_for, name
 from drivers.opcua.values import ValueProblem, coerce
@@ -299,17 +301,34 @@ class OpcuaDriver(BaseDriver):
     @asynccontextmanager
     async def _call(self, session: _Session, what: str, limit: float) -> AsyncIterator[None]:
         """Run asyncua calls under our timeout; translate whatever they raise."""
+        scope = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout(limit):
+            async with scope:
                 yield
         except DriverError:
             raise
         except TimeoutError as exc:
-            raise self._dead(session, f"{what}: no answer within {limit:g}s") from exc
+            # asyncua's own per-request timeout may fire before our budget does.
+            waited = limit if scope.expired() else self.options.conn.timeout
+            raise self._dead(session, f"{what}: no answer within {waited:g}s") from exc
         except UaStatusCodeError as exc:
-            raise self._dead(session, f"{what}: {name(exc.code)}") from exc
-        except (OSError, UaError, ValueError, RuntimeError) as exc:
+            raise self._dead(session, f"{what}: {_status_name(exc.code)}") from exc
+        except UaError as exc:
+            raise self._dead(session, f"{what}: {self._ua_reason(exc)}") from exc
+        except (OSError, ValueError, RuntimeError) as exc:
             raise self._dead(session, f"{what}: {exc or type(exc).__name__}") from exc
+
+    def _ua_reason(self, exc: UaError) -> str:
+        text = str(exc) or type(exc).__name__
+        # asyncua's find_endpoint wording: the server lists no endpoint for our security.
+        if text.startswith("No matching endpoints"):
+            conn = self.options.conn
+            policy, mode = conn.security_policy or "None", conn.security_mode or "None"
+            return (
+                f"the server offers no endpoint with security_policy {policy} and"
+                f" security_mode {mode}; set both to one it offers"
+            )
+        return text
 
     def _dead(self, session: _Session, reason: str) -> DeviceUnavailable:
         if session.lost is None:
@@ -336,13 +355,23 @@ class OpcuaDriver(BaseDriver):
         conn = self.options.conn
         if not conn.secure:
             return
-        mode = getattr(ua.MessageSecurityMode, conn.security_mode or "SignAndEncrypt")
+        # The config refuses Basic256Sha256 without both files.
+        assert conn.certificate is not None
+        assert conn.private_key is not None
+        creds = await asyncio.to_thread(
+            load_credentials,
+            conn.certificate,
+            conn.private_key,
+            conn.server_certificate,
+            conn.application_uri,
+        )
+        pinned = creds.server_certificate
         await client.set_security(
             security_policies.SecurityPolicyBasic256Sha256,
-            certificate=str(conn.certificate),
-            private_key=str(conn.private_key),
-            server_certificate=str(conn.server_certificate) if conn.server_certificate else None,
-            mode=mode,
+            certificate=_material(creds.certificate),
+            private_key=_material(creds.private_key),
+            server_certificate=_material(pinned) if pinned else None,
+            mode=getattr(ua.MessageSecurityMode, conn.security_mode or "SignAndEncrypt"),
         )
 
 
@@ -371,6 +400,22 @@ def _connect_budget(conn: Any) -> float:
     # Hello, channel, session, activate (and the endpoint list with security):
     # each gets the per-request timeout, but a dead link must fail within one budget.
     return float(conn.timeout) * (3 if conn.secure else 2)
+
+
+def _material(material: Material) -> uacrypto.CertProperties:
+    # Bytes with an explicit format: asyncua would otherwise guess it from a suffix.
+    return uacrypto.CertProperties(material.content, extension=material.format)
+
+
+def _status_name(code: int) -> str:
+    """``BadCertificateUntrusted``...: our table first, then asyncua's full one."""
+    known = name(code)
+    if not known.startswith(("Good 0x", "Uncertain 0x", "Bad 0x")):
+        return known
+    masked = code & 0xFFFF0000
+    if masked in status_codes.code_to_name_doc:
+        return str(status_codes.code_to_name_doc[masked][0])
+    return known
 
 
 def _read_value_id(node: ua.NodeId) -> ua.ReadValueId:
