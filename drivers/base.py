@@ -17,9 +17,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Any, NamedTuple, Protocol, Self, runtime_checkable
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, Self, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 Value = bool | int | float | str
 """A decoded, scaled engineering value."""
@@ -179,6 +179,40 @@ class TagBase(StrictModel):
         None, gt=0, description="Report at least this often even without a change."
     )
     writable: bool = Field(False, description="Writes are refused unless this is true.")
+
+
+class SerialLine(StrictModel):
+    """An RS-232/RS-485 line: a device path or a pyserial URL, and its character framing."""
+
+    port: str = Field(min_length=1, description="/dev/ttyUSB0, socket://HOST:PORT, loop://...")
+    baud: StrictInt = Field(9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stop_bits: Literal[1, 2] = 1
+    byte_size: Literal[7, 8] = 8
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_section(
+    model: type[M],
+    options: Mapping[str, Any],
+    key: str,
+    problems: list[ConfigProblem],
+    *,
+    required: bool = True,
+) -> M | None:
+    """Validate ``options[key]`` with ``model``; problems located under ``key``, None if bad."""
+    if key not in options:
+        if required:
+            problems.append(ConfigProblem((key,), "is required"))
+            return None
+        return model.model_validate({})
+    try:
+        return model.model_validate(options[key])
+    except ValidationError as exc:
+        problems.extend(problems_from_validation_error(exc, (key,)))
+        return None
 
 
 # --------------------------------------------------------------------------- driver

@@ -8,17 +8,19 @@ its key path inside the driver's ``options`` mapping.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
+from pydantic import Field, Strict, ValidationError, model_validator
 
 from drivers.base import (
     ConfigError,
     ConfigProblem,
     Duration,
+    SerialLine,
     StrictModel,
     TagBase,
     problems_from_validation_error,
+    validate_section,
 )
 
 ByteOrder = Literal["ABCD", "BADC", "CDAB", "DCBA"]
@@ -47,7 +49,6 @@ TYPE_REGISTERS: dict[str, int] = {
 }
 
 StrictInt = Annotated[int, Strict()]
-M = TypeVar("M", bound=BaseModel)
 
 
 class TcpConnection(StrictModel):
@@ -59,14 +60,9 @@ class TcpConnection(StrictModel):
     connect_timeout: Duration = Field(3.0, gt=0, description="Wait this long to connect.")
 
 
-class RtuConnection(StrictModel):
+class RtuConnection(SerialLine):
     """Modbus RTU over a serial line (a device path or a pyserial URL)."""
 
-    port: str = Field(min_length=1)
-    baud: StrictInt = Field(9600, gt=0)
-    parity: Literal["N", "E", "O"] = "N"
-    stop_bits: Literal[1, 2] = 1
-    byte_size: Literal[7, 8] = 8
     timeout: Duration = Field(1.0, gt=0, description="Wait this long for each reply.")
 
 
@@ -161,7 +157,7 @@ def parse_options(options: Mapping[str, Any]) -> ModbusOptions:
         ConfigProblem((key,), "unknown key") for key in options if key not in _TOP_KEYS
     ]
     connection = _parse_connection(options, problems)
-    protocol = _section(ProtocolOptions, options, "protocol", problems, required=False)
+    protocol = validate_section(ProtocolOptions, options, "protocol", problems, required=False)
     tags = _parse_tags(options.get("tags"), problems)
     if protocol is not None:
         problems += _cross_tag_problems(tags, protocol)
@@ -187,27 +183,7 @@ def _parse_connection(
             ConfigProblem(("connection", k), "unknown key") for k in raw if k not in _KINDS
         ]
         return None
-    return _section(Connection, options, "connection", problems, required=True)
-
-
-def _section(
-    model: type[M],
-    options: Mapping[str, Any],
-    key: str,
-    problems: list[ConfigProblem],
-    *,
-    required: bool,
-) -> M | None:
-    if key not in options:
-        if required:
-            problems.append(ConfigProblem((key,), "is required"))
-            return None
-        return model.model_validate({})
-    try:
-        return model.model_validate(options[key])
-    except ValidationError as exc:
-        problems += problems_from_validation_error(exc, (key,))
-        return None
+    return validate_section(Connection, options, "connection", problems, required=True)
 
 
 def _parse_tags(raw: Any, problems: list[ConfigProblem]) -> dict[str, ModbusTag]:

@@ -10,21 +10,22 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from drivers.base import (
     ConfigError,
     ConfigProblem,
     Duration,
+    SerialLine,
     StrictModel,
     TagBase,
     problems_from_validation_error,
+    validate_section,
 )
 
 Loc = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
 
 # URL schemes pyserial's serial_for_url understands; anything else is a typo.
 URL_SCHEMES = ("socket", "rfc2217", "loop", "spy", "alt", "hwgrep")
@@ -34,14 +35,9 @@ FAIL_TAG_DESCRIPTION = (
 )
 
 
-class SerialConnection(StrictModel):
+class SerialConnection(SerialLine):
     """Where the device is: a device path or a pyserial URL, and the line settings."""
 
-    port: str = Field(min_length=1, description="/dev/ttyUSB0, socket://HOST:PORT, loop://...")
-    baud: int = Field(9600, gt=0)
-    parity: Literal["N", "E", "O"] = "N"
-    stop_bits: Literal[1, 2] = 1
-    byte_size: Literal[7, 8] = 8
     timeout: Duration = Field(1.0, gt=0, description="Longest wait for one reply line.")
 
 
@@ -152,8 +148,8 @@ def parse_options(options: Mapping[str, Any]) -> SerialOptions:
         for key in options
         if key not in ("connection", "protocol", "tags")
     ]
-    connection = _section(Connection, options, "connection", problems)
-    protocol = _section(SerialProtocol, options, "protocol", problems)
+    connection = validate_section(Connection, options, "connection", problems)
+    protocol = validate_section(SerialProtocol, options, "protocol", problems)
     tags = _tags(options, problems)
     if protocol is not None:
         problems.extend(_check_protocol(protocol))
@@ -166,19 +162,6 @@ def parse_options(options: Mapping[str, Any]) -> SerialOptions:
     return SerialOptions(
         connection=connection, protocol=protocol, tags=_with_fail_tag(protocol, tags)
     )
-
-
-def _section(
-    model: type[M], options: Mapping[str, Any], key: str, problems: list[ConfigProblem]
-) -> M | None:
-    if key not in options:
-        problems.append(ConfigProblem((key,), "is required"))
-        return None
-    try:
-        return model.model_validate(options[key])
-    except ValidationError as exc:
-        problems.extend(problems_from_validation_error(exc, (key,)))
-        return None
 
 
 _TAGS = TypeAdapter(dict[str, SerialTag])
