@@ -34,6 +34,7 @@ S1_LOAD = Load(devices=10, tags=100, interval=1.0)
 S2_LOAD = Load(devices=10, tags=1200, interval=1.0)
 S3_LOAD = Load(devices=10, tags=2400, interval=0.1)
 S7_LOAD = Load(devices=4, tags=100, interval=1.0, rtu=True, baud=19200)
+S7_DEAD_LOAD = Load(devices=4, tags=100, interval=1.0, rtu=True, baud=19200, dead_units=1)
 
 
 def _say(text: str) -> None:
@@ -60,6 +61,8 @@ def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
     if "S7" in wanted:
         _say(f"run {run}: S7 RTU bus, 4 units x 100 tags at {S7_LOAD.baud} baud")
         runs["S7"].append(rtu_bus(work / f"s7-{run}", S7_LOAD, settings))
+        _say(f"run {run}: S7 with a dead unit on the bus (timeout 200 ms)")
+        runs["S7d"].append(rtu_bus(work / f"s7d-{run}", S7_DEAD_LOAD, settings))
 
 
 def _quick(work: Path, runs: Runs) -> bool:

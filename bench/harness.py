@@ -45,6 +45,8 @@ class Load:
     interval: float
     rtu: bool = False
     baud: int = 19200
+    dead_units: int = 0
+    """RTU only: more units on the bus that never answer (each costs its timeout)."""
 
     @property
     def values_per_s(self) -> float:
@@ -124,8 +126,9 @@ class LeanServer(_Child):
 
     def __init__(self, workdir: Path, load: Load) -> None:
         self.stats_path = workdir / "lean_modbus.json"
+        silent = [str(u) for u in dead_unit_ids(load)]
         mode = (
-            ["rtu", "--baud", str(load.baud)]
+            ["rtu", "--baud", str(load.baud), "--silent-units", *silent]
             if load.rtu
             else ["tcp", "--devices", str(load.devices)]
         )
@@ -173,6 +176,14 @@ def write_profile(folder: Path, tags: int) -> str:
     return name
 
 
+DEAD_TIMEOUT_MS = 200
+
+
+def dead_unit_ids(load: Load) -> list[int]:
+    """Unit ids of the silent units, after the healthy ones."""
+    return list(range(load.devices + 1, load.devices + 1 + load.dead_units)) if load.rtu else []
+
+
 def site_for(workdir: Path, broker_port: int, load: Load, ports: list[int]) -> dict[str, Any]:
     """The site file: shipped defaults except where the data lives and what to poll."""
     profile = write_profile(workdir / PROFILE_DIR, load.tags)
@@ -191,6 +202,17 @@ def site_for(workdir: Path, broker_port: int, load: Load, ports: list[int]) -> d
         else:
             device["connection"] = {"modbus_tcp": {"host": "127.0.0.1", "port": ports[i]}}
         devices.append(device)
+    devices.extend(
+        {
+            "id": f"dead-{unit:02d}",
+            "profile": profile,
+            "poll_groups": {"default": f"{load.interval * 1000:g}ms"},
+            "connection": {"modbus_rtu": {"port": f"socket://127.0.0.1:{ports[0]}",
+                                          "baud": load.baud, "timeout": f"{DEAD_TIMEOUT_MS}ms"}},
+            "unit_id": unit,
+        }
+        for unit in dead_unit_ids(load)
+    )  # fmt: skip
     return {
         "agent": {"id": AGENT_ID, "data_dir": "data", "log_level": "warning"},
         "mqtt": {"host": "127.0.0.1", "port": broker_port},

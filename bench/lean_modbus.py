@@ -115,8 +115,15 @@ def with_crc(body: bytes) -> bytes:
 class RtuBus(asyncio.Protocol):
     """One RS-485 bus over TCP: 8-byte read requests in, replies after the wire time."""
 
-    def __init__(self, counters: Counters, baud: int, bits_per_char: int) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        baud: int,
+        bits_per_char: int,
+        silent: frozenset[int] = frozenset(),
+    ) -> None:
         self._counters = counters
+        self._silent = silent  # units that never answer: a dead drive on the bus
         self._char_s = bits_per_char / baud
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
@@ -140,6 +147,11 @@ class RtuBus(asyncio.Protocol):
     def _schedule(self, frame: bytes) -> None:
         self._counters.requests += 1
         unit, fc = frame[0], frame[1]
+        if unit in self._silent:
+            # the request still occupies the wire; nobody answers it
+            loop = asyncio.get_running_loop()
+            self._bus_free = max(loop.time(), self._bus_free) + (len(frame) + 3.5) * self._char_s
+            return
         address, count = struct.unpack_from(">HH", frame, 2)
         data = _registers(address, count) if fc in _READS else None
         if data is None:
@@ -175,7 +187,11 @@ async def _serve(args: argparse.Namespace, counters: Counters) -> None:
     else:
         bits = 1 + 8 + (0 if args.parity == "N" else 1) + args.stop_bits
         servers.append(
-            await loop.create_server(lambda: RtuBus(counters, args.baud, bits), "127.0.0.1", 0)
+            await loop.create_server(
+                lambda: RtuBus(counters, args.baud, bits, frozenset(args.silent_units)),
+                "127.0.0.1",
+                0,
+            )
         )
     ports = [s.sockets[0].getsockname()[1] for s in servers]
     counters.started = time.monotonic()
@@ -197,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baud", type=int, default=19200)
     parser.add_argument("--parity", choices=("N", "E", "O"), default="N")
     parser.add_argument("--stop-bits", type=int, choices=(1, 2), default=1)
+    parser.add_argument(
+        "--silent-units",
+        type=int,
+        nargs="*",
+        default=[],
+        help="RTU unit ids that never answer (a dead unit on the bus)",
+    )
     parser.add_argument("--stats", type=Path, help="write counters here as JSON on exit")
     args = parser.parse_args(argv)
     counters = Counters()

@@ -224,6 +224,8 @@ def rtu_bus(workdir: Path, load: Load, settings: Settings) -> Figures:
         elapsed = time.monotonic() - t0
         polls = {n: last[n]["polls_ok"] - first[n]["polls_ok"] for n in last}
         overruns = sum(last[n]["overruns"] - first[n]["overruns"] for n in last)
+        dead_failures = sum(last[n]["polls_failed"] - first[n]["polls_failed"]
+                            for n in last if n.startswith("dead"))  # fmt: skip
     assert rig.server is not None
     wire = wire_s(load)
     # With deadlines aligned, units queue for the bus: the first one in a cycle shows the
@@ -240,7 +242,12 @@ def rtu_bus(workdir: Path, load: Load, settings: Settings) -> Figures:
         "worst_poll_vs_cycle": slowest / (wire * 1000 * load.devices),
         "polls_per_s": sum(polls.values()) / elapsed,
         "overruns": float(overruns),
-    }
+        "dead_unit_timeouts": float(dead_failures),
+        # the slowest healthy unit's measured poll period against its interval
+        "healthy_period_vs_target": max(
+            (elapsed / n / load.interval for d, n in polls.items() if not d.startswith("dead")
+             and n > 0), default=math.nan),
+    }  # fmt: skip
 
 
 def default_workdir(base: Path, name: str, run: int) -> Path:
