@@ -1,7 +1,7 @@
 """Pieces of :mod:`agent.buffer` that need no SQLite: the loop-to-writer inbox,
 the seq reservation sidecar, and the page-size arithmetic behind the size cap.
 
-Nothing here is public API; :mod:`agent.buffer` is the only user.
+Nothing here is public API; the other modules of :mod:`agent.buffer` are its only users.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""The durable queue between polling and publishing: one SQLite file, WAL mode.
+
+Every batch a device task hands to :meth:`Buffer.put` is committed to SQLite
+before the publisher can see it; a row is deleted only when the publisher acks
+it (after the broker's PUBACK). This package is the only one that imports sqlite3.
+
+Threads. One dedicated writer thread owns the write connection. ``put`` and
+``ack`` only append to an in-memory inbox (they never block the event loop);
+the writer commits whatever has arrived as ONE transaction at most every
+``commit_interval`` seconds, so a commit costs one fsync however many batches
+it holds. Reads (``fetch``, ``stats``) run on a second, read-only connection in
+a one-thread executor: in WAL mode a reader sees the last committed snapshot
+without waiting for the writer, so the publisher can page through a backlog
+while the writer sits in a ``synchronous=FULL`` fsync (tens of ms on eMMC/SD).
+Each read is one short transaction, so readers never hold back a checkpoint.
+
+Durability. With ``synchronous=FULL`` (the default) a batch survives ``kill -9``
+and power loss once ``flush()`` returned or ``wait_committed`` saw its seq; a
+``put`` is committed at most ``commit_interval`` (+ one fsync) after the call.
+``NORMAL`` survives a process crash but may lose the last commits on power loss.
+
+Seq. ``seq`` is assigned inside the committing transaction from ``meta.last_seq``
+(contiguous 1, 2, 3, ... and persisted with the rows). Batches refused before a
+commit (cap, RAM overflow) get no seq and are counted in ``dropped_batches``.
+A sidecar ``<db>.seq`` holds a reservation: before committing a seq above it,
+the writer durably raises it by a block of seqs. So if the database is lost or
+corrupt, the next database starts above every seq ever committed: a seq is
+never reused, at the price of a gap (which is a real loss and is logged).
+
+Size. ``PRAGMA max_page_count`` (set on every open, it is not persistent) caps
+the main file at ``max_bytes``. Before inserting, the writer compares the pages
+the new rows need with the free pages (``page_count``/``freelist_count``) and
+drops the oldest rows (``drop_oldest``) or refuses the new batches
+(``drop_newest``), counting them. If SQLite still reports SQLITE_FULL (the
+estimate was short, or the disk is full) the transaction is retried with more
+room made inside the file's current size. If commits keep failing (disk full
+with the WAL unable to checkpoint, I/O errors) the writer keeps the batches in
+RAM (up to 32 MiB, beyond that new batches are refused and counted) and
+retries with backoff up to 10 s, so it recovers once space returns. The WAL
+(bounded by ``journal_size_limit`` and the auto-checkpoint) and ``-shm`` live
+outside the cap: keep the cap well below free disk.
+
+Corruption. ``PRAGMA quick_check`` runs on open. A corrupt file is renamed
+``<db>.corrupt-<unix time>`` (its ``-wal`` too) for offline inspection, an
+
+Modules. Callers import from ``agent.buffer`` only; the modules behind it are
+internal and may change:
+
+- ``base``: the public records (``PendingBatch``, ``BufferStats``), ``BufferError``
+- ``core``: :class:`Buffer`, the event-loop side (inbox, waiters, reader executor)
+- ``parts``: the inbox, the seq reservation sidecar, page estimates (no SQLite)
+- ``schema``: opening the file: schema, PRAGMAs, quick_check, corrupt files
+- ``store``: the write connection: commits, the size cap, dropping
+- ``writer``: the writer thread and its group-commit budget
+- ``reader``: read-only connections, pending rows in seq order, stats
+- ``tools``: ``export_pending`` and ``purge`` for ``edge-agent buffer``
+"""
+
+from __future__ import annotations
+
+from agent.buffer.base import (
+    SCHEMA_VERSION,
+    BufferError,
+    BufferStats,
+    OnFull,
+    PendingBatch,
+    Synchronous,
+)
+from agent.buffer.core import Buffer
+from agent.buffer.tools import export_pending, purge
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Buffer",
+    "BufferError",
+    "BufferStats",
+    "OnFull",
+    "PendingBatch",
+    "Synchronous",
+    "export_pending",
+    "purge",
+]

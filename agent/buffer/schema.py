@@ -1,0 +1,165 @@
+"""Opening the database file: the schema, the PRAGMAs, the integrity check, corrupt files.
+
+``PRAGMA quick_check`` runs on open. A corrupt file is renamed
+``<db>.corrupt-<unix time>`` (its ``-wal`` too), an error is logged, and a fresh
+database starts after the highest seq known from the sidecar or readable from
+the old file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.buffer.base import BUSY_TIMEOUT_MS, SCHEMA_VERSION, BufferError, StoreConfig
+from agent.buffer.parts import SeqReservation
+
+log = logging.getLogger(__name__)
+
+_PAGE_SIZE = 4096
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+
+_SCHEMA = (
+    """CREATE TABLE batches (
+        seq INTEGER PRIMARY KEY,   -- given explicitly from meta.last_seq, never by SQLite
+        device TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        n_values INTEGER NOT NULL,
+        payload BLOB NOT NULL)""",
+    """CREATE TABLE meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        agent_id TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        dropped_batches INTEGER NOT NULL,
+        pending_batches INTEGER NOT NULL,
+        pending_bytes INTEGER NOT NULL,
+        max_bytes INTEGER NOT NULL)""",
+)
+
+
+class _Corrupt(Exception):
+    """The file failed quick_check or is not a database at all."""
+
+
+def sqlite_code(exc: sqlite3.Error) -> int:
+    """The primary SQLite result code of ``exc`` (of an extended one too); -1 if unknown."""
+    return getattr(exc, "sqlite_errorcode", -1) & 0xFF
+
+
+def open_recovering(config: StoreConfig, seqfile: SeqReservation) -> sqlite3.Connection:
+    """The write connection, ready to use; a corrupt file is moved aside and replaced."""
+    path = config.path
+    try:
+        return _open(config, start=(seqfile.load(), 0))
+    except _Corrupt as exc:
+        salvage = _salvage(path)
+        aside = _move_aside(path)
+        start = max(seqfile.load(), salvage.last_seq)
+        log.error(  # noqa: TRY400 - the cause is known and stated; no traceback needed
+            "buffer %s is corrupt (%s): moved to %s; %s pending batches in it are not "
+            "published; new seqs start after %s",
+            path,
+            exc,
+            aside,
+            salvage.pending if salvage.readable else "all",
+            start,
+        )
+        return _open(config, start=(start, salvage.dropped + salvage.pending))
+
+
+def _open(config: StoreConfig, start: tuple[int, int]) -> sqlite3.Connection:
+    path = config.path
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise BufferError(f"cannot open buffer {path}: {exc}") from exc
+    try:
+        _prepare(conn, config, start)
+    except sqlite3.Error as exc:
+        conn.close()
+        if sqlite_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            raise _Corrupt(str(exc)) from exc
+        raise BufferError(f"cannot open buffer {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, cfg: StoreConfig, start: tuple[int, int]) -> None:
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        # Only settable before the first table exists. Incremental auto-vacuum
+        # lets a lowered max_bytes shrink the file on the next open.
+        conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+        raise BufferError(f"buffer {cfg.path}: cannot switch to WAL mode")
+    conn.execute(f"PRAGMA synchronous={cfg.synchronous}")
+    conn.execute(f"PRAGMA journal_size_limit={min(cfg.max_bytes // 4, 16 * 1024 * 1024)}")
+    result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if result != ["ok"]:
+        raise _Corrupt("; ".join(map(str, result[:3])))
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta VALUES (1, ?, ?, ?, 0, 0, ?)",
+            (cfg.agent_id, start[0], start[1], cfg.max_bytes),
+        )
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    elif version != SCHEMA_VERSION:
+        raise BufferError(
+            f"buffer {cfg.path} has schema version {version}; this agent knows "
+            f"{SCHEMA_VERSION}. Use the newer agent or move the file away."
+        )
+    old = conn.execute("SELECT agent_id FROM meta").fetchone()[0]
+    if old != cfg.agent_id:
+        log.warning(
+            "buffer %s was written by agent %s, now used by %s", cfg.path, old, cfg.agent_id
+        )
+    conn.execute("UPDATE meta SET agent_id = ?, max_bytes = ?", (cfg.agent_id, cfg.max_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class _Salvage:
+    readable: bool = False
+    last_seq: int = 0
+    dropped: int = 0
+    pending: int = 0
+
+
+def _salvage(path: Path) -> _Salvage:
+    """Read what still can be read from a corrupt file: the highest seq and the counters."""
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error:
+        return _Salvage()
+    try:
+        last, dropped, pending = conn.execute(
+            "SELECT last_seq, dropped_batches, pending_batches FROM meta"
+        ).fetchone()
+        with contextlib.suppress(sqlite3.Error):
+            last = max(last, conn.execute("SELECT max(seq) FROM batches").fetchone()[0] or 0)
+        return _Salvage(True, last, dropped, pending)
+    except (sqlite3.Error, TypeError):
+        return _Salvage()
+    finally:
+        conn.close()
+
+
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+    with contextlib.suppress(FileNotFoundError):
+        Path(f"{path}-shm").unlink()  # derived from the WAL; worthless without the db
+    return aside

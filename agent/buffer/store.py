@@ -1,0 +1,217 @@
+"""The write connection: every statement that changes the database, and the size cap.
+
+``PRAGMA max_page_count`` (set on every open, it is not persistent) caps the
+main file at ``max_bytes``. Before inserting, the store compares the pages the
+new rows need with the free pages (``page_count``/``freelist_count``) and drops
+the oldest rows (``drop_oldest``) or refuses the new batches (``drop_newest``),
+counting them. If SQLite still reports SQLITE_FULL the transaction is retried
+with more room made inside the file's current size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.buffer.base import BufferError, StoreConfig
+from agent.buffer.parts import PageMath, Put, SeqReservation, Work, seq_ranges
+from agent.buffer.schema import SQLITE_FULL, open_recovering, sqlite_code
+from agent.message import splice_seq
+
+log = logging.getLogger(__name__)
+
+_FULL_RETRIES = 8
+_WAL_TRUNCATE_ABOVE = 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Counters:
+    last_seq: int
+    dropped: int
+    pending: int
+    pending_bytes: int
+
+
+class Store:
+    """The write connection and every statement that changes the database."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.seqfile = SeqReservation(config.path.with_name(config.path.name + ".seq"))
+        self.conn = open_recovering(config, self.seqfile)
+        page_size = int(self._one("PRAGMA page_size"))
+        self.max_pages = config.max_bytes // page_size
+        self.reserve_pages = 4 + self.max_pages // 50  # schema, meta, interior b-tree pages
+        self.space = PageMath(page_size)
+        self._full = False
+        self._no_growth = False
+        self._fit_cap()
+        counters = self._counters()
+        self.seqfile.ensure(counters.last_seq)
+        self.last_seq, self.dropped = counters.last_seq, counters.dropped
+
+    # ---------------------------------------------------------------- the cap
+
+    def _fit_cap(self) -> None:
+        """Set max_page_count; first shrink a file bigger than the cap (cap lowered)."""
+        if int(self._one("PRAGMA page_count")) > self.max_pages:
+            self._write(self._shrink)
+            # execute() steps a statement without result columns once, which frees
+            # one page here; executescript() runs it to completion.
+            self.conn.executescript("PRAGMA incremental_vacuum;")
+        got = int(self._one(f"PRAGMA max_page_count={self.max_pages}"))
+        if got > self.max_pages:
+            log.warning(
+                "buffer %s is %s pages, above its cap of %s", self.config.path, got, self.max_pages
+            )
+
+    def _shrink(self, c: _Counters) -> None:
+        self._make_room(c, self.reserve_pages)
+
+    # ---------------------------------------------------------------- commits
+
+    def commit(self, work: Work) -> int:
+        """Apply ``work`` in one transaction; return the new last_seq."""
+        extra, dropped_before = 0, self.dropped
+        for attempt in range(_FULL_RETRIES):
+            try:
+                c = self._write(functools.partial(self._apply, work=work, extra_pages=extra))
+            except sqlite3.Error as exc:
+                if sqlite_code(exc) != SQLITE_FULL or attempt == _FULL_RETRIES - 1:
+                    raise BufferError(f"buffer {self.config.path}: commit failed: {exc}") from exc
+                # The estimate was short, or the disk is full: from now on the file
+                # may not grow, and keep more pages spare.
+                extra = 16 << (2 * attempt)
+                self._no_growth = True
+                continue
+            self.last_seq, self.dropped, self._no_growth = c.last_seq, c.dropped, False
+            self._note_full(c, dropping=c.dropped > dropped_before)
+            if c.pending == 0:
+                self._truncate_wal()
+            return c.last_seq
+        raise AssertionError("unreachable")
+
+    def _write(self, body: Callable[[_Counters], None]) -> _Counters:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            c = self._counters()
+            body(c)
+            self.conn.execute(
+                "UPDATE meta SET last_seq=?, dropped_batches=?, pending_batches=?, pending_bytes=?",
+                (c.last_seq, c.dropped, c.pending, c.pending_bytes),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:  # SQLITE_FULL may already have rolled it back
+                self.conn.execute("ROLLBACK")
+            raise
+        return c
+
+    def _apply(self, c: _Counters, work: Work, extra_pages: int) -> None:
+        for low, high in seq_ranges(work.acks):
+            n, nbytes = self.conn.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM batches"
+                " WHERE seq BETWEEN ? AND ?",
+                (low, high),
+            ).fetchone()
+            self.conn.execute("DELETE FROM batches WHERE seq BETWEEN ? AND ?", (low, high))
+            c.pending -= n
+            c.pending_bytes -= nbytes
+        c.dropped += work.refused
+        puts = self._admit(c, work.puts, extra_pages)
+        if not puts:
+            return
+        first = c.last_seq + 1
+        rows = [
+            (seq, p.device, p.created_ms, p.n_values, splice_seq(p.head, seq, p.tail))
+            for seq, p in enumerate(puts, first)
+        ]
+        c.last_seq = first + len(rows) - 1
+        self.seqfile.ensure(c.last_seq)  # durable before the commit that uses the seqs
+        self.conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?)", rows)
+        c.pending += len(rows)
+        c.pending_bytes += sum(len(row[4]) for row in rows)
+
+    def _admit(self, c: _Counters, puts: list[Put], extra_pages: int) -> list[Put]:
+        """Make room for ``puts`` under the cap, or refuse some; count every drop."""
+        costs = [self.space.row_pages(p.size, len(p.device)) for p in puts]
+        need = sum(costs) + self.reserve_pages + extra_pages
+        if need > self._free_pages() and self.config.on_full == "drop_oldest":
+            self._make_room(c, need)
+        free = self._free_pages()
+        admitted = list(puts)
+        while admitted and need > free:  # still short: refuse the oldest or the newest
+            index = 0 if self.config.on_full == "drop_oldest" else -1
+            admitted.pop(index)
+            need -= costs.pop(index)
+            c.dropped += 1
+        return admitted
+
+    def _make_room(self, c: _Counters, need_pages: float) -> None:
+        """Delete the oldest rows until ``need_pages`` pages are free (or none is left)."""
+        for _ in range(64):
+            deficit = need_pages - self._free_pages()
+            if deficit <= 0:
+                break
+            rows = self.conn.execute(
+                "SELECT seq, length(payload), length(device) FROM batches ORDER BY seq LIMIT 1024"
+            ).fetchall()
+            if not rows:
+                break
+            upto, freed, n, nbytes = rows[-1][0], 0.0, 0, 0
+            for seq, plen, dlen in rows:
+                upto, n, nbytes = seq, n + 1, nbytes + plen
+                freed += self.space.row_pages(plen, dlen)
+                if freed >= deficit:
+                    break
+            self.conn.execute("DELETE FROM batches WHERE seq <= ?", (upto,))
+            c.pending -= n
+            c.pending_bytes -= nbytes
+            c.dropped += n
+
+    def _note_full(self, c: _Counters, *, dropping: bool) -> None:
+        if dropping and not self._full:
+            log.warning(
+                "buffer %s is full: %s batches (%s) dropped so far",
+                self.config.path,
+                c.dropped,
+                self.config.on_full,
+            )
+        elif self._full and c.pending == 0:
+            log.info("buffer %s drained; no longer full", self.config.path)
+        self._full = dropping or (self._full and c.pending > 0)
+
+    def _free_pages(self) -> int:
+        size = int(self._one("PRAGMA page_count"))
+        limit = min(self.max_pages, size) if self._no_growth else self.max_pages
+        return limit - size + int(self._one("PRAGMA freelist_count"))
+
+    def _truncate_wal(self) -> None:
+        wal = self.config.path.with_name(self.config.path.name + "-wal")
+        with contextlib.suppress(OSError):
+            if wal.stat().st_size > _WAL_TRUNCATE_ABOVE:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("buffer %s: checkpoint failed: %s", self.config.path, exc)
+
+    def _counters(self) -> _Counters:
+        row = self.conn.execute(
+            "SELECT last_seq, dropped_batches, pending_batches, pending_bytes FROM meta"
+        ).fetchone()
+        return _Counters(*row)
+
+    def _one(self, sql: str) -> Any:
+        return self.conn.execute(sql).fetchone()[0]
+
+    def close(self) -> None:
+        self._checkpoint()
+        self.conn.close()

@@ -1,0 +1,135 @@
+"""The writer thread: it owns the store and commits what the event loop hands over.
+
+``Buffer.put`` and ``Buffer.ack`` only append to the in-memory inbox; the writer
+commits whatever has arrived as ONE transaction, so a commit costs one fsync
+however many batches it holds. If commits keep failing (disk full with the WAL
+unable to checkpoint, I/O errors) it keeps the batches in RAM (up to 32 MiB,
+beyond that new batches are refused and counted) and retries with backoff up
+to 10 s, so it recovers once space returns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from agent.buffer.base import BufferError, StoreConfig
+from agent.buffer.parts import Inbox, Work
+from agent.buffer.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class CommitBudget:
+    """How long to gather before the next commit: a token bucket of fsyncs.
+
+    On average at most one commit per ``interval`` (the fsync rate an SD card or
+    eMMC can take for years), but a burst of up to ``BURST`` commits goes through
+    at once, so readings that arrive together are not held back a whole interval.
+    """
+
+    BURST = 5.0
+    GATHER_S = 0.002
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.tokens = self.BURST
+        self.at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        if self.interval > 0:
+            self.tokens = min(self.BURST, self.tokens + (now - self.at) / self.interval)
+        self.at = now
+
+    def wait(self) -> float:
+        """Seconds to wait before committing what the inbox holds."""
+        if self.interval <= 0:
+            return 0.0
+        self._refill()
+        missing = 1.0 - self.tokens
+        return self.GATHER_S if missing <= 0 else max(self.GATHER_S, missing * self.interval)
+
+    def spend(self) -> None:
+        """One commit was made."""
+        self._refill()
+        self.tokens = max(0.0, self.tokens - 1.0)
+
+
+class Writer(threading.Thread):
+    """Owns the store: opens it, commits the inbox in groups, closes it."""
+
+    def __init__(
+        self,
+        config: StoreConfig,
+        inbox: Inbox,
+        interval: float,
+        max_rows: int,
+        ready: concurrent.futures.Future[int],
+        notify: Callable[[int, int, BufferError | None, bool], None],
+    ) -> None:
+        super().__init__(name="buffer-writer", daemon=True)
+        self._config, self._inbox, self._ready, self._notify = config, inbox, ready, notify
+        self._interval, self._max_rows = interval, max_rows
+
+    def run(self) -> None:
+        try:
+            store = Store(self._config)
+        except BaseException as exc:
+            if not isinstance(exc, BufferError):
+                exc = BufferError(f"cannot open buffer {self._config.path}: {exc}")
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(store.last_seq)
+        try:
+            self._loop(store)
+        except Exception as exc:
+            log.exception("buffer %s: writer stopped", self._config.path)
+            self._notify(0, store.last_seq, BufferError(f"buffer writer stopped: {exc}"), True)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                store.close()
+
+    def _loop(self, store: Store) -> None:
+        inbox, backoff = self._inbox, 0.5
+        commits = CommitBudget(self._interval)
+        work: Work | None = None
+        while True:
+            if work is None:
+                if not inbox.closed.is_set():
+                    inbox.wake.wait()
+                    inbox.wake.clear()
+                    # Group commit: within the fsync budget, commit almost at once
+                    # (a short gather joins the polls of devices ticking together);
+                    # past it, wait, unless flush() or close() hurries us.
+                    inbox.urgent.wait(commits.wait())
+                    inbox.urgent.clear()
+                work = inbox.take(self._max_rows)
+                if work.n_ops == 0 and work.refused == 0:
+                    work = None
+                    if inbox.closed.is_set():
+                        return
+                    continue
+            try:
+                last_seq = store.commit(work)
+            except BufferError as exc:
+                self._notify(0, store.last_seq, exc, False)
+                if inbox.closed.is_set():
+                    log.error("%s; %s batches not committed are lost", exc, len(work.puts))  # noqa: TRY400
+                    return
+                log.warning("%s; retrying in %.1f s", exc, backoff)
+                inbox.closed.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            inbox.synced(work.acks)
+            self._notify(work.n_ops, last_seq, None, False)
+            commits.spend()
+            work, backoff = None, 0.5
+            if inbox.pending():
+                inbox.urgent.set()  # a backlog beyond max_batch_rows: commit again at once
+                inbox.wake.set()
