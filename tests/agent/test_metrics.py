@@ -390,6 +390,7 @@ async def test_a_running_agent_serves_metrics_that_match_its_status(
             text = render_prometheus(state)
             devices = {p.device.id: _device_status(p, state.now_ms) for p in agent.pollers}
             buffer = buffer_status(state.buffer, "", state.now_ms)
+            published = state.publisher.messages_published  # live stats: read them now
         finally:
             agent.request_stop()
             await asyncio.wait_for(running, 60)
@@ -411,8 +412,7 @@ async def test_a_running_agent_serves_metrics_that_match_its_status(
     assert value(families, "edge_agent_buffer_last_seq") == buffer["last_seq"]
     assert value(families, "edge_agent_buffer_pending_batches") == buffer["pending_batches"]
     assert value(families, "edge_agent_buffer_dropped_batches_total") == buffer["dropped_batches"]
-    pub = state.publisher
-    assert value(families, "edge_agent_publish_messages_total") == pub.messages_published
+    assert value(families, "edge_agent_publish_messages_total") == published
     assert value(families, "edge_agent_publish_connected") == 1
     # the endpoint is closed with the agent
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
