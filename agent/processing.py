@@ -9,6 +9,7 @@ tag that comes back from an error is reported at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,14 +38,20 @@ class Filter:
         """False when no tag of the device filters anything (the fast path)."""
         return bool(self._rules)
 
-    def apply(self, reading: Reading) -> Reading:
-        """The part of ``reading`` worth reporting (may hold no values and no errors)."""
+    def apply(self, reading: Reading, now_ms: int | None = None) -> Reading:
+        """The part of ``reading`` worth reporting (may hold no values and no errors).
+
+        Heartbeats are timed with ``now_ms`` (the agent's clock) when given, else
+        with ``reading.ts``: a device's own timestamp may stand still while its
+        value does (OPC UA source timestamps), and the heartbeat would never fire.
+        """
         if not self._rules:
             return reading
+        ts = reading.ts if now_ms is None else now_ms
         kept: dict[str, Value] = {}
         for name, value in reading.values.items():
             rule = self._rules.get(name)
-            if rule is None or self._changed(name, value, reading.ts, rule):
+            if rule is None or self._changed(name, value, ts, rule):
                 kept[name] = value
         for name in reading.errors:
             self._last.pop(name, None)
@@ -71,6 +78,14 @@ def _moved(old: Value, new: Value, deadband: float | None) -> bool:
         and isinstance(new, numeric)
         and not isinstance(new, bool)
     ):
+        # NaN compares false with everything: without this a tag that once read
+        # NaN would never be reported again (and NaN -> NaN is no change).
+        if math.isnan(old) or math.isnan(new):
+            return math.isnan(old) != math.isnan(new)
         return abs(new - old) > deadband
     # Heartbeat-only numeric tags and every non-numeric tag report on change.
-    return old != new
+    return old != new and not (_is_nan(old) and _is_nan(new))
+
+
+def _is_nan(value: Value) -> bool:
+    return isinstance(value, float) and math.isnan(value)

@@ -104,6 +104,11 @@ class Agent:
     async def reload(self) -> bool:
         """Apply the site file as it is now; False (and the running config kept) if refused."""
         async with self._reloading:
+            if self._stop.is_set():
+                # queued behind a stop that has already cancelled every poller: new
+                # ones started now would never be cancelled and the stop would hang
+                log.info("reload skipped: the agent is stopping")
+                return False
             new = await asyncio.to_thread(self._load_new)
             if new is None:
                 return False
@@ -116,9 +121,21 @@ class Agent:
                 return False
             if new.secrets - self.site.secrets:  # a new password must never reach a log line
                 logs.add_secrets(new.secrets)
-            await self._apply(plan, new)
+            # built before anything changes: a broker setting no publisher can be
+            # made from refuses the reload instead of leaving the agent without one
+            publisher = self._publisher_for(new) if plan.mqtt_changed else None
+            if plan.mqtt_changed and publisher is None:
+                return False
+            await self._apply(plan, new, publisher)
             log.info("reloaded %s: %s", self.site.file, plan.summary())
             return True
+
+    def _publisher_for(self, new: Site) -> Publisher | None:
+        try:
+            return Publisher(mqtt_options(new), self.buffer, new.agent.id)
+        except (ValueError, KeyError, IndexError) as exc:  # a topic it cannot format
+            log.error("reload refused, the running config is kept: mqtt: %r", exc)  # noqa: TRY400
+            return None
 
     def _load_new(self) -> Site | None:
         problems: list[Any] = []
@@ -135,7 +152,7 @@ class Agent:
             log.error("  %s", problem)
         return None
 
-    async def _apply(self, plan: ReloadPlan, new: Site) -> None:
+    async def _apply(self, plan: ReloadPlan, new: Site, publisher: Publisher | None) -> None:
         assert self._group is not None
         gone = {*plan.removed, *(d.id for d in plan.changed)}
         stopping = [self._tasks.pop(i) for i in gone if i in self._tasks]
@@ -146,12 +163,12 @@ class Agent:
         for device in (*plan.added, *plan.changed):
             self._start_poller(DevicePoller(device, self.buffer))
         self.site = new
-        if plan.mqtt_changed:
+        if publisher is not None:
             with contextlib.suppress(Exception):
                 await self.publisher.stop(drain_timeout=1.0)
             if self._publishing is not None:
                 self._publishing.cancel()
-            self.publisher = Publisher(mqtt_options(new), self.buffer, new.agent.id)
+            self.publisher = publisher
             self._publishing = self._group.create_task(self.publisher.run(), name="publisher")
 
     def _start_poller(self, poller: DevicePoller) -> None:

@@ -5,7 +5,9 @@ never delays another. Poll groups tick on fixed deadlines (``start + k *
 interval``) that do not drift; a poll that overruns skips the ticks it missed
 and counts them instead of queueing them. When a device stops answering, its
 task closes the connection, reports every tag bad once, and reconnects with
-jittered exponential backoff.
+jittered exponential backoff. Whatever else a driver raises (a bug, an
+untranslated ``OSError``) is a failure of that device only (state ``error``),
+never of the agent.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
+from agent.message import encode_parts
 from agent.processing import Filter
 from agent.resolve import DeviceConfig
 from drivers.base import DeviceUnavailable, Driver, Reading, Value, now_ms
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 State = Literal["connecting", "connected", "backoff", "error", "disabled"]
 RATE_WINDOW_S = 10.0
 READ_GUARD_S = 120.0
+CONNECT_GUARD_S = 60.0
+CLOSE_GUARD_S = 30.0
+UNENCODABLE = "value cannot be encoded"
+T = TypeVar("T")
 POLL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Upper bounds (seconds, inclusive) of the poll latency histogram; +Inf is implied."""
 
@@ -101,6 +108,47 @@ class DeviceStats:
         return total / RATE_WINDOW_S
 
 
+class _Misbehaved(DeviceUnavailable):
+    """A driver raised something other than DeviceUnavailable: a bug, not an outage."""
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancel that a library swallowed.
+
+    Python 3.11's ``asyncio.wait_for`` (pymodbus awaits every connect and request
+    with it) returns normally when a cancel lands just as its inner call ends.
+    The request stays counted on the task; without this check the poller would
+    run on, and a stop or a reload waiting for it would wait forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _guarded(call: Awaitable[T], what: str, limit: float | None) -> T:
+    """Await one driver call; whatever it raises becomes a DeviceUnavailable."""
+    try:
+        async with asyncio.timeout(limit):
+            return await call
+    except (DeviceUnavailable, StopAsyncIteration):
+        raise
+    except TimeoutError as exc:
+        raise DeviceUnavailable(f"{what} hung") from exc
+    except Exception as exc:
+        raise _Misbehaved(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        _raise_if_cancelled()
+
+
+async def _close_quietly(driver: Driver) -> None:
+    # close() "never raises" by contract; a driver bug there must not either,
+    # and a close that hangs must not freeze the device (or a stop) forever.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_GUARD_S):
+            await driver.close()
+    _raise_if_cancelled()
+
+
 class Backoff:
     """Jittered exponential backoff: base, 2x base ... up to ``maximum``, +-25 %."""
 
@@ -151,31 +199,43 @@ class DevicePoller:
         return sorted(used) or ["default"]
 
     async def run(self) -> None:
-        """Poll until cancelled. Never raises for a device fault."""
+        """Poll until cancelled. Never raises for a device or driver fault.
+
+        Cancelling it (a reload, a stop) closes the driver, so no connection,
+        shared transport or session is left behind.
+        """
         if not self.device.enabled:
             return
-        driver = self.driver = self._factory(self.device)
-        while True:
-            try:
-                async with asyncio.timeout(60):
-                    await driver.connect()
-            except (DeviceUnavailable, TimeoutError) as exc:
-                await self._failed(driver, exc, self._groups())
-                continue
-            self._connected()
-            try:
-                if getattr(driver, "streams", False):
-                    await self._consume(driver)
-                else:
-                    await self._poll(driver)
-            except DeviceUnavailable as exc:
-                await self._failed(driver, exc, self._groups())
+        try:
+            driver = self.driver = self._factory(self.device)
+        except Exception as exc:  # building does no I/O: this is a bug, and stays one
+            self.stats.state, self.stats.last_error = "error", f"{type(exc).__name__}: {exc}"
+            log.exception("device %s: cannot build its driver", self.device.id)
+            return
+        try:
+            while True:
+                await self._session(driver)
+        finally:
+            await _close_quietly(driver)
 
-    def _connected(self) -> None:
-        self.stats.state = "connected"
+    async def _session(self, driver: Driver) -> None:
+        """Connect, then poll or consume until the device fails (then back off)."""
+        try:
+            await _guarded(driver.connect(), "connect", CONNECT_GUARD_S)
+            self.stats.state = "connected"
+            if getattr(driver, "streams", False):
+                await self._consume(driver)
+            else:
+                await self._poll(driver)
+        except DeviceUnavailable as exc:
+            await self._failed(driver, exc, self._groups())
+
+    def _answered(self) -> None:
+        # Only an answer ends an outage: connect() alone succeeds on a serial port
+        # or a gateway whose unit is dead, and would repeat the warning every retry.
         if self._down:
             log.info("device %s: connected again", self.device.id)
-        self._down = False
+            self._down = False
 
     async def _poll(self, driver: Driver) -> None:
         groups = {g: self.device.poll_groups[g] for g in self._groups()}
@@ -187,13 +247,9 @@ class DevicePoller:
             if due[name] > now:
                 await asyncio.sleep(due[name] - now)
             t0 = time.monotonic()
-            try:
-                # Drivers bound every call with their own timeouts; this only
-                # catches a driver bug, so a hung read cannot freeze the device.
-                async with asyncio.timeout(READ_GUARD_S):
-                    reading = await driver.read(name)
-            except TimeoutError as exc:
-                raise DeviceUnavailable(f"read of group {name!r} hung") from exc
+            # Drivers bound every call with their own timeouts; this only
+            # catches a driver bug, so a hung read cannot freeze the device.
+            reading = await _guarded(driver.read(name), f"read of group {name!r}", READ_GUARD_S)
             self._record(reading, time.monotonic() - t0)
             interval = groups[name]
             due[name] += interval
@@ -205,14 +261,23 @@ class DevicePoller:
 
     async def _consume(self, driver: Driver) -> None:
         stream: Callable[[], AsyncIterator[Reading]] = driver.stream  # type: ignore[attr-defined]
-        async for reading in stream():
+        readings = aiter(stream())
+        while True:
+            try:
+                reading = await _guarded(anext(readings), "stream", None)
+            except StopAsyncIteration:
+                return
             self._record(reading, None)
 
     def _record(self, reading: Reading, took: float | None) -> None:
         stats = self.stats
+        self._answered()
+        now = now_ms()
         if reading.values:
             stats.polls_ok += 1
-            stats.last_ok_ms = reading.ts
+            # the agent's clock: a reading's ts may be the device's (an OPC UA
+            # source timestamp stands still while the value does)
+            stats.last_ok_ms = now
             self._backoff.reset()
         else:
             stats.polls_failed += 1
@@ -223,21 +288,31 @@ class DevicePoller:
             stats.poll_seconds.observe(took)
         stats.count_values(len(reading.values))
         stats.last_values.update(reading.values)
-        reported = self._filter.apply(reading)
+        reported = self._filter.apply(reading, now)
         if reported.values or reported.errors:
-            self.sink.put(self.device.id, [reported])
+            self._put(reported)
+
+    def _put(self, reading: Reading) -> None:
+        try:
+            self.sink.put(self.device.id, [reading])
+        except ValueError:
+            # A value the message cannot carry (an integer above 64 bits from a
+            # garbled line...): that tag is bad, the rest of the reading goes on.
+            self.sink.put(self.device.id, [_encodable(reading)])
 
     async def _failed(self, driver: Driver, exc: Exception, groups: list[str]) -> None:
         stats = self.stats
         reason = str(exc) or type(exc).__name__
         stats.polls_failed += 1
         stats.last_error = reason
-        stats.state = "backoff"
-        with contextlib.suppress(Exception):
-            await driver.close()
+        stats.state = "error" if isinstance(exc, _Misbehaved) else "backoff"
+        await _close_quietly(driver)
         if not self._down:
             # One warning and one all-bad reading per outage; repeats go to debug.
-            log.warning("device %s: unavailable: %s", self.device.id, reason)
+            if isinstance(exc, _Misbehaved):
+                log.error("device %s: driver error: %s", self.device.id, reason, exc_info=exc)
+            else:
+                log.warning("device %s: unavailable: %s", self.device.id, reason)
             tags = [n for n, t in self.device.options.tags.items() if t.group in groups]
             self.sink.put(self.device.id, [Reading(now_ms(), {}, dict.fromkeys(tags, reason))])
             self._down = True
@@ -247,3 +322,21 @@ class DevicePoller:
         stats.reconnects += 1
         await asyncio.sleep(delay)
         stats.state = "connecting"
+
+
+def _encodable(reading: Reading) -> Reading:
+    """``reading`` with every value the message format refuses moved to ``errors``."""
+    values = {n: v for n, v in reading.values.items() if _fits(Reading(0, {n: v}))}
+    errors = {
+        n: e if _fits(Reading(0, {}, {n: e})) else UNENCODABLE for n, e in reading.errors.items()
+    }
+    errors.update(dict.fromkeys(reading.values.keys() - values.keys(), UNENCODABLE))
+    return Reading(reading.ts, values, errors)
+
+
+def _fits(reading: Reading) -> bool:
+    try:
+        encode_parts("", "", [reading])
+    except ValueError:
+        return False
+    return True

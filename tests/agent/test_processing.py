@@ -54,3 +54,12 @@ def test_bools_and_strings_report_on_change_despite_a_deadband() -> None:
     assert f.apply(Reading(0, {"run": False})).values == {"run": False}
     assert f.apply(Reading(1, {"run": False})).values == {}
     assert f.apply(Reading(2, {"run": True})).values == {"run": True}
+
+
+def test_a_nan_does_not_freeze_a_deadband_tag() -> None:
+    """A serial line can carry "nan"; after it, real values must be reported again."""
+    f = _filter(a=TagBase(deadband=0.5))
+    assert f.apply(Reading(0, {"a": 10.0})).values == {"a": 10.0}
+    assert "a" in f.apply(Reading(1, {"a": float("nan")})).values
+    assert f.apply(Reading(2, {"a": 10.0})).values == {"a": 10.0}
+    assert f.apply(Reading(3, {"a": 10.1})).values == {}
