@@ -29,6 +29,17 @@ def check_id(value: str) -> str:
     return value
 
 
+def check_topic(value: str, placeholders: tuple[str, ...]) -> str:
+    """A topic to publish to: known placeholders only, no wildcards, not empty."""
+    known = " and ".join(f"{{{p}}}" for p in placeholders)
+    for name in re.findall(r"\{([^}]*)\}", value):
+        if name not in placeholders:
+            raise ValueError(f"unknown placeholder {{{name}}}: only {known} can be used here")
+    if not value or "+" in value or "#" in value:
+        raise ValueError("a topic to publish to cannot be empty or hold the wildcards + or #")
+    return value
+
+
 class AgentSection(StrictModel):
     """Who this agent is and where it keeps its state."""
 
@@ -76,15 +87,16 @@ class MqttSection(StrictModel):
     max_inflight: int = Field(100, ge=1, le=65535)
     reconnect_max: Duration = Field(30.0, ge=1)
 
-    @field_validator("topic", "status_topic")
+    @field_validator("topic")
     @classmethod
-    def _topic_fields(cls, value: str) -> str:
-        for name in re.findall(r"\{([^}]*)\}", value):
-            if name not in ("agent", "device"):
-                raise ValueError(f"unknown placeholder {{{name}}}: use {{agent}} and {{device}}")
-        if "+" in value or "#" in value:
-            raise ValueError("a topic to publish to cannot hold the wildcards + or #")
-        return value
+    def _data_topic(cls, value: str) -> str:
+        return check_topic(value, ("agent", "device"))
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, value: str) -> str:
+        # the status message is the agent's, not a device's: {device} has no value there
+        return check_topic(value, ("agent",))
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttSection:
@@ -153,12 +165,7 @@ class MetricsSection(StrictModel):
     @field_validator("topic")
     @classmethod
     def _topic(cls, value: str) -> str:
-        for name in re.findall(r"\{([^}]*)\}", value):
-            if name != "agent":
-                raise ValueError(f"unknown placeholder {{{name}}}: only {{agent}} is known here")
-        if not value or "+" in value or "#" in value:
-            raise ValueError("a topic to publish to cannot be empty or hold the wildcards + or #")
-        return value
+        return check_topic(value, ("agent",))
 
 
 class DeviceSection(StrictModel):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import __version__, logs
-from agent.buffer import Buffer
+from agent.buffer import Buffer, BufferError
 from agent.metrics import MetricsState
 from agent.metrics_serve import MetricsService
 from agent.paths import AgentPointer, remove_pointer, write_pointer
@@ -34,6 +34,7 @@ from drivers.base import now_ms
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 5.0
+FLUSH_TIMEOUT_S = 20.0
 
 
 def mqtt_options(site: Site) -> MqttOptions:
@@ -100,6 +101,8 @@ class Agent:
         """Re-read the site file and apply it (SIGHUP); see :mod:`agent.reload`."""
         if self._group is not None and self.ready.is_set():
             self._group.create_task(self.reload(), name="reload")
+        else:
+            log.warning("reload ignored: the agent is starting or stopping; send SIGHUP again")
 
     async def reload(self) -> bool:
         """Apply the site file as it is now; False (and the running config kept) if refused."""
@@ -227,7 +230,16 @@ class Agent:
                 for task in polling:
                     task.cancel()
                 await asyncio.gather(*polling, return_exceptions=True)
-                await self.buffer.flush()
+                try:
+                    async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                        await self.buffer.flush()
+                except (TimeoutError, BufferError) as exc:
+                    # a disk that stopped answering must not hold the stop forever
+                    log.error(  # noqa: TRY400 - a known condition, no traceback needed
+                        "buffer not flushed on stop (%s): readings of the last "
+                        "commit interval may be lost",
+                        exc or "timeout",
+                    )
                 with contextlib.suppress(Exception):
                     await self.publisher.stop(drain_timeout=DRAIN_TIMEOUT_S)
                 if self._publishing is not None:

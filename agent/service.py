@@ -130,10 +130,16 @@ def run_agent(site: Site) -> int:
     """Run the agent of ``site`` in the foreground; the process exit code."""
     try:
         asyncio.run(serve(Agent(site)))
-    except OSError as exc:
-        log.error("agent %s cannot run: %s", site.agent.id, exc)  # noqa: TRY400 - one clear line
-        return 1
-    except RuntimeError as exc:
+    except (OSError, RuntimeError) as exc:  # a port taken, a socket in use: one clear line
         log.error("agent %s cannot run: %s", site.agent.id, exc)  # noqa: TRY400
+        return 1
+    except Exception as exc:
+        causes = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        log.critical(
+            "agent %s stopped on an error: %s",
+            site.agent.id,
+            "; ".join(f"{type(c).__name__}: {c}" for c in causes),
+            exc_info=exc,
+        )
         return 1
     return 0

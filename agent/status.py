@@ -51,12 +51,20 @@ class StatusServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    async def _status_body(self) -> bytes:
+        # The agent is running even when part of its state cannot be read (a
+        # buffer read failing): say so, rather than look like no agent at all.
+        try:
+            return json.dumps(await self._snapshot()).encode()
+        except Exception as exc:
+            return _error_body(exc)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(5):
                 request = (await reader.readline())[:MAX_REQUEST].strip()
                 if request in (b"", b"status"):
-                    body = json.dumps(await self._snapshot()).encode()
+                    body = await self._status_body()
                 elif request == b"metrics" and self._metrics is not None:
                     body = (await self._metrics()).encode()
                 else:
@@ -69,6 +77,10 @@ class StatusServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _error_body(exc: Exception) -> bytes:
+    return json.dumps({"error": f"status unavailable: {type(exc).__name__}: {exc}"}).encode()
 
 
 def _answers(path: Path) -> bool:

@@ -31,14 +31,18 @@ def show(config: Path | None, as_json: bool) -> int:
             offline.append((agent_id, buffer_path))
     if not documents:
         return _show_offline(offline, as_json)
+    broken = [d for d in documents if "agent" not in d]
     if as_json:
         sys.stdout.write(
             json.dumps(documents[0] if len(documents) == 1 else documents, indent=2) + "\n"
         )
     else:
         for doc in documents:
-            _print_table(doc)
-    return 0
+            if "agent" in doc:
+                _print_table(doc)
+            else:
+                sys.stdout.write(f"the agent is running but answered: {doc.get('error')}\n")
+    return 1 if broken else 0
 
 
 def show_metrics(config: Path | None) -> int:

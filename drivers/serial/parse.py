@@ -5,6 +5,7 @@ No I/O and no pyserial here, so every case is a cheap table test.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -150,6 +151,9 @@ def convert(raw: str, tag: SerialTag) -> Value:
         number: int | float = int(text) if tag.type == "int" else float(text)
     except ValueError:
         raise ValueError(f"cannot read {_clip(text)!r} as {tag.type}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        # a JSON message cannot carry it, and no instrument measures it
+        raise ValueError(f"not a number ({_clip(text)})")
     if tag.scale is None and tag.offset is None:
         return number
     return number * (1.0 if tag.scale is None else tag.scale) + (tag.offset or 0.0)

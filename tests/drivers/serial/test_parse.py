@@ -303,3 +303,10 @@ def test_splitter_returns_every_short_line_whatever_the_chunking(lines: list[byt
     splitter = LineSplitter(b"\r\n", 16)
     frames = [f for i in range(0, len(stream), 3) for f in splitter.feed(stream[i : i + 3])]
     assert frames == [line for line in lines if line]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-Infinity"])
+def test_non_finite_numbers_are_tag_errors_not_values(text: str) -> None:
+    parser = LineParser(options(r"W=(?P<w>\S+) N=(?P<n>\d+)", {"w": {}, "n": {"type": "int"}}))
+    result = parser.parse(f"W={text} N=3".encode())
+    assert result == ParsedLine({"n": 3}, {"w": f"not a number ({text})"}, False)
