@@ -89,8 +89,17 @@ class DeviceStats:
     last_poll_ms: float | None = None
     poll_seconds: Histogram = field(default_factory=Histogram)
     """Duration of every completed read (not of streamed changes)."""
-    last_values: dict[str, Value] = field(default_factory=dict)
+    latest: dict[str, dict[str, Value]] = field(default_factory=dict, repr=False)
+    """The values of the last reading of each poll group (kept by reference, not copied)."""
     _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    @property
+    def last_values(self) -> dict[str, Value]:
+        """The latest value of every tag read so far (merged only when asked for)."""
+        merged: dict[str, Value] = {}
+        for values in self.latest.values():
+            merged.update(values)
+        return merged
 
     def count_values(self, n: int) -> None:
         now = time.monotonic()
@@ -250,7 +259,7 @@ class DevicePoller:
             # Drivers bound every call with their own timeouts; this only
             # catches a driver bug, so a hung read cannot freeze the device.
             reading = await _guarded(driver.read(name), f"read of group {name!r}", READ_GUARD_S)
-            self._record(reading, time.monotonic() - t0)
+            self._record(reading, time.monotonic() - t0, name)
             interval = groups[name]
             due[name] += interval
             late = time.monotonic() - due[name]
@@ -269,7 +278,7 @@ class DevicePoller:
                 return
             self._record(reading, None)
 
-    def _record(self, reading: Reading, took: float | None) -> None:
+    def _record(self, reading: Reading, took: float | None, group: str | None = None) -> None:
         stats = self.stats
         self._answered()
         now = now_ms()
@@ -287,7 +296,12 @@ class DevicePoller:
             stats.last_poll_ms = took * 1000
             stats.poll_seconds.observe(took)
         stats.count_values(len(reading.values))
-        stats.last_values.update(reading.values)
+        if group is not None:
+            # a poll reads its whole group: keep a reference, copy nothing per poll
+            stats.latest[group] = reading.values
+        else:
+            # a stream may carry only the tags that changed
+            stats.latest.setdefault("", {}).update(reading.values)
         reported = self._filter.apply(reading, now)
         if reported.values or reported.errors:
             self._put(reported)

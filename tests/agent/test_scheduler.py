@@ -98,6 +98,11 @@ async def test_each_group_polls_at_its_own_interval(device: DeviceConfig) -> Non
     assert fast > 2 * slow > 0, driver.reads
     assert poller.stats.state == "connected"
     assert poller.stats.polls_ok == len(driver.reads)
+    # the latest value of each tag, whichever group read it
+    assert set(poller.stats.last_values) == {"a", "b"}
+    fast_values = [i + 1 for i, g in enumerate(driver.reads) if g == "fast"]
+    # the newest fast reading (the very last read may have been cut by the cancel)
+    assert poller.stats.last_values["a"] in fast_values[-2:]
 
 
 async def test_overruns_are_counted_not_queued(device: DeviceConfig) -> None:
