@@ -91,3 +91,32 @@ def _check_reading(index: int, reading: Any) -> None:
         raise ValueError(f"{where}.values must be an object")
     if not isinstance(reading.get("errors", {}), dict):
         raise ValueError(f"{where}.errors must be an object")
+
+
+UNENCODABLE = "value cannot be encoded"
+"""The tag error of a value the message format refuses (NaN, infinity, bad text)."""
+
+
+def encodable(reading: Reading) -> Reading:
+    """``reading`` with every value the message format refuses moved to ``errors``.
+
+    Called before a reading is put into the buffer, so that a batch committed
+    is a batch that can be sent: one bad value becomes one tag error, never a
+    batch the publisher cannot encode.
+    """
+    if _fits(reading):
+        return reading
+    values = {n: v for n, v in reading.values.items() if _fits(Reading(0, {n: v}))}
+    errors = {
+        n: e if _fits(Reading(0, {}, {n: e})) else UNENCODABLE for n, e in reading.errors.items()
+    }
+    errors.update(dict.fromkeys(reading.values.keys() - values.keys(), UNENCODABLE))
+    return Reading(reading.ts, values, errors)
+
+
+def _fits(reading: Reading) -> bool:
+    try:
+        encode_parts("", "", [reading])
+    except ValueError:
+        return False
+    return True

@@ -1,4 +1,7 @@
-"""Where the agent keeps its state and how `status` finds a running agent.
+"""Every default file location, and how `status` finds a running agent.
+
+Shipped data (profiles, example sites, schemas) is found in the checkout's
+``config/`` or, from an installed wheel, in ``<prefix>/share/edge-agent/``.
 
 A running agent writes a small pointer file ``<runtime dir>/<agent id>.json``
 (pid, status socket, buffer path). ``edge-agent status`` with no arguments reads
@@ -9,8 +12,30 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+
+def _shipped(folder: str) -> Path:
+    """``config/<folder>`` of a checkout, else ``<prefix>/share/edge-agent/<folder>`` (a wheel)."""
+    checkout = Path(__file__).resolve().parent.parent / "config" / folder
+    installed = Path(sys.prefix) / "share" / "edge-agent" / folder
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+SHIPPED_PROFILES = _shipped("profiles")
+"""The profile library that comes with the agent."""
+SHIPPED_EXAMPLES = _shipped("examples")
+"""Sample sites (the garden-tools sample factory and others)."""
+SHIPPED_SCHEMAS = _shipped("schema")
+"""JSON schemas of site files and profiles, for editors."""
+ETC_PROFILES = Path("/etc/edge-agent/profiles")
+"""A box's own profiles, searched before the shipped ones."""
+SERVICE_DATA_DIR = Path("/var/lib/edge-agent")
+"""The data dir of the systemd service (its ``StateDirectory=``)."""
+UNIT_FILE = Path("/etc/systemd/system/edge-agent.service")
+"""Where the install script puts the systemd unit."""
 
 
 def default_data_dir() -> Path:
@@ -18,7 +43,7 @@ def default_data_dir() -> Path:
     if state := os.environ.get("STATE_DIRECTORY"):
         return Path(state.split(":")[0])
     if os.geteuid() == 0:
-        return Path("/var/lib/edge-agent")
+        return SERVICE_DATA_DIR
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "edge-agent"
 

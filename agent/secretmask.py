@@ -4,15 +4,13 @@ A secret is any value under a key named ``password``, ``secret`` or ``token``
 (or ending so: ``api_token``), literal or from ``${ENV}``, wherever it is in a
 site file, plus the content of ``mqtt.password_file``. Log lines are masked by
 the filter in :mod:`agent.logs`; configuration problems here, because a
-validation message quotes the offending input.
+validation message quotes the offending input (:func:`agent.site.loader.mask_problems`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, Final
-
-from agent.yamlsrc import Problem
 
 MASK: Final = "***"
 MIN_LENGTH: Final = 3
@@ -48,15 +46,3 @@ def mask(text: str, secrets: Iterable[str]) -> str:
         for spelling in (secret, repr(secret)[1:-1]):
             text = text.replace(spelling, MASK)
     return text
-
-
-def mask_problems(problems: list[Problem], secrets: Iterable[str]) -> list[Problem]:
-    """``problems`` with every secret masked in their messages (changed in place).
-
-    For a check spanning a whole section (``password`` and ``password_file``
-    both given) pydantic quotes the section, password included.
-    """
-    shown = list(secrets)
-    for problem in problems:
-        problem.message = mask(problem.message, shown)
-    return problems

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Annotated, Any, Literal, NamedTuple, Protocol, Self, TypeVar, runtime_checkable
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
@@ -190,6 +191,16 @@ class SerialLine(StrictModel):
     stop_bits: Literal[1, 2] = 1
     byte_size: Literal[7, 8] = 8
 
+    def endpoint(self, kind: str, detail: str = "") -> Endpoint:
+        """Where this line is: a local port, or the TCP serial server of a pyserial URL."""
+        framing = f"{self.baud} {self.byte_size}{self.parity}{self.stop_bits}"
+        text = f"{kind} {self.port} {framing}" + (f" {detail}" if detail else "")
+        if "://" in self.port:  # socket://HOST:PORT, rfc2217://HOST:PORT
+            url = urlsplit(self.port)
+            tcp = (url.hostname, url.port) if url.hostname and url.port else None
+            return Endpoint(kind, text, tcp=tcp)
+        return Endpoint(kind, text, serial_port=self.port)
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -218,12 +229,38 @@ def validate_section(
 # --------------------------------------------------------------------------- driver
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a device is reached, for people (``text``) and for reachability checks.
+
+    ``tcp`` is the host and port a TCP connect should reach (Modbus TCP, an
+    OPC UA server, a TCP serial server behind ``socket://``); ``serial_port``
+    the local device path of a serial line. Neither is set when the driver
+    cannot tell (a ``loop://`` test URL).
+    """
+
+    kind: str
+    text: str
+    """E.g. ``modbus_tcp 10.0.0.21:502 unit 1``, ``modbus_rtu /dev/ttyUSB0 19200 8N1 unit 2``."""
+    tcp: tuple[str, int] | None = None
+    serial_port: str | None = None
+
+
 @runtime_checkable
 class DeviceOptions(Protocol):
     """What the agent needs from a driver's validated options."""
 
     @property
     def tags(self) -> Mapping[str, TagBase]: ...
+
+
+@runtime_checkable
+class HasEndpoint(Protocol):
+    """Options that can say where their device is (every shipped driver's options)."""
+
+    def endpoint(self) -> Endpoint:
+        """Where the device is reached; no I/O."""
+        ...
 
 
 class Driver(Protocol):
@@ -253,6 +290,82 @@ class Driver(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """A driver that can push readings instead of being polled (OPC UA subscriptions,
+    a serial line in listen mode). The agent consumes ``stream()`` while ``streams``
+    is true for this device's options, and polls otherwise."""
+
+    @property
+    def streams(self) -> bool: ...
+
+    def stream(self) -> AsyncIterator[Reading]:
+        """Readings as the device sends them, until it fails (``DeviceUnavailable``)."""
+        ...
+
+
+@runtime_checkable
+class Inspectable(Protocol):
+    """A driver that can show what is behind its values (``edge-agent read --raw``)."""
+
+    async def inspect(self, tags: Sequence[str]) -> Sequence[Any]:
+        """One raw read of ``tags``: registers, bits, the value in other byte orders..."""
+        ...
+
+
+@runtime_checkable
+class ReportsCounters(Protocol):
+    """A driver that keeps counters of its own (garbage lines, dropped changes...)."""
+
+    def counters(self) -> dict[str, object]:
+        """Every counter by name, for status and metrics."""
+        ...
+
+
+class LineLoad(Protocol):
+    """One device's share of a shared serial line, as a driver estimates it."""
+
+    @property
+    def link(self) -> str:
+        """The serial port: devices with the same value share the line."""
+        ...
+
+    @property
+    def seconds_per_second(self) -> float:
+        """Line time the polls need per second of wall time (1.0 = the whole line)."""
+        ...
+
+    @property
+    def baud(self) -> int: ...
+
+
+@runtime_checkable
+class EstimatesLineLoad(Protocol):
+    """A driver spec that knows how much of a shared serial line a device's polls use."""
+
+    def link_load(self, options: DeviceOptions, intervals: Mapping[str, float]) -> LineLoad | None:
+        """The device's share of its line, None when it is not on a shared line."""
+        ...
+
+
+@runtime_checkable
+class EditsAddress(Protocol):
+    """A driver spec that can read and change a device's address in a raw site file
+    section (``edge-agent init`` asks for each device's new address)."""
+
+    def address_label(self, kind: str) -> str:
+        """What to ask for, e.g. ``HOST[:PORT]``, ``serial port``, ``endpoint URL``."""
+        ...
+
+    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
+        """The address as a person types it, from ``connection.<kind>``."""
+        ...
+
+    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
+        """Write the typed address back into ``connection.<kind>``."""
+        ...
 
 
 class BaseDriver:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +10,9 @@ import pytest
 from tests.support.mosquitto import Mosquitto, find_mosquitto
 
 # --------------------------------------------------------------------------- tools
-# The suite runs against real tools; a missing one is an error, never a skip.
-REQUIRED_TOOLS = ("mosquitto", "socat", "openssl", "systemd-analyze")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    missing = [
-        t
-        for t in REQUIRED_TOOLS
-        if shutil.which(t) is None and not (t == "mosquitto" and find_mosquitto())
-    ]
-    if missing:
-        pytest.exit(f"missing tools: {', '.join(missing)}; run scripts/setup.sh", returncode=4)
+# The suite runs against real tools. Each fixture or test that runs one asks
+# tests.support.tools.require() for it: a missing tool fails that test with
+# what to install (never a skip), and a test that needs none runs anywhere.
 
 
 # --------------------------------------------------------------------------- MQTT broker

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from agent.schema import schemas
+from agent.site.schema import schemas
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "config" / "schema"

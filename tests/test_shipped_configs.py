@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.resolve import SHIPPED_PROFILES, load_profile, load_site
+from agent.paths import SHIPPED_PROFILES
+from agent.site.loader import load_profile, load_site
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "config" / "examples").glob("*.yaml"))

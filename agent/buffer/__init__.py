@@ -42,37 +42,38 @@ outside the cap: keep the cap well below free disk.
 
 Corruption. ``PRAGMA quick_check`` runs on open. A corrupt file is renamed
 ``<db>.corrupt-<unix time>`` (its ``-wal`` too) for offline inspection, an
+error is logged, and a fresh database starts above the highest seq known from
+the sidecar or still readable from the old file.
 
 Modules. Callers import from ``agent.buffer`` only; the modules behind it are
 internal and may change:
 
-- ``base``: the public records (``PendingBatch``, ``BufferStats``), ``BufferError``
-- ``core``: :class:`Buffer`, the event-loop side (inbox, waiters, reader executor)
-- ``parts``: the inbox, the seq reservation sidecar, page estimates (no SQLite)
-- ``schema``: opening the file: schema, PRAGMAs, quick_check, corrupt files
-- ``store``: the write connection: commits, the size cap, dropping
-- ``writer``: the writer thread and its group-commit budget
-- ``reader``: read-only connections, pending rows in seq order, stats
-- ``tools``: ``export_pending`` and ``purge`` for ``edge-agent buffer``
+==========  ================================================================
+module      what it answers
+==========  ================================================================
+records     the public records (``PendingBatch``, ``BufferStats``), limits
+buffer      :class:`Buffer`, the event-loop side (inbox, waiters, reader executor)
+inbox       the loop-to-writer hand-off of batches and acks (no SQLite)
+seqfile     the seq reservation sidecar ``<db>.seq`` (no SQLite)
+schema      opening the file: schema, PRAGMAs, quick_check, corrupt files
+store       the write connection: commits, the size cap and its page estimates
+writer      the writer thread and its group-commit budget
+reader      read-only connections, pending rows in seq order, stats
+tools       ``export_pending`` and ``purge`` for ``edge-agent buffer``
+==========  ================================================================
+
+Errors are :class:`agent.errors.StorageError`.
 """
 
 from __future__ import annotations
 
-from agent.buffer.base import (
-    SCHEMA_VERSION,
-    BufferError,
-    BufferStats,
-    OnFull,
-    PendingBatch,
-    Synchronous,
-)
-from agent.buffer.core import Buffer
+from agent.buffer.buffer import Buffer
+from agent.buffer.records import SCHEMA_VERSION, BufferStats, OnFull, PendingBatch, Synchronous
 from agent.buffer.tools import export_pending, purge
 
 __all__ = [
     "SCHEMA_VERSION",
     "Buffer",
-    "BufferError",
     "BufferStats",
     "OnFull",
     "PendingBatch",

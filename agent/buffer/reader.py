@@ -12,29 +12,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.buffer.base import BUSY_TIMEOUT_MS, BufferError, BufferStats, PendingBatch
+from agent.buffer.records import BUSY_TIMEOUT_MS, BufferStats, PendingBatch
+from agent.errors import StorageError
 
 T = TypeVar("T")
 
 
 def translate(path: Path, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)``, with any sqlite3 error raised as a :class:`BufferError` naming ``path``."""
+    """``fn(*args)``, with any sqlite3 error raised as a :class:`StorageError` naming ``path``."""
     try:
         return fn(*args)
     except sqlite3.Error as exc:
-        raise BufferError(f"buffer {path}: {exc}") from exc
+        raise StorageError(f"buffer {path}: {exc}") from exc
 
 
 def connect_ro(path: Path) -> sqlite3.Connection:
     """A read-only connection to an existing buffer file (usable from any one thread)."""
     if not path.is_file():
-        raise BufferError(f"no buffer database at {path}")
+        raise StorageError(f"no buffer database at {path}")
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
-        raise BufferError(f"cannot open buffer {path} read-only: {exc}") from exc
+        raise StorageError(f"cannot open buffer {path} read-only: {exc}") from exc
     return conn
 
 
@@ -71,7 +72,7 @@ def query_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
     finally:
         conn.execute("COMMIT")
     if meta is None:
-        raise BufferError(f"buffer {path} has no meta row")
+        raise StorageError(f"buffer {path} has no meta row")
     pending, nbytes, dropped, last_seq, max_bytes = meta
     return BufferStats(
         pending_batches=pending,

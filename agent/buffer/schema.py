@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.buffer.base import BUSY_TIMEOUT_MS, SCHEMA_VERSION, BufferError, StoreConfig
-from agent.buffer.parts import SeqReservation
+from agent.buffer.records import BUSY_TIMEOUT_MS, SCHEMA_VERSION, StoreConfig
+from agent.buffer.seqfile import SeqReservation
+from agent.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ def _open(config: StoreConfig, start: tuple[int, int]) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise BufferError(f"cannot open buffer {path}: {exc}") from exc
+        raise StorageError(f"cannot open buffer {path}: {exc}") from exc
     try:
         _prepare(conn, config, start)
     except sqlite3.Error as exc:
         conn.close()
         if sqlite_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB):
             raise _Corrupt(str(exc)) from exc
-        raise BufferError(f"cannot open buffer {path}: {exc}") from exc
+        raise StorageError(f"cannot open buffer {path}: {exc}") from exc
     except BaseException:
         conn.close()
         raise
@@ -98,7 +99,7 @@ def _prepare(conn: sqlite3.Connection, cfg: StoreConfig, start: tuple[int, int])
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-        raise BufferError(f"buffer {cfg.path}: cannot switch to WAL mode")
+        raise StorageError(f"buffer {cfg.path}: cannot switch to WAL mode")
     conn.execute(f"PRAGMA synchronous={cfg.synchronous}")
     conn.execute(f"PRAGMA journal_size_limit={min(cfg.max_bytes // 4, 16 * 1024 * 1024)}")
     result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
@@ -116,7 +117,7 @@ def _prepare(conn: sqlite3.Connection, cfg: StoreConfig, start: tuple[int, int])
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     elif version != SCHEMA_VERSION:
-        raise BufferError(
+        raise StorageError(
             f"buffer {cfg.path} has schema version {version}; this agent knows "
             f"{SCHEMA_VERSION}. Use the newer agent or move the file away."
         )

@@ -13,14 +13,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.buffer.base import BufferError, StoreConfig
-from agent.buffer.parts import PageMath, Put, SeqReservation, Work, seq_ranges
+from agent.buffer.inbox import Put, Work
+from agent.buffer.records import StoreConfig
 from agent.buffer.schema import SQLITE_FULL, open_recovering, sqlite_code
+from agent.buffer.seqfile import SeqReservation, seq_ranges
+from agent.errors import StorageError
 from agent.message import splice_seq
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ class Store:
                 c = self._write(functools.partial(self._apply, work=work, extra_pages=extra))
             except sqlite3.Error as exc:
                 if sqlite_code(exc) != SQLITE_FULL or attempt == _FULL_RETRIES - 1:
-                    raise BufferError(f"buffer {self.config.path}: commit failed: {exc}") from exc
+                    raise StorageError(f"buffer {self.config.path}: commit failed: {exc}") from exc
                 # The estimate was short, or the disk is full: from now on the file
                 # may not grow, and keep more pages spare.
                 extra = 16 << (2 * attempt)
@@ -215,3 +218,31 @@ class Store:
     def close(self) -> None:
         self._checkpoint()
         self.conn.close()
+
+
+class PageMath:
+    """How many database pages a batch row takes, after SQLite's b-tree layout.
+
+    Only an estimate to decide how much to drop before inserting; the actual
+    free space comes from ``page_count``/``freelist_count``, and SQLITE_FULL is
+    still handled if the estimate falls short.
+    """
+
+    _ROW_OVERHEAD = 40  # record header, rowid, created_ms, n_values, cell pointer
+
+    def __init__(self, page_size: int) -> None:
+        self.usable = page_size
+        self.max_local = page_size - 35
+        self.min_local = (page_size - 12) * 32 // 255 - 23
+
+    def row_pages(self, payload_len: int, device_len: int) -> float:
+        """Pages one row needs (a fraction when several rows share a leaf page)."""
+        record = payload_len + device_len + self._ROW_OVERHEAD
+        if record <= self.max_local:
+            # Rows are appended in rowid order, so leaves are packed to the brim.
+            return 1.02 / max(1, (self.usable - 8) // record)
+        local = self.min_local + (record - self.min_local) % (self.usable - 4)
+        if local > self.max_local:
+            local = self.min_local
+        overflow = math.ceil((record - local) / (self.usable - 4))
+        return overflow + 1.02 * local / (self.usable - 8)

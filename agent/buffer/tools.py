@@ -12,8 +12,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.buffer.base import BUSY_TIMEOUT_MS, SCHEMA_VERSION, BufferError
 from agent.buffer.reader import connect_ro, fetch_rows, query_stats, translate
+from agent.buffer.records import BUSY_TIMEOUT_MS, SCHEMA_VERSION
+from agent.errors import StorageError
 
 _EXPORT_PAGE = 500
 
@@ -23,7 +24,7 @@ def export_pending(path: Path) -> Iterator[bytes]:
 
     Read-only and safe next to a running agent: each page is its own short read
     transaction, and batches committed after the export began are not included.
-    Raise :class:`BufferError` if the file is missing or not a buffer.
+    Raise :class:`StorageError` if the file is missing or not a buffer.
     """
     path = Path(path)
     conn = connect_ro(path)
@@ -52,11 +53,11 @@ def purge(path: Path) -> int:
     """
     path = Path(path)
     if not path.is_file():
-        raise BufferError(f"no buffer database at {path}")
+        raise StorageError(f"no buffer database at {path}")
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, isolation_level=None)
     except sqlite3.Error as exc:
-        raise BufferError(f"cannot open buffer {path}: {exc}") from exc
+        raise StorageError(f"cannot open buffer {path}: {exc}") from exc
     try:
         return translate(path, _purge_rows, conn, path)
     finally:
@@ -67,7 +68,7 @@ def _purge_rows(conn: sqlite3.Connection, path: Path) -> int:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous=FULL")
     if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-        raise BufferError(f"{path} is not a buffer of schema version {SCHEMA_VERSION}")
+        raise StorageError(f"{path} is not a buffer of schema version {SCHEMA_VERSION}")
     conn.execute("BEGIN IMMEDIATE")
     try:
         n = conn.execute("SELECT count(*) FROM batches").fetchone()[0]

@@ -18,9 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.buffer.base import BufferError, StoreConfig
-from agent.buffer.parts import Inbox, Work
+from agent.buffer.inbox import Inbox, Work
+from agent.buffer.records import StoreConfig
 from agent.buffer.store import Store
+from agent.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Writer(threading.Thread):
         interval: float,
         max_rows: int,
         ready: concurrent.futures.Future[int],
-        notify: Callable[[int, int, BufferError | None, bool], None],
+        notify: Callable[[int, int, StorageError | None, bool], None],
     ) -> None:
         super().__init__(name="buffer-writer", daemon=True)
         self._config, self._inbox, self._ready, self._notify = config, inbox, ready, notify
@@ -81,8 +82,8 @@ class Writer(threading.Thread):
         try:
             store = Store(self._config)
         except BaseException as exc:
-            if not isinstance(exc, BufferError):
-                exc = BufferError(f"cannot open buffer {self._config.path}: {exc}")
+            if not isinstance(exc, StorageError):
+                exc = StorageError(f"cannot open buffer {self._config.path}: {exc}")
             self._ready.set_exception(exc)
             return
         self._ready.set_result(store.last_seq)
@@ -90,7 +91,7 @@ class Writer(threading.Thread):
             self._loop(store)
         except Exception as exc:
             log.exception("buffer %s: writer stopped", self._config.path)
-            self._notify(0, store.last_seq, BufferError(f"buffer writer stopped: {exc}"), True)
+            self._notify(0, store.last_seq, StorageError(f"buffer writer stopped: {exc}"), True)
         finally:
             with contextlib.suppress(sqlite3.Error):
                 store.close()
@@ -117,7 +118,7 @@ class Writer(threading.Thread):
                     continue
             try:
                 last_seq = store.commit(work)
-            except BufferError as exc:
+            except StorageError as exc:
                 self._notify(0, store.last_seq, exc, False)
                 if inbox.closed.is_set():
                     log.error("%s; %s batches not committed are lost", exc, len(work.puts))  # noqa: TRY400

@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from drivers.base import DeviceOptions, Driver
+from drivers.base import DeviceOptions, Driver, LineLoad
 from drivers.modbus.config import ModbusOptions, ModbusTag, parse_options
 
 __all__ = ["SPEC", "ModbusOptions", "ModbusSpec", "ModbusTag"]
+
+
+KINDS = ("modbus_tcp", "modbus_rtu")
+"""The connection kinds this driver serves (read by ``drivers.registry``)."""
 
 
 class ModbusSpec:
@@ -33,13 +37,36 @@ class ModbusSpec:
 
         return ModbusDriver(device_id, options)
 
-    def link_load(self, options: DeviceOptions, intervals: Mapping[str, float]) -> Any:
+    def link_load(self, options: DeviceOptions, intervals: Mapping[str, float]) -> LineLoad | None:
         """Share of a serial line's time this device's polls need (None on TCP)."""
         from drivers.modbus.busload import link_load
 
         if not isinstance(options, ModbusOptions):
             raise TypeError(f"expected ModbusOptions, got {type(options).__name__}")
         return link_load(options, intervals)
+
+    def address_label(self, kind: str) -> str:
+        """``HOST[:PORT]`` on TCP, the serial port on RTU (``edge-agent init`` asks for it)."""
+        return "HOST[:PORT]" if kind == "modbus_tcp" else "serial port"
+
+    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
+        """``host[:port]`` of ``connection.modbus_tcp``, or the RTU line's port."""
+        if kind != "modbus_tcp":
+            return str(section.get("port", ""))
+        port = section.get("port")
+        return f"{section.get('host', '')}" + (f":{port}" if port is not None else "")
+
+    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
+        """Write ``HOST[:PORT]`` (TCP) or a serial port (RTU) back into the section."""
+        if kind != "modbus_tcp":
+            section["port"] = answer
+            return
+        host, sep, port = answer.rpartition(":")
+        if sep and port.isdigit():
+            section["host"], section["port"] = host, int(port)
+        else:
+            section["host"] = answer
+            section.pop("port", None)
 
 
 SPEC = ModbusSpec()

@@ -16,6 +16,7 @@ from drivers.base import (
     ConfigError,
     ConfigProblem,
     Duration,
+    Endpoint,
     SerialLine,
     StrictModel,
     TagBase,
@@ -140,6 +141,17 @@ class ModbusOptions(StrictModel):
     connection: Connection
     protocol: ProtocolOptions = ProtocolOptions()
     tags: dict[str, ModbusTag]
+
+    def endpoint(self) -> Endpoint:
+        """``modbus_tcp HOST:PORT unit N`` or ``modbus_rtu PORT BAUD 8N1 unit N``."""
+        unit = f"unit {self.protocol.unit_id}"
+        tcp = self.connection.modbus_tcp
+        if tcp is not None:
+            text = f"modbus_tcp {tcp.host}:{tcp.port} {unit}"
+            return Endpoint("modbus_tcp", text, tcp=(tcp.host, tcp.port))
+        rtu = self.connection.modbus_rtu
+        assert rtu is not None  # exactly one kind, guaranteed by the validator
+        return rtu.endpoint("modbus_rtu", unit)
 
     def order_of(self, tag: ModbusTag) -> ByteOrder:
         """The byte order that applies to ``tag`` (its own, else the device's)."""

@@ -6,13 +6,17 @@ Modbus-only box never pays for it. See README.md for the options.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from drivers.base import DeviceOptions, Driver
 from drivers.opcua.config import OpcuaOptions, OpcuaTag, parse_options
 
 __all__ = ["SPEC", "OpcuaOptions", "OpcuaSpec", "OpcuaTag"]
+
+
+KINDS = ("opcua",)
+"""The connection kinds this driver serves (read by ``drivers.registry``)."""
 
 
 class OpcuaSpec:
@@ -32,6 +36,18 @@ class OpcuaSpec:
         from drivers.opcua.driver import OpcuaDriver
 
         return OpcuaDriver(device_id, options)
+
+    def address_label(self, kind: str) -> str:
+        """What ``edge-agent init`` asks for."""
+        return "endpoint URL"
+
+    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
+        """The endpoint of ``connection.opcua``."""
+        return str(section.get("endpoint", ""))
+
+    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
+        """Write a new endpoint into ``connection.opcua``."""
+        section["endpoint"] = answer
 
 
 SPEC = OpcuaSpec()

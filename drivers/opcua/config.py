@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -17,6 +18,7 @@ from drivers.base import (
     ConfigError,
     ConfigProblem,
     Duration,
+    Endpoint,
     StrictModel,
     TagBase,
     problems_from_validation_error,
@@ -168,6 +170,14 @@ class OpcuaOptions(StrictModel):
     def conn(self) -> OpcuaConnection:
         """Shortcut to ``connection.opcua``."""
         return self.connection.opcua
+
+    def endpoint(self) -> Endpoint:
+        """``opcua opc.tcp://HOST:PORT/PATH`` (with the security mode when secured)."""
+        conn = self.conn
+        url = urlsplit(conn.endpoint)
+        tcp = (url.hostname, url.port or 4840) if url.hostname else None
+        secured = f" {conn.security_policy} {conn.security_mode}" if conn.secure else ""
+        return Endpoint("opcua", f"opcua {conn.endpoint}{secured}", tcp=tcp)
 
     def group(self, name: str) -> dict[str, OpcuaTag]:
         """The tags of poll group ``name``, in config order."""

@@ -6,13 +6,17 @@ pyserial is imported only when a driver is created, so validating a config stays
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from drivers.base import DeviceOptions, Driver
 from drivers.serial.config import SerialOptions, SerialTag, parse_options
 
 __all__ = ["SPEC", "SerialOptions", "SerialSpec", "SerialTag"]
+
+
+KINDS = ("serial",)
+"""The connection kinds this driver serves (read by ``drivers.registry``)."""
 
 
 class SerialSpec:
@@ -32,6 +36,18 @@ class SerialSpec:
         from drivers.serial.driver import SerialDriver
 
         return SerialDriver(device_id, options)
+
+    def address_label(self, kind: str) -> str:
+        """What ``edge-agent init`` asks for."""
+        return "serial port"
+
+    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
+        """The port of ``connection.serial``."""
+        return str(section.get("port", ""))
+
+    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
+        """Write a new port into ``connection.serial``."""
+        section["port"] = answer
 
 
 SPEC = SerialSpec()

@@ -18,6 +18,7 @@ from drivers.base import (
     ConfigError,
     ConfigProblem,
     Duration,
+    Endpoint,
     SerialLine,
     StrictModel,
     TagBase,
@@ -91,6 +92,10 @@ class SerialOptions(StrictModel):
     connection: Connection
     protocol: SerialProtocol
     tags: dict[str, SerialTag]
+
+    def endpoint(self) -> Endpoint:
+        """``serial PORT BAUD 8N1`` (or the TCP serial server of a ``socket://`` URL)."""
+        return self.connection.serial.endpoint("serial", self.protocol.mode)
 
     def field_of(self, tag: str) -> str:
         """The regex group a tag reads."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -112,6 +113,10 @@ class SerialDriver(BaseDriver):
     def streams(self) -> bool:
         """True in listen mode: the agent should consume :meth:`stream`."""
         return self._options.protocol.mode == "listen"
+
+    def counters(self) -> dict[str, object]:
+        """The line counters (``stats``) by name, for status and metrics."""
+        return dataclasses.asdict(self.stats)
 
     @property
     def garbage_lines(self) -> int:

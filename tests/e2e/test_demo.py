@@ -28,7 +28,7 @@ def test_demo_publishes_every_machine_of_the_sample_factory(
             [
                 sys.executable,
                 "-m",
-                "agent.cli",
+                "agent",
                 "demo",
                 "--duration",
                 "10",

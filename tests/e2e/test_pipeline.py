@@ -1,6 +1,6 @@
 """End to end: simulators on real sockets, the agent as a real process, a real Mosquitto.
 
-These prove the core guarantees of DESIGN.md on the whole pipeline: values
+These prove the core guarantees of the README on the whole pipeline: values
 arrive on the right tags, a broker outage loses nothing, SIGKILL loses nothing
 committed, SIGTERM flushes and exits 0.
 """

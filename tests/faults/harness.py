@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent.buffer import Buffer
+from agent.status.document import StatusDocument
 from drivers.base import Reading
 from simulators.run import SimDevice
 from tests.faults.checker import Checker, Report
@@ -39,17 +40,17 @@ def counter_site(
 
 
 def wait_status(
-    agent: AgentProcess, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
-) -> dict[str, Any]:
+    agent: AgentProcess, predicate: Callable[[StatusDocument], bool], timeout: float = 30.0
+) -> StatusDocument:
     """Poll the agent's status until ``predicate`` holds; raise TimeoutError with the last doc."""
     deadline = time.monotonic() + timeout
-    doc: dict[str, Any] = {}
+    doc: StatusDocument | None = None
     while time.monotonic() < deadline:
         try:
             doc = agent.status()
         except OSError:
-            doc = {}
-        if doc and predicate(doc):
+            doc = None
+        if doc is not None and predicate(doc):
             return doc
         time.sleep(0.1)
     raise TimeoutError(f"status condition not met in {timeout} s; last status: {doc}")

@@ -1,4 +1,4 @@
-"""The long fault runs of RELIABILITY.md, on demand (not in CI).
+"""The long fault runs (F6 x 500, F15, F9 1M rows; see tests/faults/README.md), not in CI.
 
 ::
 
@@ -68,6 +68,7 @@ def _soak_faults(rig: Rig, broker: Mosquitto) -> dict[str, Callable[[random.Rand
             if mode is Mode.DROP_S2C:
                 rig.proxy.set(Mode.RESET)
             rig.proxy.set(Mode.PASS)
+
         return run
 
     def restart_broker(rng: random.Random) -> None:
@@ -138,8 +139,11 @@ def run_backlog(work: Path, broker: Mosquitto, rows: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run one long fault run."""
-    parser = argparse.ArgumentParser(prog="python -m tests.faults.longrun", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.faults.longrun",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--kills", type=int, help="F6: this many SIGKILLs")
     what.add_argument("--soak", type=float, metavar="SECONDS", help="F15: random faults")

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from agent.resolve import DeviceConfig, load_site
-from agent.scheduler import DevicePoller
+from agent.runtime.poller import DevicePoller
+from agent.site.loader import DeviceConfig, load_site
 from drivers.base import Reading
 from simulators.faults import Fault
 from simulators.run import RunningSimulators
@@ -24,7 +24,7 @@ GOOD_SITE = {"agent": {"id": "poll-rig", "data_dir": "data"}, "mqtt": {"host": "
 
 
 def load_devices(tmp_path: Path, devices: list[dict[str, Any]]) -> list[DeviceConfig]:
-    """Resolve ``devices`` (site-file entries) through ``agent.resolve.load_site``."""
+    """Resolve ``devices`` (site-file entries) through ``agent.site.loader.load_site``."""
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump({**GOOD_SITE, "devices": devices}), encoding="utf-8")
     return load_site(site_file).devices

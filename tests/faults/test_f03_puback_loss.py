@@ -16,9 +16,7 @@ from tests.support.mosquitto import Mosquitto
 WINDOW = 50
 
 
-def test_f03_lost_pubacks_give_only_windowed_duplicates(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
+def test_f03_lost_pubacks_give_only_windowed_duplicates(tmp_path: Path, broker: Mosquitto) -> None:
     with Rig(tmp_path, broker, devices=4, interval="100ms",
              mqtt={"max_inflight": WINDOW}) as rig:  # fmt: skip
         rig.checker.window = WINDOW

@@ -1,7 +1,7 @@
 """F10: a misbehaving Modbus TCP device, next to a healthy one.
 
 Each fault is switched on for the faulty device while the real scheduler
-(``agent.scheduler.DevicePoller``) and the real driver poll both devices.
+(``agent.runtime.poller.DevicePoller``) and the real driver poll both devices.
 Pass, per fault: the faulty device's tags turn bad within one poll (or, for
 split frames, keep reading right), never a value on the wrong tag, the healthy
 device's poll count keeps growing while the fault lasts, and the faulty device
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.scheduler import DevicePoller
+from agent.runtime.poller import DevicePoller
 from simulators.faults import Fault, FaultMode
 from simulators.modbus_server import TcpEndpoint
 from simulators.run import RunningSimulators, SimDevice, run_simulators

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.scheduler import DevicePoller
+from agent.runtime.poller import DevicePoller
 from simulators.faults import Fault, FaultMode
 from simulators.run import SimDevice, run_simulators
 from tests.faults.pollrig import ListSink, fault_round, load_devices
+from tests.support.tools import require
 
 BAUD = 38400
 FAULTS = [
@@ -39,7 +40,7 @@ def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two linked pseudo-terminals from socat: (device side, agent side)."""
     dev, cli = tmp_path / "ttyDEV", tmp_path / "ttyCLI"
     proc = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={cli}"],
+        [require("socat"), f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={cli}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

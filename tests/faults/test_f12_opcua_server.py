@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.message import decode_message
+from agent.status.document import StatusDocument
 from simulators.packaging_line import LineHandle, run_packaging_line
 from tests.faults.harness import AGENT, offline_buffer, wait_status
 from tests.faults.loopthread import LoopThread
@@ -38,12 +39,12 @@ def _changes_since(sub: Subscriber, since: float) -> int:
     return n
 
 
-def _down(doc: dict[str, Any]) -> bool:
+def _down(doc: StatusDocument) -> bool:
     return bool(doc["devices"]["line"]["state"] != "connected")
 
 
 def _up_again(reconnects: int) -> Any:
-    def check(doc: dict[str, Any]) -> bool:
+    def check(doc: StatusDocument) -> bool:
         line = doc["devices"]["line"]
         return bool(line["state"] == "connected" and line["reconnects"] > reconnects)
 
@@ -55,8 +56,10 @@ def test_f12_restart_and_freeze_are_survived(tmp_path: Path, mosquitto: Mosquitt
     try:
         line: LineHandle = loop.enter(run_packaging_line(tick=0.2))
         site = site_dict(AGENT, mosquitto.port, [_line_device(line.endpoint)])
-        with Subscriber(mosquitto.port, f"edge/{AGENT}/#") as sub, \
-                AgentProcess(tmp_path / "agent", site) as agent:
+        with (
+            Subscriber(mosquitto.port, f"edge/{AGENT}/#") as sub,
+            AgentProcess(tmp_path / "agent", site) as agent,
+        ):
             sub.wait_for(lambda r: _changes_since(sub, 0) >= 3, 30)
             # 1. restart: the port closes, the server comes back empty of sessions
             before = wait_status(agent, lambda d: d["devices"]["line"]["state"] == "connected")

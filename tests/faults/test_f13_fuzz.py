@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.resolve import load_site
-from agent.yamlsrc import ConfigFileError
+from agent.site.loader import load_site
+from agent.site.source import ConfigFileError
 from drivers.modbus.decode import BYTE_ORDERS, TagLayout, decode_registers, decode_value
 from simulators.encode import encode_number
 

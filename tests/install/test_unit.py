@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tools import require
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "edge-agent.service"
 
@@ -83,7 +85,7 @@ def verifiable_copy(tmp_path: Path) -> Path:
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     done = subprocess.run(
-        ["systemd-analyze", "verify", str(verifiable_copy(tmp_path))],
+        [require("systemd-analyze"), "verify", str(verifiable_copy(tmp_path))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -95,7 +97,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 def test_systemd_analyze_security_exposure_is_low(tmp_path: Path) -> None:
     done = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(verifiable_copy(tmp_path))],
+        [require("systemd-analyze"), "security", "--offline=yes", str(verifiable_copy(tmp_path))],
         capture_output=True,
         text=True,
         timeout=60,

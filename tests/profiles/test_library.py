@@ -8,10 +8,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.params import ParamError, evaluate, substitute
-from agent.profiles import load_profile
-from agent.resolve import SHIPPED_PROFILES, load_site
+from agent.cli.app import app
+from agent.paths import SHIPPED_PROFILES
+from agent.site.loader import load_site
+from agent.site.params import ParamError, evaluate, substitute
+from agent.site.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SAMPLE = ROOT / "config" / "examples" / "garden-tools.yaml"

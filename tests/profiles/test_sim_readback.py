@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.oneshot import read_once
-from agent.resolve import SHIPPED_PROFILES, load_site
+from agent.cli.read import read_once
+from agent.paths import SHIPPED_PROFILES
+from agent.site.loader import load_site
 from simulators.encode import FLOAT_TYPES
 from simulators.profile_models import BEHAVIOUR_OF_PROFILE
 from simulators.run import SimDevice, run_simulators

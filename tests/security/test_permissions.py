@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from agent.permissions import readable_by_others
-from agent.resolve import load_site
+from agent.site.loader import load_site
+from agent.site.permissions import readable_by_others
 from tests.security.support import wait_until
 from tests.support.agentproc import AgentProcess, site_dict
 from tests.support.mosquitto import TestCerts

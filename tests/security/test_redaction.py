@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.logs import _Redact
-from agent.resolve import load_site
 from agent.secretmask import is_secret_key, mask
-from agent.yamlsrc import ConfigFileError
+from agent.site.loader import load_site
+from agent.site.source import ConfigFileError
 
 SECRET = "Hunter2-xyz"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent.status.document import StatusDocument
 from simulators.run import SimDevice
 from tests.security.support import data_messages, relative, seqs, start_agent, wait_until
 from tests.support.agentproc import counter_device, site_dict
@@ -60,15 +61,12 @@ def _refused(workdir: Path, site: dict[str, Any]) -> tuple[str, str, str, int]:
     """
     agent = start_agent(workdir, site, ENV)
     try:
-        doc = wait_until(
-            lambda: (
-                (d := agent.status())["broker"]["last_error"]
-                and d["buffer"]["pending_batches"] >= 3
-                and d
-            ),
-            30,
-            "a broker error while batches pile up",
-        )
+
+        def piling_up() -> StatusDocument | None:
+            d = agent.status()
+            return d if d["broker"]["last_error"] and d["buffer"]["pending_batches"] >= 3 else None
+
+        doc = wait_until(piling_up, 30, "a broker error while batches pile up")
         assert doc["broker"]["connected"] is False
         before = doc["buffer"]["pending_batches"]
         wait_until(

@@ -14,6 +14,7 @@ from pymodbus.framer import FramerType
 
 from simulators import SimDevice, run_simulators
 from simulators.faults import crc16_modbus
+from tests.support.tools import require
 
 from .conftest import TIMEOUT_S
 
@@ -23,7 +24,7 @@ async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     """Two linked pseudo-terminals from socat: (device side, client side)."""
     dev, cli = tmp_path / "ttyDEV", tmp_path / "ttyCLI"
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any I/O under test
-        ["socat", f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={cli}"],
+        [require("socat"), f"pty,raw,echo=0,link={dev}", f"pty,raw,echo=0,link={cli}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -13,7 +13,8 @@ from typing import Any, Self
 
 import yaml
 
-from agent.statusclient import query
+from agent.status.client import query
+from agent.status.document import StatusDocument, is_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def counter_device(device_id: str, port: int, interval: str = "200ms") -> dict[s
 
 
 class AgentProcess:
-    """``python -m agent.cli run -c site.yaml`` with its own runtime dir and log file."""
+    """``python -m agent run -c site.yaml`` with its own runtime dir and log file."""
 
     def __init__(self, workdir: Path, site: dict[str, Any]) -> None:
         self.workdir = workdir
@@ -105,9 +106,11 @@ class AgentProcess:
                 time.sleep(0.1)
         raise TimeoutError(f"agent did not answer on {self.socket}:\n{self.log()}")
 
-    def status(self) -> dict[str, Any]:
-        """The running agent's status document."""
-        return query(self.socket)
+    def status(self) -> StatusDocument:
+        """The running agent's status document (an error answer fails the test)."""
+        answer = query(self.socket)
+        assert is_status(answer), f"the agent answered {answer}"
+        return answer
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; the exit code."""

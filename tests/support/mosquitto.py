@@ -31,6 +31,8 @@ from typing import Any, Self
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.tools import require
+
 __all__ = [
     "Mosquitto",
     "MosquittoTls",
@@ -273,9 +275,7 @@ class TestCerts:
 
 def make_test_certs(directory: Path) -> TestCerts:
     """Create certificates with the ``openssl`` command line tool (RSA 2048, 1 day)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError("openssl is not installed")
+    openssl = require("openssl")
     directory.mkdir(parents=True, exist_ok=True)
     d = directory
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from tests.support.tools import require
 
 
 def words(data: bytes) -> list[int]:
@@ -94,9 +95,7 @@ async def start_rtu(
 @contextlib.asynccontextmanager
 async def pty_pair(folder: Path) -> AsyncIterator[tuple[str, str]]:
     """Two connected pseudo-terminals made by socat: a serial line without hardware."""
-    socat = shutil.which("socat")
-    if socat is None:  # pragma: no cover - socat is part of the test toolset
-        raise RuntimeError("socat is needed for the RTU tests")
+    socat = require("socat")
     a, b = folder / "ttyA", folder / "ttyB"
     proc = await asyncio.create_subprocess_exec(
         socat,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.resolve import load_site
+from agent.site.loader import load_site
 from drivers.modbus.busload import char_time, request_time
 from drivers.modbus.config import RtuConnection
 from drivers.modbus.plan import Request

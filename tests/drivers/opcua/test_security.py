@@ -37,6 +37,7 @@ from simulators.packaging_line import (
     node_id,
     run_packaging_line,
 )
+from tests.support.tools import require
 
 LIMIT = 20.0  # generous bound on every wait: a loaded 2-core box must not flake
 CLIENT_URI = "urn:edge-agent:client"  # the driver's default application_uri
@@ -81,7 +82,7 @@ def _openssl_client(folder: Path, uri: str) -> tuple[Path, Path]:
     cert, key = folder / "box.crt", folder / "box.key"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+            require("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
             "-days", "825", "-keyout", str(key), "-out", str(cert),
             "-subj", "/CN=edge-agent line-a-box-1",
             "-addext", f"subjectAltName=URI:{uri},DNS:{socket.gethostname()}",

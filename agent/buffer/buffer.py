@@ -1,0 +1,285 @@
+"""The event-loop side of the buffer: :class:`Buffer` and the writer's progress reports.
+
+``put``/``ack`` append to the inbox and return at once. Reads (``fetch``,
+``stats``) run on a read-only connection in a one-thread executor, so the
+publisher can page through a backlog while the writer sits in an fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from agent.buffer.inbox import Inbox, Put
+from agent.buffer.reader import connect_ro, fetch_rows, query_stats, translate
+from agent.buffer.reader import read_stats as read_file_stats
+from agent.buffer.records import BufferStats, OnFull, PendingBatch, StoreConfig, Synchronous
+from agent.buffer.writer import Writer
+from agent.errors import StorageError
+from agent.message import encode_parts
+from drivers.base import Reading, now_ms
+
+T = TypeVar("T")
+
+_MIN_MAX_BYTES = 64 * 1024
+
+
+class Buffer:
+    """The durable, bounded queue of batches. Use as ``async with Buffer(...) as buf:``.
+
+    ``put``/``ack`` are called from the event loop and return at once; the
+    other coroutines run their SQLite work off the loop.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        agent_id: str,
+        max_bytes: int = 256_000_000,
+        on_full: OnFull = "drop_oldest",
+        synchronous: Synchronous = "FULL",
+        commit_interval: float = 0.1,
+        max_batch_rows: int = 5000,
+    ) -> None:
+        if max_bytes < _MIN_MAX_BYTES:
+            raise ValueError(f"buffer max_bytes must be at least {_MIN_MAX_BYTES}")
+        if on_full not in ("drop_oldest", "drop_newest"):
+            raise ValueError(f"buffer on_full must be drop_oldest or drop_newest, not {on_full!r}")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"buffer synchronous must be FULL or NORMAL, not {synchronous!r}")
+        if commit_interval < 0 or max_batch_rows < 1:
+            raise ValueError("buffer commit_interval must be >= 0 and max_batch_rows >= 1")
+        self.path = Path(path)
+        self.agent_id = agent_id
+        self.max_bytes = max_bytes
+        self._config = StoreConfig(self.path, agent_id, max_bytes, on_full, synchronous)
+        self._commit_interval = commit_interval
+        self._max_batch_rows = max_batch_rows
+        self._inbox = Inbox()
+        self._writer: threading.Thread | None = None
+        self._reader: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ro: sqlite3.Connection | None = None  # touched only on the reader thread
+        self._last_seq = 0
+        self._submitted = 0
+        self._processed = 0
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._failed: StorageError | None = None
+        self._behind_since: float | None = None  # oldest put/ack the writer has not committed
+
+    @property
+    def last_seq(self) -> int:
+        """The highest committed seq, as last reported to the event loop."""
+        return self._last_seq
+
+    def healthy(self, stall: float) -> bool:
+        """True while the writer thread runs and commits: no put/ack waits longer than ``stall`` s.
+
+        The service's systemd watchdog asks this before each ping, so a writer
+        that died or hangs (a stuck fsync, a lock never released) gets the
+        process restarted instead of silently buffering in RAM.
+        """
+        writer = self._writer
+        if writer is None or not writer.is_alive() or self._failed is not None:
+            return False
+        since = self._behind_since
+        return since is None or time.monotonic() - since < stall
+
+    async def __aenter__(self) -> Self:
+        if self._writer is not None:
+            raise StorageError(f"buffer {self.path} is already open")
+        loop = asyncio.get_running_loop()
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._inbox = Inbox()
+
+        def notify(n_ops: int, last_seq: int, error: StorageError | None, dead: bool) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
+                loop.call_soon_threadsafe(self._on_writer, n_ops, last_seq, error, dead)
+
+        writer = Writer(
+            self._config, self._inbox, self._commit_interval, self._max_batch_rows, ready, notify
+        )
+        self._failed, self._submitted, self._processed = None, 0, 0
+        self._behind_since = None
+        self._writer = writer
+        writer.start()
+        try:
+            self._last_seq = await asyncio.wrap_future(ready)
+        except BaseException:
+            self._inbox.close()
+            await asyncio.to_thread(writer.join)
+            self._writer = None
+            raise
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, "buffer-reader")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Commit everything pending, checkpoint and truncate the WAL, stop the threads."""
+        writer, reader = self._writer, self._reader
+        if writer is None:
+            return
+        self._reader = None
+        if reader is not None:  # first, so the writer's connection is the last to close
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=True)
+        self._inbox.close()
+        await asyncio.to_thread(writer.join)
+        self._writer = None
+        self._fail_waiters(StorageError(f"buffer {self.path} is closed"))
+
+    # ----------------------------------------------------------------- writing
+
+    def put(self, device: str, readings: Sequence[Reading]) -> None:
+        """Queue one batch of ``device`` for the next commit; never blocks.
+
+        Raise :class:`StorageError` when the buffer is not open, ``ValueError``
+        when the readings cannot be encoded.
+        """
+        self._check_open()
+        head, tail = encode_parts(self.agent_id, device, readings)
+        n_values = sum(len(r.values) for r in readings)
+        if self._inbox.put(Put(device, head, tail, now_ms(), n_values)):
+            self._submitted_one()
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """Delete acknowledged batches in the writer's next commit (unknown seqs are ignored)."""
+        self._check_open()
+        batch = frozenset(seqs)
+        if batch:
+            self._inbox.ack(batch)
+            self._submitted_one()
+
+    def _submitted_one(self) -> None:
+        self._submitted += 1
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
+
+    async def flush(self) -> None:
+        """Return once every ``put`` and ``ack`` made so far is committed.
+
+        Raise :class:`StorageError` if that commit failed (the writer keeps the
+        batches in memory and retries).
+        """
+        self._check_open()
+        if self._processed >= self._submitted:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((self._submitted, future))
+        self._inbox.urgent.set()
+        self._inbox.wake.set()
+        await future
+
+    async def wait_committed(
+        self,
+        after_seq: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - the publisher's interface takes one
+    ) -> bool:
+        """Wait until ``last_seq > after_seq``; return False if ``timeout`` passed first."""
+        self._check_open()
+        if self._last_seq > after_seq:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._seq_waiters.append((after_seq, future))
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return False
+        return True
+
+    def _on_writer(self, n_ops: int, last_seq: int, error: StorageError | None, dead: bool) -> None:
+        self._processed += n_ops
+        if n_ops:  # progress: the stall clock restarts (or stops when caught up)
+            self._behind_since = None if self._processed >= self._submitted else time.monotonic()
+        self._last_seq = max(self._last_seq, last_seq)
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._flush_waiters:
+            if future.done():
+                continue
+            if self._processed >= target:
+                future.set_result(None)
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                still.append((target, future))
+        self._flush_waiters = still
+        ready = [(s, f) for s, f in self._seq_waiters if self._last_seq > s and not f.done()]
+        for _, future in ready:
+            future.set_result(None)
+        self._seq_waiters = [(s, f) for s, f in self._seq_waiters if not f.done()]
+        if dead:
+            self._failed = error
+            self._fail_waiters(error or StorageError("buffer writer stopped"))
+
+    def _fail_waiters(self, error: StorageError) -> None:
+        for _, future in self._flush_waiters + self._seq_waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._flush_waiters, self._seq_waiters = [], []
+
+    def _check_open(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._writer is None:
+            raise StorageError(f"buffer {self.path} is not open")
+
+    # ----------------------------------------------------------------- reading
+
+    async def fetch(self, after_seq: int, limit: int) -> list[PendingBatch]:
+        """Committed, unacknowledged batches with ``seq > after_seq``, in seq order."""
+        acked = self._inbox.acked()  # taken before the read: see fetch_rows
+        return await self._read(fetch_rows, after_seq, limit, acked)
+
+    async def first_pending_seq(self) -> int | None:
+        """The lowest committed, unacknowledged seq, or None when nothing is pending."""
+        rows = await self.fetch(0, 1)
+        return rows[0].seq if rows else None
+
+    async def stats(self) -> BufferStats:
+        """Counts of the committed state (batches not yet committed are not included)."""
+        stats = await self._read(query_stats, self.path)
+        return dataclasses.replace(stats, max_bytes=self.max_bytes)
+
+    @staticmethod
+    def read_stats(path: Path) -> BufferStats:
+        """Stats of a buffer file, read-only: works while an agent has it open or without one.
+
+        Never creates the file. Raise :class:`StorageError` if it is missing or unreadable.
+        """
+        return read_file_stats(Path(path))
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        if self._reader is None:
+            raise StorageError(f"buffer {self.path} is opening or closing")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._on_reader, fn, args)
+
+    def _on_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._ro is None:
+            self._ro = connect_ro(self.path)
+        try:
+            return translate(self.path, fn, self._ro, *args)
+        except StorageError:
+            self._close_reader()  # reconnect on the next read
+            raise
+
+    def _close_reader(self) -> None:
+        if self._ro is not None:
+            self._ro.close()
+            self._ro = None

@@ -1,0 +1,53 @@
+"""The agent's own errors: one root, one branch per package that raises.
+
+::
+
+    AgentError                       anything the agent reports as its own failure
+    ├── SiteError                    agent.site: the site file or a profile is unusable
+    │   └── ConfigFileError          every problem, located as FILE:LINE: path: message
+    ├── StorageError                 agent.buffer: the buffer file cannot be opened or used
+    ├── PublishError                 agent.north: a broker setting cannot work (bad CA, ...)
+    ├── AlreadyRunning               agent.status: another agent serves this status socket
+    └── CommandError                 agent.cli: a command cannot do what it was asked
+        ├── InitError                ``edge-agent init``: a bad --set path, the same agent id...
+        └── DemoError                ``edge-agent demo``: no broker can be started
+
+Device and tag failures are not here: they belong to the drivers
+(:mod:`drivers.base`: ``ConfigError``, ``DeviceUnavailable``, ``PointError``)
+and never end the agent. ``RuntimeError`` stays what Python means by it, a
+programming error (a method called twice), never a domain signal.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of every error the agent raises as its own."""
+
+
+class SiteError(AgentError):
+    """The site file, or a profile it uses, cannot be used as it is."""
+
+
+class StorageError(AgentError):
+    """The buffer file cannot be opened, read or written (not: a full cap, which is counted)."""
+
+
+class PublishError(AgentError):
+    """A broker setting that cannot work, said in a plain sentence (the CA file is missing...)."""
+
+
+class AlreadyRunning(AgentError):
+    """Another live agent already answers on this status socket."""
+
+
+class CommandError(AgentError):
+    """A command-line tool cannot carry out what it was asked."""
+
+
+class InitError(CommandError, ValueError):
+    """``edge-agent init`` cannot carry out the request (bad --set path, same agent id...)."""
+
+
+class DemoError(CommandError):
+    """The demo cannot start what it needs (no broker binary, no amqtt)."""

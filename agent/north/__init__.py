@@ -1,0 +1,15 @@
+"""North side: what leaves the box. "Why did this not publish?" is answered here.
+
+The publisher takes committed batches from the buffer in seq order, keeps a
+QoS 1 window in flight and acknowledges each to the buffer only after its
+PUBACK. paho-mqtt is imported by ``link.py`` only.
+
+=========  ================================================================
+module     what it answers
+=========  ================================================================
+publisher  the window, acks after PUBACK, backoff, the stalled-link check
+link       the paho-mqtt connection driven by the asyncio loop; birth, will, TLS
+options    broker options, publisher counters, error sentences (no paho)
+probe      a paho-free MQTT CONNECT probe for ``edge-agent doctor``
+=========  ================================================================
+"""

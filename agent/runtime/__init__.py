@@ -1,0 +1,16 @@
+"""What runs, in what order: the agent process and its tasks.
+
+Start order: buffer, publisher, status, pollers; stop in reverse, flushing.
+
+============  ==============================================================
+module        what it answers
+============  ==============================================================
+process       the foreground process: signals, sd_notify, the watchdog pets
+agent         ``Agent``: wires buffer, publisher, pollers, status; reload, snapshot
+poller        ``DevicePoller``: one task per device, deadlines, backoff, isolation
+stats         per-device counters, the poll-duration histogram, latest values
+reload        what a SIGHUP may change live, and what needs a restart
+metrics       Prometheus text and the JSON summary from the counters
+metrics_http  the opt-in loopback ``GET /metrics``; summaries at QoS 0
+============  ==============================================================
+"""

@@ -1,0 +1,319 @@
+"""The running agent: buffer, publisher, device pollers and the status endpoint.
+
+Start order is buffer, publisher, devices; stop is the reverse: pollers stop,
+everything read so far is committed, the publisher drains what it can within
+a bounded time, then the buffer closes. Whatever is not published stays in the
+buffer for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent import __version__, logs
+from agent.buffer import Buffer
+from agent.errors import StorageError
+from agent.north.link import MqttOptions, Publisher, TlsOptions
+from agent.paths import AgentPointer, remove_pointer, write_pointer
+from agent.runtime.metrics import MetricsState
+from agent.runtime.metrics_http import MetricsService
+from agent.runtime.poller import DevicePoller
+from agent.runtime.reload import ReloadPlan, plan_reload
+from agent.site.loader import Site, load_site
+from agent.site.permissions import readable_by_others
+from agent.site.source import ConfigFileError
+from agent.status.document import DeviceStatus, StatusDocument, buffer_status
+from agent.status.server import StatusServer
+from drivers.base import now_ms
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 5.0
+FLUSH_TIMEOUT_S = 20.0
+
+
+def mqtt_options(site: Site) -> MqttOptions:
+    """The publisher's options from a site's ``mqtt`` section."""
+    mqtt = site.mqtt
+    tls = None
+    if mqtt.tls is not None:
+        # relative to the site file, as validation checked them (the cwd is / under systemd)
+        base = site.file.resolve().parent
+        ca, cert, key = (
+            None if p is None else base / p for p in (mqtt.tls.ca, mqtt.tls.cert, mqtt.tls.key)
+        )
+        tls = TlsOptions(ca=ca, cert=cert, key=key, insecure=mqtt.tls.insecure)
+    return MqttOptions(
+        host=mqtt.host,
+        port=mqtt.port,
+        client_id=mqtt.client_id or f"edge-agent-{site.agent.id}",
+        username=mqtt.username,
+        password=site.mqtt_password,
+        tls=tls,
+        keepalive=mqtt.keepalive,
+        topic=mqtt.topic,
+        status_topic=mqtt.status_topic,
+        qos=mqtt.qos,
+        max_inflight=mqtt.max_inflight,
+        reconnect_max=mqtt.reconnect_max,
+    )
+
+
+class Agent:
+    """One agent process for one site file."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.started = time.monotonic()
+        self.started_ms = now_ms()
+        self.buffer = Buffer(
+            site.buffer_path,
+            agent_id=site.agent.id,
+            max_bytes=site.buffer.max_size,
+            on_full=site.buffer.on_full,
+            synchronous=site.buffer.synchronous,
+            commit_interval=site.buffer.commit_interval,
+        )
+        self.publisher = Publisher(mqtt_options(site), self.buffer, site.agent.id)
+        self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
+        self.metrics = MetricsService(
+            site.metrics, site.agent.id, self.metrics_state, self._publish_side
+        )
+        self.status = StatusServer(site.status_socket, self.snapshot, self.metrics.text)
+        self._stop = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._publishing: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
+        self.ready = asyncio.Event()
+        """Set once the buffer is open and every task runs; cleared when stopping."""
+
+    def request_stop(self) -> None:
+        """Ask the agent to stop (signal handlers call this)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the site file and apply it (SIGHUP); see :mod:`agent.runtime.reload`."""
+        if self._group is not None and self.ready.is_set():
+            self._group.create_task(self.reload(), name="reload")
+        else:
+            log.warning("reload ignored: the agent is starting or stopping; send SIGHUP again")
+
+    async def reload(self) -> bool:
+        """Apply the site file as it is now; False (and the running config kept) if refused."""
+        async with self._reloading:
+            if self._stop.is_set():
+                # queued behind a stop that has already cancelled every poller: new
+                # ones started now would never be cancelled and the stop would hang
+                log.info("reload skipped: the agent is stopping")
+                return False
+            new = await asyncio.to_thread(self._load_new)
+            if new is None:
+                return False
+            plan = plan_reload(self.site, new)
+            if plan.needs_restart:
+                log.error(
+                    "reload refused, the running config is kept: changing %s needs a restart",
+                    ", ".join(plan.needs_restart),
+                )
+                return False
+            if new.secrets - self.site.secrets:  # a new password must never reach a log line
+                logs.add_secrets(new.secrets)
+            # built before anything changes: a broker setting no publisher can be
+            # made from refuses the reload instead of leaving the agent without one
+            publisher = self._publisher_for(new) if plan.mqtt_changed else None
+            if plan.mqtt_changed and publisher is None:
+                return False
+            await self._apply(plan, new, publisher)
+            log.info("reloaded %s: %s", self.site.file, plan.summary())
+            return True
+
+    def _publisher_for(self, new: Site) -> Publisher | None:
+        try:
+            return Publisher(mqtt_options(new), self.buffer, new.agent.id)
+        except (ValueError, KeyError, IndexError) as exc:  # a topic it cannot format
+            log.error("reload refused, the running config is kept: mqtt: %r", exc)  # noqa: TRY400
+            return None
+
+    def _load_new(self) -> Site | None:
+        problems: list[Any] = []
+        try:
+            return load_site(self.site.file)
+        except ConfigFileError as exc:
+            problems = exc.problems
+        log.error(
+            "reload refused, the running config is kept: %d problems in %s",
+            len(problems),
+            self.site.file,
+        )
+        for problem in problems:
+            log.error("  %s", problem)
+        return None
+
+    async def _apply(self, plan: ReloadPlan, new: Site, publisher: Publisher | None) -> None:
+        assert self._group is not None
+        gone = {*plan.removed, *(d.id for d in plan.changed)}
+        stopping = [self._tasks.pop(i) for i in gone if i in self._tasks]
+        for task in stopping:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
+        self.pollers = [p for p in self.pollers if p.device.id not in gone]
+        for device in (*plan.added, *plan.changed):
+            self._start_poller(DevicePoller(device, self.buffer))
+        self.site = new
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.stop(drain_timeout=1.0)
+            if self._publishing is not None:
+                self._publishing.cancel()
+            self.publisher = publisher
+            self._publishing = self._group.create_task(self.publisher.run(), name="publisher")
+
+    def _start_poller(self, poller: DevicePoller) -> None:
+        assert self._group is not None
+        self.pollers.append(poller)
+        self._tasks[poller.device.id] = self._group.create_task(
+            poller.run(), name=f"device:{poller.device.id}"
+        )
+
+    async def run(self, on_ready: Callable[[], object] | None = None) -> None:
+        """Run until :meth:`request_stop`; flushes and drains on the way out."""
+        self.site.data_dir.mkdir(parents=True, exist_ok=True)
+        async with self.buffer:
+            await self.status.start()
+            pointer = AgentPointer(
+                self.site.agent.id,
+                os.getpid(),
+                str(self.site.status_socket),
+                str(self.site.buffer_path),
+                str(self.site.file),
+            )
+            write_pointer(pointer)
+            try:
+                await self.metrics.start()
+                await self._run_tasks(on_ready)
+            finally:
+                remove_pointer(self.site.agent.id, os.getpid())
+                await self.metrics.close()
+                await self.status.close()
+
+    async def _run_tasks(self, on_ready: Callable[[], object] | None) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._publishing = group.create_task(self.publisher.run(), name="publisher")
+            reporting = group.create_task(self.metrics.run(), name="metrics")
+            pollers, self.pollers = self.pollers, []
+            for poller in pollers:
+                self._start_poller(poller)
+            for warning in [*self.site.warnings, *readable_by_others(self.site)]:
+                log.warning("%s", warning)
+            log.info(
+                "agent %s started: %d devices, broker %s:%d",
+                self.site.agent.id,
+                len(self.pollers),
+                self.site.mqtt.host,
+                self.site.mqtt.port,
+            )
+            self.ready.set()
+            if on_ready is not None:
+                on_ready()
+            await self._stop.wait()
+            self.ready.clear()
+            reporting.cancel()
+            async with self._reloading:  # a reload in progress finishes first
+                polling = list(self._tasks.values())
+                for task in polling:
+                    task.cancel()
+                await asyncio.gather(*polling, return_exceptions=True)
+                try:
+                    async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                        await self.buffer.flush()
+                except (TimeoutError, StorageError) as exc:
+                    # a disk that stopped answering must not hold the stop forever
+                    log.error(  # noqa: TRY400 - a known condition, no traceback needed
+                        "buffer not flushed on stop (%s): readings of the last "
+                        "commit interval may be lost",
+                        exc or "timeout",
+                    )
+                with contextlib.suppress(Exception):
+                    await self.publisher.stop(drain_timeout=DRAIN_TIMEOUT_S)
+                if self._publishing is not None:
+                    self._publishing.cancel()
+        log.info("agent %s stopped", self.site.agent.id)
+
+    async def snapshot(self) -> StatusDocument:
+        """The status document (:mod:`agent.status.document`)."""
+        now = now_ms()
+        buffer = await self.buffer.stats()
+        pub = self.publisher.stats
+        return {
+            "agent": {
+                "id": self.site.agent.id,
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "config": str(self.site.file),
+            },
+            "devices": {p.device.id: _device_status(p, now) for p in self.pollers},
+            "broker": {
+                "host": self.site.mqtt.host,
+                "port": self.site.mqtt.port,
+                "connected": pub.connected,
+                "last_error": pub.last_error,
+                "messages_published": pub.messages_published,
+                "values_published": pub.values_published,
+                "reconnects": pub.reconnects,
+                "inflight": pub.inflight,
+            },
+            "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
+            "metrics": self.metrics.describe(),
+            "serial_lines": {
+                u.link: {
+                    "baud": u.baud,
+                    "utilisation": round(u.utilisation, 3),
+                    "devices": list(u.devices),
+                }
+                for u in self.site.links
+            },
+        }
+
+    def _publish_side(self, topic: str, payload: bytes) -> bool:
+        return self.publisher.publish_side(topic, payload)  # a reload may replace the publisher
+
+    async def metrics_state(self) -> MetricsState:
+        """Every counter at this moment, for the metrics endpoint and summaries."""
+        return MetricsState(
+            agent_id=self.site.agent.id,
+            version=__version__,
+            uptime_s=time.monotonic() - self.started,
+            now_ms=now_ms(),
+            devices={p.device.id: p.stats for p in self.pollers},
+            publisher=self.publisher.stats,
+            buffer=await self.buffer.stats(),
+        )
+
+
+def _device_status(poller: DevicePoller, now: int) -> DeviceStatus:
+    stats = poller.stats
+    return {
+        "state": stats.state,
+        "profile": poller.device.profile,
+        "last_ok_ms": stats.last_ok_ms,
+        "last_ok_age_s": None
+        if stats.last_ok_ms is None
+        else round((now - stats.last_ok_ms) / 1000, 1),
+        "polls_ok": stats.polls_ok,
+        "polls_failed": stats.polls_failed,
+        "overruns": stats.overruns,
+        "reconnects": stats.reconnects,
+        "last_error": stats.last_error,
+        "values_per_second": round(stats.values_per_second(), 1),
+        "last_poll_ms": None if stats.last_poll_ms is None else round(stats.last_poll_ms, 1),
+        "driver": poller.driver_stats(),
+    }

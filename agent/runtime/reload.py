@@ -1,0 +1,79 @@
+"""Config reload on SIGHUP: what a new site file changes, and what it may change live.
+
+Devices and the broker connection change while the agent runs: a removed
+device's poller stops, a new one starts, a changed one restarts with its new
+settings, and a changed ``mqtt`` section reconnects the publisher. Nothing in
+the buffer is touched, so nothing buffered is lost. The agent id and the
+buffer's settings define what is already on disk (the messages carry the agent
+id, the cap bounds the file), and the metrics endpoint is bound once: changing
+those needs a restart, and a reload
+that asks for it is refused as a whole, keeping the running config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.site.loader import DeviceConfig, Site
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """The difference between the running site and a new one."""
+
+    added: tuple[DeviceConfig, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[DeviceConfig, ...] = ()
+    mqtt_changed: bool = False
+    needs_restart: tuple[str, ...] = field(default=())
+
+    @property
+    def empty(self) -> bool:
+        """True when the new site changes nothing that runs."""
+        return not (self.added or self.removed or self.changed or self.mqtt_changed)
+
+    def summary(self) -> str:
+        """One line for the log."""
+        parts = [
+            f"{len(self.added)} devices added",
+            f"{len(self.removed)} removed",
+            f"{len(self.changed)} changed",
+        ]
+        if self.mqtt_changed:
+            parts.append("broker settings changed")
+        return ", ".join(parts)
+
+
+def _same_device(old: DeviceConfig, new: DeviceConfig) -> bool:
+    return (
+        old.kind == new.kind
+        and old.options == new.options
+        and old.poll_groups == new.poll_groups
+        and old.enabled == new.enabled
+    )
+
+
+def plan_reload(running: Site, new: Site) -> ReloadPlan:
+    """What applying ``new`` over ``running`` does; ``needs_restart`` lists what it cannot."""
+    restart = []
+    if new.agent.id != running.agent.id:
+        restart.append(f"agent.id ({running.agent.id} -> {new.agent.id})")
+    if new.buffer != running.buffer or new.buffer_path != running.buffer_path:
+        restart.append("buffer settings")
+    if new.status_socket != running.status_socket:
+        restart.append("agent.status_socket")
+    if new.metrics != running.metrics:
+        restart.append("metrics settings")
+    old_devices = {d.id: d for d in running.devices}
+    new_devices = {d.id: d for d in new.devices}
+    return ReloadPlan(
+        added=tuple(d for i, d in new_devices.items() if i not in old_devices),
+        removed=tuple(i for i in old_devices if i not in new_devices),
+        changed=tuple(
+            d
+            for i, d in new_devices.items()
+            if i in old_devices and not _same_device(old_devices[i], d)
+        ),
+        mqtt_changed=(new.mqtt != running.mqtt or new.mqtt_password != running.mqtt_password),
+        needs_restart=tuple(restart),
+    )

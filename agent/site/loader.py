@@ -1,0 +1,252 @@
+"""Load a site file, merge each device with its profile, validate everything.
+
+The result is a :class:`Site` ready to run, or a :class:`ConfigFileError`
+listing *every* problem as ``FILE:LINE: path.to.key: what is wrong``. A value
+that came from a profile is reported at its line in the profile file. Nothing
+here touches a device or the network. Merging one device with its profile is
+:mod:`agent.site.device`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agent.paths import ETC_PROFILES, SHIPPED_PROFILES, default_data_dir
+from agent.secretmask import mask, secret_values
+from agent.site import models as cfg
+from agent.site.device import DEFAULT_GROUP_INTERVAL, DeviceConfig, merge_device
+from agent.site.profiles import load_profile
+from agent.site.source import ConfigFileError, Path_, Problem, Source, Where, dotted, load
+from drivers.base import EstimatesLineLoad, problems_from_validation_error
+
+__all__ = [  # DeviceConfig and load_profile live elsewhere; callers import them from here too
+    "DEFAULT_GROUP_INTERVAL",
+    "DeviceConfig",
+    "LinkUse",
+    "Site",
+    "load_profile",
+    "load_site",
+    "profile_folders",
+]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUse:
+    """A shared serial line and how much of its time the configured polls need."""
+
+    link: str
+    baud: int
+    utilisation: float
+    """Line time needed per second (1.0 = the whole line), a lower bound."""
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A validated site: everything the agent needs to run."""
+
+    file: Path
+    agent: cfg.AgentSection
+    mqtt: cfg.MqttSection
+    buffer: cfg.BufferSection
+    devices: list[DeviceConfig]
+    data_dir: Path
+    status_socket: Path
+    buffer_path: Path
+    # repr=False: a printed Site (a debug line, a config dump) must not show a secret
+    mqtt_password: str | None = field(default=None, repr=False)
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    """Every secret value of the configuration (passwords, tokens), to mask in output."""
+    links: tuple[LinkUse, ...] = ()
+    metrics: cfg.MetricsSection = field(default_factory=cfg.MetricsSection)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things that are valid but will not work well: an overloaded serial line."""
+        return [
+            f"serial line {u.link} at {u.baud} baud needs {u.utilisation:.0%} of its capacity "
+            f"for {', '.join(u.devices)}: polls will overrun; poll less often, read fewer "
+            "registers, or raise the baud rate"
+            for u in self.links
+            if u.utilisation > 1.0
+        ]
+
+    def device(self, device_id: str) -> DeviceConfig:
+        """The device named ``device_id``; ``KeyError`` if there is none."""
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        raise KeyError(device_id)
+
+
+def load_site(file: Path, env: Mapping[str, str] | None = None) -> Site:
+    """Load and validate ``file``; raise :class:`ConfigFileError` with every problem."""
+    source = load(file, env)
+    return _SiteBuilder(source).build()
+
+
+def profile_folders(site_dir: Path, extra: list[Path]) -> list[Path]:
+    """Where profiles are looked up, in order."""
+    return [
+        *(p if p.is_absolute() else site_dir / p for p in extra),
+        site_dir / "profiles",
+        ETC_PROFILES,
+        SHIPPED_PROFILES,
+    ]
+
+
+def _link_uses(devices: list[DeviceConfig]) -> tuple[LinkUse, ...]:
+    """Sum the line time every enabled device on each serial line needs."""
+    uses: dict[str, tuple[int, float, list[str]]] = {}
+    for device in devices:
+        spec = device.spec
+        if not device.enabled or not isinstance(spec, EstimatesLineLoad):
+            continue
+        load = spec.link_load(device.options, device.poll_groups)
+        if load is None:
+            continue
+        baud, busy, names = uses.get(load.link, (load.baud, 0.0, []))
+        uses[load.link] = (baud, busy + load.seconds_per_second, [*names, device.id])
+    return tuple(LinkUse(k, b, u, tuple(n)) for k, (b, u, n) in sorted(uses.items()))
+
+
+def _validate(
+    model: type[M], data: Any, path: Path_, source: Source, problems: list[Problem]
+) -> M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(
+            Problem(source.where(p.loc), dotted(p.loc), p.message)
+            for p in problems_from_validation_error(exc, path)
+        )
+        return None
+
+
+class _SiteBuilder:
+    """Collects every problem of a site file instead of stopping at the first."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        self.site_dir = source.file.resolve().parent
+
+    def build(self) -> Site:
+        data = self.source.data
+        if not isinstance(data, dict):
+            raise ConfigFileError(
+                [
+                    Problem(
+                        Where(self.source.file, 1),
+                        "",
+                        "a site file is a mapping with agent, mqtt, buffer, devices",
+                    )
+                ]
+            )
+        sections = {k: v for k, v in data.items() if k != "devices"}
+        top = _validate(cfg.SiteFile, {**sections, "devices": []}, (), self.source, self.problems)
+        raw_devices = data.get("devices") or []
+        if not isinstance(raw_devices, list):
+            self._problem(("devices",), "must be a list of devices")
+            raw_devices = []
+        folders = profile_folders(self.site_dir, top.profiles if top else [])
+        devices = self._devices(raw_devices, folders)
+        password = self._password(top.mqtt) if top else None
+        if top is not None and top.mqtt.tls is not None:
+            self._check_tls_files(top.mqtt.tls)
+        if self.problems or top is None:
+            raise ConfigFileError(mask_problems(self.problems, self._secrets(password)))
+        return self._site(top, devices, password)
+
+    def _site(self, top: cfg.SiteFile, devices: list[DeviceConfig], password: str | None) -> Site:
+        data_dir = self._path(top.agent.data_dir) if top.agent.data_dir else default_data_dir()
+        return Site(
+            file=self.source.file,
+            agent=top.agent,
+            mqtt=top.mqtt,
+            buffer=top.buffer,
+            devices=devices,
+            data_dir=data_dir,
+            status_socket=self._path(top.agent.status_socket)
+            if top.agent.status_socket
+            else data_dir / "status.sock",
+            buffer_path=self._path(top.buffer.path) if top.buffer.path else data_dir / "buffer.db",
+            mqtt_password=password,
+            secrets=self._secrets(password),
+            links=_link_uses(devices),
+            metrics=top.metrics,
+        )
+
+    def _secrets(self, password: str | None) -> frozenset[str]:
+        """The password read from password_file and every value under a secret key.
+
+        Literal or from ``${ENV}``, wherever it is (mqtt.password, an OPC UA
+        connection's password...): all of them are masked in logs and errors.
+        """
+        found = {password} if password else set()
+        found.update(secret_values(self.source.data))
+        return frozenset(found)
+
+    def _path(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.site_dir / path
+
+    def _password(self, mqtt: cfg.MqttSection) -> str | None:
+        if mqtt.password_file is None:
+            return mqtt.password
+        try:
+            return self._path(mqtt.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            self._problem(
+                ("mqtt", "password_file"), f"cannot read {mqtt.password_file}: {exc.strerror}"
+            )
+            return None
+
+    def _check_tls_files(self, tls: cfg.TlsSection) -> None:
+        for key in ("ca", "cert", "key"):
+            path = getattr(tls, key)
+            if path is not None and not self._path(path).is_file():
+                self._problem(("mqtt", "tls", key), f"file not found: {self._path(path)}")
+
+    def _problem(self, path: Path_, message: str, source: Source | None = None) -> None:
+        src = source or self.source
+        self.problems.append(Problem(src.where(path), dotted(path), message))
+
+    def _devices(self, raw_devices: list[Any], folders: list[Path]) -> list[DeviceConfig]:
+        devices: list[DeviceConfig] = []
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(raw_devices):
+            path: Path_ = ("devices", index)
+            section = _validate(cfg.DeviceSection, raw, path, self.source, self.problems)
+            if section is None:
+                continue
+            if section.id in seen:
+                self._problem(
+                    (*path, "id"),
+                    f"duplicate device id {section.id!r} (also devices[{seen[section.id]}])",
+                )
+                continue
+            seen[section.id] = index
+            device = merge_device(section, path, folders, self.source, self.problems)
+            if device is not None:
+                devices.append(device)
+        return devices
+
+
+def mask_problems(problems: list[Problem], secrets: Iterable[str]) -> list[Problem]:
+    """``problems`` with every secret masked in their messages (changed in place).
+
+    For a check spanning a whole section (``password`` and ``password_file``
+    both given) pydantic quotes the section, password included.
+    """
+    shown = list(secrets)
+    for problem in problems:
+        problem.message = mask(problem.message, shown)
+    return problems

@@ -1,0 +1,249 @@
+"""Site configuration: the typed models of a site file and of a profile.
+
+A site file instantiates device profiles ("N" shared modules) with only what
+differs at this factory ("X"). :mod:`agent.site.loader` merges the two and hands
+each device's part to its driver for validation; this module holds the
+agent's own sections. Every model refuses unknown keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.site.params import check_name
+from drivers.base import ByteSize, Duration, StrictModel
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ID_RULE = "must be 1-64 letters, digits, '_', '.', ':' or '-' (it is used in MQTT topics)"
+
+
+def check_id(value: str) -> str:
+    """Ids end up in MQTT topics: no '/', '+', '#' or spaces."""
+    if not _ID.match(value):
+        raise ValueError(_ID_RULE)
+    return value
+
+
+def check_topic(value: str, placeholders: tuple[str, ...]) -> str:
+    """A topic to publish to: known placeholders only, no wildcards, not empty."""
+    known = " and ".join(f"{{{p}}}" for p in placeholders)
+    for name in re.findall(r"\{([^}]*)\}", value):
+        if name not in placeholders:
+            raise ValueError(f"unknown placeholder {{{name}}}: only {known} can be used here")
+    if not value or "+" in value or "#" in value:
+        raise ValueError("a topic to publish to cannot be empty or hold the wildcards + or #")
+    return value
+
+
+class AgentSection(StrictModel):
+    """Who this agent is and where it keeps its state."""
+
+    id: str = Field(description="Agent id, unique per edge box; used in topics and messages.")
+    data_dir: Path | None = Field(
+        None, description="Buffer and status socket live here (default: state dir of the user)."
+    )
+    status_socket: Path | None = Field(
+        None, description="Unix socket of the status endpoint (default: <data_dir>/status.sock)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    _check_id = field_validator("id")(check_id)
+
+
+class TlsSection(StrictModel):
+    """MQTT over TLS. ``insecure`` skips host name checks and must be asked for explicitly."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> TlsSection:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: give both or neither")
+        return self
+
+
+class MqttSection(StrictModel):
+    """The broker this agent publishes to."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = Field(None, description="Default: edge-agent-<agent id>.")
+    username: str | None = None
+    password: str | None = Field(None, description="Prefer ${ENV} or password_file.", repr=False)
+    password_file: Path | None = Field(None, description="File holding the password.")
+    tls: TlsSection | None = None
+    keepalive: Duration = Field(30.0, ge=5, le=3600)
+    topic: str = "edge/{agent}/{device}"
+    status_topic: str = "edge/{agent}/status"
+    qos: Literal[0, 1] = 1
+    max_inflight: int = Field(100, ge=1, le=65535)
+    reconnect_max: Duration = Field(30.0, ge=1)
+
+    @field_validator("topic")
+    @classmethod
+    def _data_topic(cls, value: str) -> str:
+        return check_topic(value, ("agent", "device"))
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, value: str) -> str:
+        # the status message is the agent's, not a device's: {device} has no value there
+        return check_topic(value, ("agent",))
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSection:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+
+class BufferSection(StrictModel):
+    """The local SQLite buffer; see docs/decisions for the durability trade."""
+
+    path: Path | None = Field(None, description="Default: <data_dir>/buffer.db.")
+    max_size: ByteSize = Field(256_000_000, ge=1_000_000)
+    on_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    commit_interval: Duration = Field(0.1, ge=0, le=10)
+
+
+_LOOPBACK_ONLY = (
+    "is not a loopback address: the metrics endpoint listens on loopback only "
+    "(127.0.0.1:PORT or [::1]:PORT); scrape it from this box or through an SSH tunnel"
+)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9108"`` / ``"[::1]:9108"`` / ``"localhost:9108"`` -> (host, port).
+
+    Raise ``ValueError`` unless the host is a loopback address: the agent
+    listens on no network port, so a scrape endpoint may only face this box.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9108")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        return "127.0.0.1", int(port)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{host} {_LOOPBACK_ONLY}")
+    return host, int(port)
+
+
+class MetricsSection(StrictModel):
+    """Prometheus text on a loopback port, and an optional summary published to the broker."""
+
+    listen: str | None = Field(
+        None,
+        description="Serve GET /metrics on this loopback HOST:PORT (e.g. 127.0.0.1:9108). "
+        "Off by default.",
+    )
+    publish_interval: Duration | None = Field(
+        None, ge=1, description="Publish a JSON summary this often (QoS 0). Off by default."
+    )
+    topic: str = Field("edge/{agent}/metrics", description="Topic of the JSON summary.")
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return check_topic(value, ("agent",))
+
+
+class DeviceSection(StrictModel):
+    """One device: a profile plus this site's connection and overrides."""
+
+    id: str
+    profile: str | None = None
+    enabled: bool = True
+    connection: dict[str, dict[str, Any]]
+    unit_id: int | None = Field(None, ge=0, le=247)
+    protocol: dict[str, Any] = Field(default_factory=dict)
+    poll_groups: dict[str, Duration] = Field(default_factory=dict)
+    tags: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    drop_tags: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Values for the profile's params (its defaults apply)."
+    )
+
+    _check_id = field_validator("id")(check_id)
+
+    @field_validator("connection")
+    @classmethod
+    def _one_connection(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if len(value) != 1:
+            raise ValueError("name exactly one connection kind, e.g. {modbus_tcp: {host: ...}}")
+        return value
+
+    @field_validator("poll_groups")
+    @classmethod
+    def _positive_intervals(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, seconds in value.items():
+            if seconds < 0.01:
+                raise ValueError(f"poll group {name!r}: interval must be at least 10ms")
+        return value
+
+
+class SiteFile(StrictModel):
+    """The top level of a site file."""
+
+    agent: AgentSection
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    buffer: BufferSection = Field(default_factory=BufferSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
+    profiles: list[Path] = Field(
+        default_factory=list, description="Extra profile folders, searched before the shipped ones."
+    )
+    devices: list[DeviceSection] = Field(default_factory=list)
+
+
+class ProfileFile(StrictModel):
+    """A profile: one equipment model, written once, used by every site."""
+
+    profile: str
+    version: int = Field(ge=1)
+    vendor: str | None = None
+    model: str | None = None
+    description: str | None = None
+    source: str | None = None
+    notes: str | None = None
+    extends: str | None = Field(
+        None, description="A base profile (vendor family) whose parts this one merges over."
+    )
+    params: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Per-device settings with defaults, used as ${param.NAME} in attributes.",
+    )
+    protocol: dict[str, Any] = Field(default_factory=dict)
+    poll_groups: dict[str, Duration] = Field(default_factory=dict)
+    tags: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    drop_tags: list[str] = Field(
+        default_factory=list, description="Tags of the base profile this one does not have."
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(
+        cls, value: dict[str, bool | int | float | str]
+    ) -> dict[str, bool | int | float | str]:
+        for name in value:
+            check_name(name)
+        return value

@@ -1,0 +1,152 @@
+"""The status document: what ``edge-agent status --json`` prints, typed once.
+
+The running agent builds it (:meth:`agent.runtime.agent.Agent.snapshot`), the
+status server sends it as JSON, ``status``, the demo's live table and the
+tests read it. Every key is declared here, so a field added or renamed is
+added or renamed for all of them. Standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypedDict, TypeGuard, cast
+
+
+class AgentInfo(TypedDict):
+    """Who answers: the box's agent id, its version and process."""
+
+    id: str
+    version: str
+    pid: int
+    uptime_s: float
+    config: str
+
+
+class DeviceStatus(TypedDict):
+    """One device's poller: its state and counters."""
+
+    state: str
+    profile: str | None
+    last_ok_ms: int | None
+    last_ok_age_s: float | None
+    polls_ok: int
+    polls_failed: int
+    overruns: int
+    reconnects: int
+    last_error: str | None
+    values_per_second: float
+    last_poll_ms: float | None
+    driver: dict[str, object] | None
+
+
+class BrokerStatus(TypedDict):
+    """The MQTT link and what went through it."""
+
+    host: str
+    port: int
+    connected: bool
+    last_error: str | None
+    messages_published: int
+    values_published: int
+    reconnects: int
+    inflight: int
+
+
+class BufferStatus(TypedDict):
+    """The buffer file: what waits in it and what was dropped."""
+
+    path: str
+    pending_batches: int
+    pending_bytes: int
+    oldest_pending_age_s: float | None
+    dropped_batches: int
+    last_seq: int
+    file_bytes: int
+    max_bytes: int
+
+
+class SerialLineStatus(TypedDict):
+    """One shared RS-485/RS-232 line and the share of its time the polls need."""
+
+    baud: int
+    utilisation: float
+    devices: list[str]
+
+
+class StatusDocument(TypedDict):
+    """The whole answer of a running agent."""
+
+    agent: AgentInfo
+    devices: dict[str, DeviceStatus]
+    broker: BrokerStatus
+    buffer: BufferStatus
+    metrics: dict[str, Any]
+    serial_lines: dict[str, SerialLineStatus]
+
+
+class ErrorAnswer(TypedDict):
+    """What a running agent answers when it cannot build its status."""
+
+    error: str
+
+
+Answer = StatusDocument | ErrorAnswer
+"""What the status socket sends back."""
+
+
+def is_status(answer: Answer) -> TypeGuard[StatusDocument]:
+    """True for a real status document, False for an error answer."""
+    return "agent" in answer
+
+
+def error_of(answer: Answer) -> str:
+    """The error an agent answered instead of its status ("" for a real document)."""
+    return "" if is_status(answer) else cast(ErrorAnswer, answer)["error"]
+
+
+class OfflineAgent(TypedDict, total=False):
+    """An agent that does not answer, with the buffer found on disk (or why not)."""
+
+    id: str
+    buffer: BufferStatus
+    buffer_error: str
+
+
+class OfflineReport(TypedDict):
+    """What ``status --json`` prints when no agent answers."""
+
+    running: bool
+    agents: list[OfflineAgent]
+
+
+class BufferCounts(Protocol):
+    """The counters :func:`buffer_status` reads (a ``BufferStats``)."""
+
+    @property
+    def pending_batches(self) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
+    @property
+    def oldest_created_ms(self) -> int | None: ...
+    @property
+    def dropped_batches(self) -> int: ...
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def file_bytes(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+
+
+def buffer_status(stats: BufferCounts, path: str, now: int) -> BufferStatus:
+    """The ``buffer`` part of the document from the buffer's counters at ``now`` (epoch ms)."""
+    oldest = stats.oldest_created_ms
+    return {
+        "path": path,
+        "pending_batches": stats.pending_batches,
+        "pending_bytes": stats.pending_bytes,
+        "oldest_pending_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
+        "dropped_batches": stats.dropped_batches,
+        "last_seq": stats.last_seq,
+        "file_bytes": stats.file_bytes,
+        "max_bytes": stats.max_bytes,
+    }

@@ -1,0 +1,67 @@
+"""The Agent in-process: start, reload and stop against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.runtime.agent import Agent
+from agent.site.loader import load_site
+from tests.support.agentproc import counter_device, site_dict
+from tests.support.mosquitto import Mosquitto, free_port
+
+
+def _write(path: Path, site: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+
+
+async def test_a_reload_queued_behind_a_stop_does_not_keep_the_agent_running(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM then SIGHUP in the same instant: the reload must not start pollers after the stop."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    file = tmp_path / "site.yaml"
+    one = counter_device("d1", free_port())  # nothing listens: the device is simply down
+    two = counter_device("d2", free_port())
+    _write(file, site_dict("race-box", mosquitto.port, [one]))
+    agent = Agent(load_site(file))
+    running = asyncio.create_task(agent.run())
+    async with asyncio.timeout(30):
+        await agent.ready.wait()
+    _write(file, site_dict("race-box", mosquitto.port, [one, two]))
+    agent.request_stop()
+    agent.request_reload()  # still "ready": the stop has not run yet
+    done, _ = await asyncio.wait([running], timeout=30)
+    if not done:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        pytest.fail("the agent did not stop: a reload started pollers after the stop")
+    running.result()
+    assert [p.device.id for p in agent.pollers] == ["d1"], "the stop wins, the reload is dropped"
+
+
+async def test_a_reload_to_an_unusable_broker_topic_is_refused_and_the_agent_runs_on(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    file = tmp_path / "site.yaml"
+    site = site_dict("topic-box", mosquitto.port, [counter_device("d1", free_port())])
+    _write(file, site)
+    agent = Agent(load_site(file))
+    running = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(30):
+            await agent.ready.wait()
+        # {device} means nothing in the status topic: no publisher can be built from it
+        site["mqtt"]["status_topic"] = "edge/{agent}/{device}/status"
+        _write(file, site)
+        assert await agent.reload() is False
+        assert not running.done(), "the agent died"
+        assert agent.site.mqtt.status_topic == "edge/{agent}/status", "the running config is kept"
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(running, 60)
