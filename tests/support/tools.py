@@ -16,6 +16,7 @@ INSTALL = {
     "socat": "apt-get install socat",
     "openssl": "apt-get install openssl",
     "systemd-analyze": "apt-get install systemd",
+    "fusermount3": "apt-get install fuse3",
 }
 
 
