@@ -6,6 +6,7 @@
     ├── SiteError                    agent.site: the site file or a profile is unusable
     │   └── ConfigFileError          every problem, located as FILE:LINE: path: message
     ├── StorageError                 agent.buffer: the buffer file cannot be opened or used
+    │   └── DiskFull                 the disk under it has no room: kept in RAM and retried
     ├── PublishError                 agent.north: a broker setting cannot work (bad CA, ...)
     ├── AlreadyRunning               agent.status: another agent serves this status socket
     └── CommandError                 agent.cli: a command cannot do what it was asked
@@ -31,6 +32,10 @@ class SiteError(AgentError):
 
 class StorageError(AgentError):
     """The buffer file cannot be opened, read or written (not: a full cap, which is counted)."""
+
+
+class DiskFull(StorageError):
+    """The disk under the buffer has no room: the batches wait in RAM and the write is retried."""
 
 
 class PublishError(AgentError):

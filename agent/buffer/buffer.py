@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -66,7 +65,7 @@ class Buffer:
         self._commit_interval = commit_interval
         self._max_batch_rows = max_batch_rows
         self._inbox = Inbox()
-        self._writer: threading.Thread | None = None
+        self._writer: Writer | None = None
         self._reader: concurrent.futures.ThreadPoolExecutor | None = None
         self._ro: sqlite3.Connection | None = None  # touched only on the reader thread
         self._last_seq = 0
@@ -82,18 +81,30 @@ class Buffer:
         """The highest committed seq, as last reported to the event loop."""
         return self._last_seq
 
+    @property
+    def disk_full(self) -> bool:
+        """The last write failed for want of disk space: new batches wait in RAM."""
+        return self._writer is not None and self._writer.disk_full
+
     def healthy(self, stall: float) -> bool:
         """True while the writer thread runs and commits: no put/ack waits longer than ``stall`` s.
 
         The service's systemd watchdog asks this before each ping, so a writer
         that died or hangs (a stuck fsync, a lock never released) gets the
-        process restarted instead of silently buffering in RAM.
+        process restarted instead of silently buffering in RAM. A full disk is
+        not a hang: while the writer fails fast on it and retries, it is healthy
+        (a restart would only lose what RAM holds); one commit stuck for
+        ``stall`` s still is not.
         """
         writer = self._writer
         if writer is None or not writer.is_alive() or self._failed is not None:
             return False
+        now = time.monotonic()
+        busy = writer.busy_since
+        if busy is not None and now - busy >= stall:
+            return False
         since = self._behind_since
-        return since is None or time.monotonic() - since < stall
+        return writer.disk_full or since is None or now - since < stall
 
     async def __aenter__(self) -> Self:
         if self._writer is not None:
@@ -242,8 +253,14 @@ class Buffer:
 
     async def fetch(self, after_seq: int, limit: int) -> list[PendingBatch]:
         """Committed, unacknowledged batches with ``seq > after_seq``, in seq order."""
+        if not self._opened():
+            return []  # opened later (a full disk at start): nothing readable yet
         acked = self._inbox.acked()  # taken before the read: see fetch_rows
         return await self._read(fetch_rows, after_seq, limit, acked)
+
+    def _opened(self) -> bool:
+        self._check_open()
+        return self._writer is not None and self._writer.opened
 
     async def first_pending_seq(self) -> int | None:
         """The lowest committed, unacknowledged seq, or None when nothing is pending."""
@@ -251,9 +268,24 @@ class Buffer:
         return rows[0].seq if rows else None
 
     async def stats(self) -> BufferStats:
-        """Counts of the committed state (batches not yet committed are not included)."""
-        stats = await self._read(query_stats, self.path)
-        return dataclasses.replace(stats, max_bytes=self.max_bytes)
+        """Counts of the committed state, plus what waits in RAM (``held_batches``).
+
+        ``dropped_batches`` includes refusals not yet written (RAM full while the
+        disk is full).
+        """
+        if self._opened():
+            stats = await self._read(query_stats, self.path)
+        else:
+            stats = BufferStats(0, 0, None, 0, self._last_seq, _file_size(self.path), 0)
+        batches, refused = self._inbox.held()
+        held_batches, held_refused = self._writer.held if self._writer else (0, 0)
+        return dataclasses.replace(
+            stats,
+            max_bytes=self.max_bytes,
+            dropped_batches=stats.dropped_batches + refused + held_refused,
+            disk_full=self.disk_full,
+            held_batches=batches + held_batches,
+        )
 
     @staticmethod
     def read_stats(path: Path) -> BufferStats:
@@ -283,3 +315,10 @@ class Buffer:
         if self._ro is not None:
             self._ro.close()
             self._ro = None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

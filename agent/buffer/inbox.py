@@ -53,6 +53,7 @@ class Inbox:
         self._lock = threading.Lock()
         self._ram_limit = ram_limit
         self._bytes = 0
+        self._puts = 0
         self._refused = 0
         self._unsynced: set[int] = set()
         self.wake = threading.Event()
@@ -66,6 +67,7 @@ class Inbox:
                 self._refused += 1
                 return False
             self._bytes += op.size
+            self._puts += 1
             self._ops.append(op)
         self.wake.set()
         return True
@@ -86,11 +88,17 @@ class Inbox:
                 if isinstance(op, Put):
                     work.puts.append(op)
                     self._bytes -= op.size
+                    self._puts -= 1
                 else:
                     work.acks |= op
                 work.n_ops += 1
             work.refused, self._refused = self._refused, 0
         return work
+
+    def held(self) -> tuple[int, int]:
+        """Batches queued here, and batches refused since the last take."""
+        with self._lock:
+            return self._puts, self._refused
 
     def pending(self) -> bool:
         """Whether anything waits for the writer."""

@@ -38,6 +38,10 @@ class BufferStats:
     last_seq: int
     file_bytes: int
     max_bytes: int
+    disk_full: bool = False
+    """The disk under the buffer has no room: commits are retried, new batches wait in RAM."""
+    held_batches: int = 0
+    """Batches in RAM not yet committed (only grows while the disk is full or failing)."""
 
 
 @dataclass(frozen=True, slots=True)

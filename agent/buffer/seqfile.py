@@ -7,9 +7,13 @@ above every seq ever committed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from agent.errors import DiskFull, StorageError
 
 SEQ_BLOCK = 100_000
 """Seqs reserved by one sidecar write: at 1000 batches/s, one small fsync per 100 s."""
@@ -47,11 +51,28 @@ class SeqReservation:
             return 0
 
     def ensure(self, seq: int) -> None:
-        """Make sure ``seq`` is covered by the reservation on disk."""
+        """Make sure ``seq`` is covered by the reservation on disk.
+
+        Raise :class:`~agent.errors.DiskFull` (ENOSPC, EDQUOT) or
+        :class:`~agent.errors.StorageError` when it cannot be written: the
+        reservation in memory stays the old, durable one, so the caller's
+        commit fails and is retried like any failed commit.
+        """
         if seq <= self.reserved:
             return
         reserved = seq + self.block
         tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self._write(tmp, reserved)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a half-written temp file must not hold the last free blocks
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            error = DiskFull if full else StorageError
+            raise error(f"seq reservation {self.path} not written: {exc}") from exc
+        self.reserved = reserved
+
+    def _write(self, tmp: Path, reserved: int) -> None:
         with tmp.open("w", encoding="ascii") as out:
             out.write(f"{reserved}\n")
             out.flush()
@@ -62,4 +83,3 @@ class SeqReservation:
             os.fsync(folder)
         finally:
             os.close(folder)
-        self.reserved = reserved

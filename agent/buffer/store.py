@@ -4,8 +4,12 @@
 main file at ``max_bytes``. Before inserting, the store compares the pages the
 new rows need with the free pages (``page_count``/``freelist_count``) and drops
 the oldest rows (``drop_oldest``) or refuses the new batches (``drop_newest``),
-counting them. If SQLite still reports SQLITE_FULL the transaction is retried
-with more room made inside the file's current size.
+counting them. If SQLite still reports SQLITE_FULL near the cap (the estimate
+was short) the transaction is retried with more room made under the cap.
+
+A full disk is not the cap: SQLITE_FULL with ample room left under the cap, or
+ENOSPC on the seq sidecar, raises :class:`~agent.errors.DiskFull` and nothing
+committed is deleted for it; the writer keeps the batches in RAM and retries.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +28,14 @@ from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
 from agent.buffer.schema import SQLITE_FULL, open_recovering, sqlite_code
 from agent.buffer.seqfile import SeqReservation, seq_ranges
-from agent.errors import StorageError
+from agent.errors import DiskFull, StorageError
 from agent.message import splice_seq
 
 log = logging.getLogger(__name__)
 
 _FULL_RETRIES = 8
 _WAL_TRUNCATE_ABOVE = 1024 * 1024
+_NO_SPACE_BELOW = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -52,10 +58,12 @@ class Store:
         self.reserve_pages = 4 + self.max_pages // 50  # schema, meta, interior b-tree pages
         self.space = PageMath(page_size)
         self._full = False
-        self._no_growth = False
         self._fit_cap()
         counters = self._counters()
-        self.seqfile.ensure(counters.last_seq)
+        try:
+            self.seqfile.ensure(counters.last_seq)
+        except StorageError as exc:  # retried before the first commit above it (_apply)
+            log.warning("buffer %s: %s", config.path, exc)
         self.last_seq, self.dropped = counters.last_seq, counters.dropped
 
     # ---------------------------------------------------------------- the cap
@@ -79,25 +87,46 @@ class Store:
     # ---------------------------------------------------------------- commits
 
     def commit(self, work: Work) -> int:
-        """Apply ``work`` in one transaction; return the new last_seq."""
+        """Apply ``work`` in one transaction; return the new last_seq.
+
+        Raise :class:`DiskFull` when the disk (not the cap) has no room, and
+        :class:`StorageError` for other failures; nothing was changed then.
+        """
         extra, dropped_before = 0, self.dropped
         for attempt in range(_FULL_RETRIES):
             try:
                 c = self._write(functools.partial(self._apply, work=work, extra_pages=extra))
             except sqlite3.Error as exc:
-                if sqlite_code(exc) != SQLITE_FULL or attempt == _FULL_RETRIES - 1:
-                    raise StorageError(f"buffer {self.config.path}: commit failed: {exc}") from exc
-                # The estimate was short, or the disk is full: from now on the file
-                # may not grow, and keep more pages spare.
-                extra = 16 << (2 * attempt)
-                self._no_growth = True
-                continue
-            self.last_seq, self.dropped, self._no_growth = c.last_seq, c.dropped, False
+                if sqlite_code(exc) == SQLITE_FULL and attempt < _FULL_RETRIES - 1:
+                    if self._near_cap(work, extra):
+                        extra = 16 << (2 * attempt)  # the estimate was short: more room
+                        continue
+                    raise DiskFull(f"buffer {self.config.path}: commit failed: {exc}") from exc
+                error = DiskFull if self._no_space() else StorageError
+                raise error(f"buffer {self.config.path}: commit failed: {exc}") from exc
+            self.last_seq, self.dropped = c.last_seq, c.dropped
             self._note_full(c, dropping=c.dropped > dropped_before)
             if c.pending == 0:
                 self._truncate_wal()
             return c.last_seq
         raise AssertionError("unreachable")
+
+    def _near_cap(self, work: Work, extra_pages: int) -> bool:
+        """Whether SQLITE_FULL may have come from the cap rather than from the disk.
+
+        Only then may rows be dropped to make room: with twice the estimate (plus
+        the extra asked for) still free under the cap, the cap was not reached.
+        """
+        need = sum(self.space.row_pages(p.size, len(p.device)) for p in work.puts)
+        return self._free_pages() < 2 * (need + self.reserve_pages) + extra_pages + 64
+
+    def _no_space(self) -> bool:
+        """The filesystem under the buffer has (almost) no room left."""
+        try:
+            st = os.statvfs(self.config.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW
 
     def _write(self, body: Callable[[_Counters], None]) -> _Counters:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -190,9 +219,9 @@ class Store:
         self._full = dropping or (self._full and c.pending > 0)
 
     def _free_pages(self) -> int:
+        """Pages still free under the cap (the disk's free space is not asked here)."""
         size = int(self._one("PRAGMA page_count"))
-        limit = min(self.max_pages, size) if self._no_growth else self.max_pages
-        return limit - size + int(self._one("PRAGMA freelist_count"))
+        return self.max_pages - size + int(self._one("PRAGMA freelist_count"))
 
     def _truncate_wal(self) -> None:
         wal = self.config.path.with_name(self.config.path.name + "-wal")

@@ -6,6 +6,12 @@ however many batches it holds. If commits keep failing (disk full with the WAL
 unable to checkpoint, I/O errors) it keeps the batches in RAM (up to 32 MiB,
 beyond that new batches are refused and counted) and retries with backoff up
 to 10 s, so it recovers once space returns.
+
+A full disk (:class:`~agent.errors.DiskFull`) is reported as ``disk_full``, not
+as a hung writer: ``busy_since`` tells a commit that is stuck (a hung fsync)
+from one that fails fast and is retried. If the file cannot even be opened
+on a full disk (SQLite cannot create its ``-shm``), the writer reports ready
+with ``opened`` False, keeps what arrives in RAM and retries the open.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -21,9 +28,12 @@ from collections.abc import Callable
 from agent.buffer.inbox import Inbox, Work
 from agent.buffer.records import StoreConfig
 from agent.buffer.store import Store
-from agent.errors import StorageError
+from agent.errors import DiskFull, StorageError
 
 log = logging.getLogger(__name__)
+
+_BACKOFF_MAX_S = 10.0
+_NO_SPACE_BELOW = 1024 * 1024
 
 
 class CommitBudget:
@@ -77,24 +87,58 @@ class Writer(threading.Thread):
         super().__init__(name="buffer-writer", daemon=True)
         self._config, self._inbox, self._ready, self._notify = config, inbox, ready, notify
         self._interval, self._max_rows = interval, max_rows
+        # Read by the event loop without a lock (single assignments under the GIL).
+        self.opened = False
+        self.disk_full = False
+        self.busy_since: float | None = None  # monotonic start of the commit in progress
+        self.held: tuple[int, int] = (0, 0)  # batches and refusals taken, not yet committed
 
     def run(self) -> None:
-        try:
-            store = Store(self._config)
-        except BaseException as exc:
-            if not isinstance(exc, StorageError):
-                exc = StorageError(f"cannot open buffer {self._config.path}: {exc}")
-            self._ready.set_exception(exc)
+        store = self._open()
+        if store is None:
             return
-        self._ready.set_result(store.last_seq)
         try:
             self._loop(store)
         except Exception as exc:
             log.exception("buffer %s: writer stopped", self._config.path)
             self._notify(0, store.last_seq, StorageError(f"buffer writer stopped: {exc}"), True)
         finally:
+            self.busy_since = None
             with contextlib.suppress(sqlite3.Error):
                 store.close()
+
+    def _open(self) -> Store | None:
+        """The store; on a full disk, report ready at once and retry the open in the background."""
+        backoff = 0.5
+        while True:
+            try:
+                store = Store(self._config)
+            except BaseException as exc:
+                if not isinstance(exc, StorageError):
+                    exc = StorageError(f"cannot open buffer {self._config.path}: {exc}")
+                if self._inbox.closed.is_set() or not _no_space(self._config):
+                    if not self._ready.done():
+                        self._ready.set_exception(exc)
+                        return None
+                    log.error("%s; batches held in RAM are lost", exc)  # noqa: TRY400
+                    self._notify(0, 0, exc, True)
+                    return None
+                if not self._ready.done():
+                    log.warning("%s; the disk is full: polling goes on into RAM, retrying", exc)
+                    self.disk_full = True
+                    self._ready.set_result(0)
+                log.debug("buffer %s: open retried in %.1f s", self._config.path, backoff)
+                self._inbox.closed.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            if self._ready.done():
+                log.info("buffer %s opened: the disk has room again", self._config.path)
+            self.opened, self.disk_full = True, False
+            if not self._ready.done():
+                self._ready.set_result(store.last_seq)
+            else:
+                self._notify(0, store.last_seq, None, False)
+            return store
 
     def _loop(self, store: Store) -> None:
         inbox, backoff = self._inbox, 0.5
@@ -116,16 +160,16 @@ class Writer(threading.Thread):
                     if inbox.closed.is_set():
                         return
                     continue
-            try:
-                last_seq = store.commit(work)
-            except StorageError as exc:
-                self._notify(0, store.last_seq, exc, False)
+            last_seq = self._commit(store, work, backoff)
+            if last_seq is None:
                 if inbox.closed.is_set():
-                    log.error("%s; %s batches not committed are lost", exc, len(work.puts))  # noqa: TRY400
+                    log.error(
+                        "buffer %s: %s batches not committed are lost", self._config.path,
+                        len(work.puts),
+                    )  # fmt: skip
                     return
-                log.warning("%s; retrying in %.1f s", exc, backoff)
                 inbox.closed.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             inbox.synced(work.acks)
             self._notify(work.n_ops, last_seq, None, False)
@@ -134,3 +178,36 @@ class Writer(threading.Thread):
             if inbox.pending():
                 inbox.urgent.set()  # a backlog beyond max_batch_rows: commit again at once
                 inbox.wake.set()
+
+    def _commit(self, store: Store, work: Work, backoff: float) -> int | None:
+        """Commit ``work``; None (logged, reported) when it failed and is to be retried."""
+        self.held = (len(work.puts), work.refused)
+        self.busy_since = time.monotonic()
+        try:
+            last_seq = store.commit(work)
+        except StorageError as exc:
+            self.busy_since = None
+            full = isinstance(exc, DiskFull)
+            if full and not self.disk_full:
+                log.warning("%s; the disk is full: batches wait in RAM, retrying", exc)
+            elif backoff == 0.5 and not full:
+                log.warning("%s; retrying in %.1f s", exc, backoff)
+            else:
+                log.debug("%s; retrying in %.1f s", exc, backoff)
+            self.disk_full = full
+            self._notify(0, store.last_seq, exc, False)
+            return None
+        self.busy_since = None
+        if self.disk_full:
+            log.info("buffer %s: the disk has room again; commits resumed", self._config.path)
+        self.disk_full, self.held = False, (0, 0)
+        return last_seq
+
+
+def _no_space(config: StoreConfig) -> bool:
+    """The filesystem under the buffer has (almost) no room left."""
+    try:
+        st = os.statvfs(config.path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW

@@ -134,6 +134,10 @@ def _buffer_families(b: BufferStats, now_ms: int) -> Iterator[_Family]:
         ("last_seq", "gauge", "Highest seq committed so far.", b.last_seq),
         ("file_bytes", "gauge", "Size of the buffer file on disk.", b.file_bytes),
         ("max_bytes", "gauge", "The configured size cap of the buffer.", b.max_bytes),
+        ("disk_full", "gauge", "1 while the disk under the buffer has no room.",
+         int(b.disk_full)),
+        ("held_batches", "gauge", "Batches waiting in RAM for a commit (disk full).",
+         b.held_batches),
     ]  # fmt: skip
     for name, kind, help_text, value in rows:
         family = _Family(f"edge_agent_buffer_{name}", kind, help_text)
@@ -199,6 +203,8 @@ def summary(state: MetricsState) -> dict[str, Any]:
             "oldest_pending_age_s": age,
             "dropped_batches": b.dropped_batches,
             "last_seq": b.last_seq,
+            "disk_full": b.disk_full,
+            "held_batches": b.held_batches,
         },
         "publish": {
             "connected": p.connected,

@@ -62,6 +62,9 @@ class BufferStatus(TypedDict):
     last_seq: int
     file_bytes: int
     max_bytes: int
+    disk_full: bool
+    """No room on the disk: committed batches are kept, new ones wait in RAM (held_batches)."""
+    held_batches: int
 
 
 class SerialLineStatus(TypedDict):
@@ -135,6 +138,10 @@ class BufferCounts(Protocol):
     def file_bytes(self) -> int: ...
     @property
     def max_bytes(self) -> int: ...
+    @property
+    def disk_full(self) -> bool: ...
+    @property
+    def held_batches(self) -> int: ...
 
 
 def buffer_status(stats: BufferCounts, path: str, now: int) -> BufferStatus:
@@ -149,4 +156,6 @@ def buffer_status(stats: BufferCounts, path: str, now: int) -> BufferStatus:
         "last_seq": stats.last_seq,
         "file_bytes": stats.file_bytes,
         "max_bytes": stats.max_bytes,
+        "disk_full": stats.disk_full,
+        "held_batches": stats.held_batches,
     }

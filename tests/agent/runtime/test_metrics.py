@@ -206,7 +206,8 @@ def test_summary_carries_the_same_numbers() -> None:
     assert c1["poll_mean_ms"] == pytest.approx(3251.1 / 6, abs=0.01)
     assert doc["devices"]["dead"]["poll_mean_ms"] is None
     assert doc["buffer"] == {"pending_batches": 5, "pending_bytes": 1200, "last_seq": 99,
-                             "oldest_pending_age_s": 4.5, "dropped_batches": 2}  # fmt: skip
+                             "oldest_pending_age_s": 4.5, "dropped_batches": 2,
+                             "disk_full": False, "held_batches": 0}  # fmt: skip
     assert doc["publish"] == {"connected": True, "messages": 94, "values": 900,
                               "reconnects": 1, "inflight": 3}  # fmt: skip
 
