@@ -129,6 +129,9 @@ def check_data_dir(site: Site) -> list[Check]:
     return checks
 
 
+_DISK_FULL_BELOW = 1024 * 1024
+
+
 def _free_space(site: Site, existing: Path) -> Check:
     # The buffer file already there will be reused, so it counts as room.
     try:
@@ -137,6 +140,14 @@ def _free_space(site: Site, existing: Path) -> Check:
         return Check("WARN", "disk", f"cannot tell the free space at {existing}: {exc.strerror}")
     cap = site.buffer.max_size
     text = f"{_mb(have)} for a buffer of at most {_mb(cap)}"
+    if shutil.disk_usage(existing).free < _DISK_FULL_BELOW:
+        return Check(
+            "FAIL",
+            "disk",
+            f"{existing}: the disk is full: the agent keeps what is committed and keeps "
+            "polling, holding new batches in RAM (32 MiB at most, beyond that refused "
+            "and counted) until space returns; free some space",
+        )
     if have < 2 * cap:
         return Check(
             "WARN",

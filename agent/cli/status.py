@@ -154,6 +154,11 @@ def _print_table(doc: StatusDocument) -> None:
         f"buffer {buffer['pending_batches']} batches pending "
         f"({buffer['pending_bytes']} bytes{'' if age is None else f', oldest {age} s'}), "
         f"{buffer['dropped_batches']} dropped, last seq {buffer['last_seq']}"
+        + (
+            f", [red]disk full[/]: {buffer['held_batches']} batches wait in RAM"
+            if buffer["disk_full"]
+            else ""
+        )
     )
     table = Table("device", "state", "last ok", "ok", "failed", "values/s", "last error")
     colour = {"connected": "green", "backoff": "yellow", "error": "red", "disabled": "dim"}

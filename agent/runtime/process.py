@@ -6,6 +6,8 @@ the way out. With ``WatchdogSec=`` (``$WATCHDOG_USEC``) it sends WATCHDOG=1 ever
 third of that period, but only while the pipeline is healthy: the event loop
 runs (the ping task itself proves it) and the buffer's writer thread is alive
 and committing. A hung agent therefore stops pinging and systemd restarts it.
+A full disk is not a hang: while the writer fails fast on it and retries, the
+pings go on (a restart would only lose the batches held in RAM).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from drivers.base import Reading
 from tests.faults.harness import AGENT, Rig, pending_seqs, prefill, quick_check, wait_status
 from tests.faults.notify import NotifySocket, unit_watchdog_s
 from tests.faults.proxy import Mode
-from tests.faults.smalldisk import fill, small_disk
 from tests.support.mosquitto import Mosquitto
+from tests.support.smalldisk import fill, small_disk
 
 CAP = 2_000_000
 

@@ -20,6 +20,7 @@ from tests.support.mosquitto import (
     free_port,
     make_test_certs,
 )
+from tests.support.smalldisk import fill, small_disk
 
 
 @pytest.fixture(autouse=True)
@@ -191,3 +192,13 @@ def test_data_dir_the_installed_unit_cannot_write_warns(
     warned = [line for line in lines if line.startswith("WARN  data dir")]
     assert warned, lines
     assert "ProtectSystem=strict" in warned[0]
+
+
+def test_full_disk_fails_and_says_what_the_agent_does(tmp_path: Path) -> None:
+    site = write_site(tmp_path, {"port": free_port()}, [])
+    with small_disk(tmp_path / "data", "1m") as disk:
+        fill(disk)
+        _, by_name = run(site)
+    assert by_name["disk"].startswith("FAIL"), by_name
+    assert "full" in by_name["disk"]
+    assert "RAM" in by_name["disk"]
