@@ -165,7 +165,7 @@ class Writer(threading.Thread):
                 if inbox.closed.is_set():
                     log.error(
                         "buffer %s: %s batches not committed are lost", self._config.path,
-                        len(work.puts),
+                        len(work.puts) + inbox.held()[0],
                     )  # fmt: skip
                     return
                 inbox.closed.wait(backoff)
