@@ -11,6 +11,9 @@ command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)   # checks the unit file in tests
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)   # the power-loss model in tests/faults
+# the broker interop tests (tests/faults/test_f22_brokers.py) start private instances of these
+[ -x /usr/sbin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt-get)"

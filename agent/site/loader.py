@@ -77,6 +77,14 @@ class Site:
             "registers, or raise the baud rate"
             for u in self.links
             if u.utilisation > 1.0
+        ] + [
+            f"{what} {name!r} contains '.': it is part of every topic, and NATS closes the "
+            "connection on such a topic while RabbitMQ turns the dot into '/'; use '-' or '_'"
+            for what, name in [
+                ("agent id", self.agent.id),
+                *(("device", d.id) for d in self.devices),
+            ]
+            if "." in name
         ]
 
     def device(self, device_id: str) -> DeviceConfig:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from agent.buffer import Buffer
 from agent.status.document import StatusDocument
@@ -19,7 +19,6 @@ from simulators.run import SimDevice
 from tests.faults.checker import Checker, Report
 from tests.faults.proxy import ProxyThread
 from tests.support.agentproc import AgentProcess, counter_device, site_dict
-from tests.support.mosquitto import Mosquitto
 from tests.support.simthread import SimThread
 
 AGENT = "fault-box"
@@ -94,6 +93,13 @@ def pending_seqs(path: Path) -> list[int]:
         conn.close()
 
 
+class BrokerPort(Protocol):
+    """Any running broker the rig can point at: Mosquitto, or one of tests.support.brokers."""
+
+    @property
+    def port(self) -> int: ...
+
+
 class Rig:
     """Counter simulators, a fault proxy in front of the broker, a checker, the agent.
 
@@ -104,7 +110,7 @@ class Rig:
     """
 
     def __init__(
-        self, tmp_path: Path, broker: Mosquitto, *, devices: int = 4, interval: str = "100ms",
+        self, tmp_path: Path, broker: BrokerPort, *, devices: int = 4, interval: str = "100ms",
         mqtt: dict[str, Any] | None = None, buffer: dict[str, Any] | None = None,
         start_agent: bool = True,
     ) -> None:  # fmt: skip
