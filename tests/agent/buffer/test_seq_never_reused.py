@@ -5,8 +5,7 @@ power cut can roll the database back below seqs a consumer already holds. The
 rollback is staged here by hand: the files as they were at an earlier instant
 (what the disk kept) are put back after more batches were committed, while
 the seq sidecar, which is always synced before a commit uses its seqs, keeps
-its reservation. The real power-loss run with the agent process is F16
-(``tests/faults/test_f16_power_loss.py``).
+its reservation.
 """
 
 from __future__ import annotations
