@@ -26,6 +26,10 @@ A sidecar ``<db>.seq`` holds a reservation: before committing a seq above it,
 the writer durably raises it by a block of seqs. So if the database is lost or
 corrupt, the next database starts above every seq ever committed: a seq is
 never reused, at the price of a gap (which is a real loss and is logged).
+A run marker ``<db>.open`` (removed on a clean close) tells the next open that
+a ``NORMAL`` run was cut: its last commits may have been published and lost,
+so seqs continue above the reservation (block 1,000 under NORMAL) and the
+skipped range counts as dropped (docs/decisions/0010-seq-after-power-loss.md).
 
 Size. ``PRAGMA max_page_count`` (set on every open, it is not persistent) caps
 the main file at ``max_bytes``. Before inserting, the writer compares the pages

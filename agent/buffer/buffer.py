@@ -175,6 +175,15 @@ class Buffer:
             self._inbox.ack(batch)
             self._submitted_one()
 
+    def unsynced_acks(self) -> int:
+        """Acked batches whose delete is not committed yet: a kill now would re-send them.
+
+        The publisher counts them against its in-flight window (and hurries
+        the writer with :meth:`flush`), so what a restart re-sends stays
+        within ``max_inflight``.
+        """
+        return self._inbox.unsynced()
+
     def _submitted_one(self) -> None:
         self._submitted += 1
         if self._behind_since is None:

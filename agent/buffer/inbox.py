@@ -110,6 +110,11 @@ class Inbox:
         with self._lock:
             self._unsynced.difference_update(seqs)
 
+    def unsynced(self) -> int:
+        """How many acked seqs are not yet deleted in the database (cheap, no copy)."""
+        with self._lock:
+            return len(self._unsynced)
+
     def acked(self) -> frozenset[int]:
         """Seqs acked but perhaps not yet deleted in the database."""
         with self._lock:

@@ -27,7 +27,13 @@ from typing import Any
 from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
 from agent.buffer.schema import SQLITE_FULL, open_recovering, sqlite_code
-from agent.buffer.seqfile import SeqReservation, seq_ranges
+from agent.buffer.seqfile import (
+    NORMAL_SEQ_BLOCK,
+    SEQ_BLOCK,
+    RunMarker,
+    SeqReservation,
+    seq_ranges,
+)
 from agent.errors import DiskFull, StorageError
 from agent.message import splice_seq
 
@@ -51,14 +57,28 @@ class Store:
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
-        self.seqfile = SeqReservation(config.path.with_name(config.path.name + ".seq"))
+        block = NORMAL_SEQ_BLOCK if config.synchronous == "NORMAL" else SEQ_BLOCK
+        self.seqfile = SeqReservation(config.path.with_name(config.path.name + ".seq"), block)
+        self.marker = RunMarker(config.path.with_name(config.path.name + ".open"))
+        unclean = self.marker.previous()
         self.conn = open_recovering(config, self.seqfile)
+        try:
+            self._start(unclean)
+        except BaseException:
+            self.conn.close()  # the writer retries the open (a full disk): leak no handle
+            raise
+
+    def _start(self, unclean: str | None) -> None:
+        config = self.config
         page_size = int(self._one("PRAGMA page_size"))
         self.max_pages = config.max_bytes // page_size
         self.reserve_pages = 4 + self.max_pages // 50  # schema, meta, interior b-tree pages
         self.space = PageMath(page_size)
         self._full = False
         self._fit_cap()
+        if unclean == "NORMAL":
+            self._write(self._skip_unsynced)
+        self.marker.write(config.synchronous)  # before any commit of this run
         counters = self._counters()
         try:
             self.seqfile.ensure(counters.last_seq)
@@ -84,6 +104,25 @@ class Store:
     def _shrink(self, c: _Counters) -> None:
         self._make_room(c, self.reserve_pages)
 
+    def _skip_unsynced(self, c: _Counters) -> None:
+        """After an unclean NORMAL run: continue above every seq it may have handed out.
+
+        Its last commits may have been published and then lost with the power;
+        the sidecar was synced before any of them, so above it no seq was used.
+        The skipped seqs count as dropped: some were lost, the rest never used.
+        """
+        skipped = self.seqfile.reserved - c.last_seq
+        if skipped <= 0:
+            return
+        log.warning(
+            "buffer %s was not closed cleanly under synchronous=NORMAL: seqs %s..%s are "
+            "skipped (those committed in its last moments may be lost) and counted as dropped",
+            self.config.path,
+            c.last_seq + 1,
+            self.seqfile.reserved,
+        )
+        c.last_seq, c.dropped = self.seqfile.reserved, c.dropped + skipped
+
     # ---------------------------------------------------------------- commits
 
     def commit(self, work: Work) -> int:
@@ -91,7 +130,22 @@ class Store:
 
         Raise :class:`DiskFull` when the disk (not the cap) has no room, and
         :class:`StorageError` for other failures; nothing was changed then.
+
+        A commit of deletes only is not synced (``synchronous=NORMAL`` for it):
+        losing it loses no batch, only brings its rows back as re-sends, and
+        the next synced commit carries it to the disk. It makes the deletes the
+        publisher hurries (its window counts unsynced acks) cost no fsync.
         """
+        relax = not work.puts and not work.refused and self.config.synchronous == "FULL"
+        if not relax:
+            return self._commit(work)
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._commit(work)
+        finally:
+            self.conn.execute("PRAGMA synchronous=FULL")
+
+    def _commit(self, work: Work) -> int:
         extra, dropped_before = 0, self.dropped
         for attempt in range(_FULL_RETRIES):
             try:
@@ -229,11 +283,14 @@ class Store:
             if wal.stat().st_size > _WAL_TRUNCATE_ABOVE:
                 self._checkpoint()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
+        """Checkpoint and truncate the WAL; True when every frame reached the synced file."""
         try:
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("buffer %s: checkpoint failed: %s", self.config.path, exc)
+            return False
+        return int(busy) == 0
 
     def _counters(self) -> _Counters:
         row = self.conn.execute(
@@ -245,8 +302,11 @@ class Store:
         return self.conn.execute(sql).fetchone()[0]
 
     def close(self) -> None:
-        self._checkpoint()
+        clean = self._checkpoint()
         self.conn.close()
+        if clean:  # else the next open treats this run as cut (NORMAL: seqs skipped)
+            with contextlib.suppress(OSError):
+                self.marker.remove()
 
 
 class PageMath:

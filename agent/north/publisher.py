@@ -18,7 +18,7 @@ from functools import partial
 
 import orjson
 
-from agent.errors import PublishError
+from agent.errors import PublishError, StorageError
 from agent.north.options import (
     BatchLike,
     BatchSource,
@@ -71,6 +71,7 @@ class PublishLoop:
         self._ever_connected = False
         self._run_task: asyncio.Task[None] | None = None
         self._link: Link | None = None  # the connection being served, for side messages
+        self._hurry: asyncio.Task[None] | None = None  # a commit of acked deletes, asked now
 
     async def run(self) -> None:
         """Publish until cancelled or stopped; reconnect on every failure."""
@@ -254,12 +255,19 @@ class PublishLoop:
         first = await self._source.first_pending_seq()
         self._after = floor if first is None else first - 1
         while not link.ended.done():
-            if len(self._inflight) >= window:
-                self._space.clear()
-                await self._space.wait()
+            held = self._held()
+            acked = held - len(self._inflight)
+            if acked >= max(1, window // 2):
+                self._hurry_deletes()
+            if held >= window:
+                if acked:  # only their durable delete frees the window (a PUBACK does not)
+                    await asyncio.shield(self._hurry_deletes())
+                else:
+                    self._space.clear()
+                    await self._space.wait()
                 continue
             floor = self._source.last_seq
-            batches = await self._source.fetch(self._after, window - len(self._inflight))
+            batches = await self._source.fetch(self._after, window - held)
             if not batches:
                 # everything up to floor is sent, acked or dropped by the buffer
                 self._after = max(self._after, floor)
@@ -272,6 +280,31 @@ class PublishLoop:
                 except LinkDown:
                     return
                 self._after = batch.seq
+
+    def _held(self) -> int:
+        """Sent and still in the buffer file: in flight, or acked but not durably deleted.
+
+        A crash re-sends exactly these, so the window bounds them all.
+        """
+        return len(self._inflight) + len(self._acked) + self._source.unsynced_acks()
+
+    def _hurry_deletes(self) -> asyncio.Task[None]:
+        """Have the buffer commit the deletes acked so far now, not at its next budgeted commit.
+
+        Started when half the window is acked rows, so the commit is usually
+        done before the window fills and the drain does not stall on it.
+        """
+        self._flush_acks()
+        if self._hurry is None or self._hurry.done():
+            self._hurry = asyncio.create_task(self._commit_deletes(), name="mqtt-ack-commit")
+        return self._hurry
+
+    async def _commit_deletes(self) -> None:
+        try:
+            async with asyncio.timeout(_TICK_S * 5):
+                await self._source.flush()
+        except (StorageError, TimeoutError):  # the disk fails: the buffer retries, we wait
+            await asyncio.sleep(_TICK_S)
 
     def _send(self, link: Link, batch: BatchLike) -> None:
         topic = self._topics.get(batch.device)

@@ -9,10 +9,13 @@ records every (seq, device, tag, value). :meth:`Checker.report` then says:
   them the buffer's ``dropped_batches`` does not explain;
 * ``duplicates``: seqs received more than once, each judged: a legal duplicate
   is a re-send after the agent reconnected (a new "online" birth came between
-  the copies) of a seq that was within the in-flight window of the highest seq
-  received before the re-send. A copy with MQTT's DUP flag is the broker
-  re-sending to the checker's own persistent session (after a broker
-  restart): the rig's duplicate, legal, and marked ``redelivered``;
+  the copies), and at most ``window`` (``mqtt.max_inflight``) seqs are re-sent
+  per connection: the agent's bound, in flight plus acked but not yet deleted.
+  A copy with MQTT's DUP flag is the broker re-sending to the checker's own
+  persistent session (after a broker restart): the rig's duplicate, legal,
+  and marked ``redelivered``;
+* ``reused``: seqs received twice with different content: a seq handed to two
+  batches, never legal;
 * ``order_violations``: per device, first arrivals whose seq is lower than an
   earlier first arrival;
 * ``wrong_tag``: values breaking the counter invariant (``value % 1000`` is the
@@ -68,6 +71,7 @@ class Report:
     decode_errors: list[str]
     values: int
     births: int
+    reused: list[int] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -86,6 +90,8 @@ class Report:
             out.append(f"{self.lost} seqs lost (first: {self.missing[:10]})")
         if self.illegal_duplicates:
             out.append(f"illegal duplicates: {self.illegal_duplicates[:5]}")
+        if self.reused:
+            out.append(f"seqs reused for other batches: {self.reused[:10]}")
         for device, bad in self.order_violations.items():
             out.append(f"{device}: order broken at {bad[:5]}")
         if self.wrong_tag:
@@ -102,7 +108,7 @@ class Report:
             "duplicates": len(self.duplicates), "illegal_duplicates": len(self.illegal_duplicates),
             "order_violations": sum(map(len, self.order_violations.values())),
             "wrong_tag": len(self.wrong_tag), "decode_errors": len(self.decode_errors),
-            "values": self.values, "births": self.births,
+            "values": self.values, "births": self.births, "reused": len(self.reused),
         }  # fmt: skip
 
 
@@ -217,20 +223,21 @@ class Checker:
             order_violations=_order_violations(data), wrong_tag=_wrong_tags(data),
             decode_errors=list(self._decode_errors),
             values=sum(len(v) for e in data for v in e.values),
-            births=sum(1 for e in events if e.seq is None),
+            births=sum(1 for e in events if e.seq is None), reused=_reused(data),
         )  # fmt: skip
 
     def _duplicates(self, events: list[_Event]) -> list[Duplicate]:
         first_at: dict[int, tuple[int, int]] = {}  # seq -> (births so far, index)
-        births, highest = 0, 0
+        births, highest, resent = 0, 0, 0  # resent: agent re-sends since the last birth
         found = []
         for event in events:
             if event.seq is None:
-                births += 1
+                births, resent = births + 1, 0
                 continue
             if event.seq in first_at:
                 between = births - first_at[event.seq][0]
-                legal = event.redelivered or (between > 0 and event.seq > highest - self.window)
+                resent += 0 if event.redelivered else 1
+                legal = event.redelivered or (between > 0 and resent <= self.window)
                 found.append(Duplicate(event.seq, between, highest, legal, event.redelivered))
             else:
                 first_at[event.seq] = (births, 0)
@@ -244,6 +251,18 @@ def _state(payload: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return doc.get("state") if isinstance(doc, dict) else None
+
+
+def _reused(data: list[_Event]) -> list[int]:
+    """Seqs whose copies differ in device or values: one seq given to two batches."""
+    first: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+    bad = []
+    for event in data:
+        assert event.seq is not None
+        content = (event.device, event.values)
+        if first.setdefault(event.seq, content) != content:
+            bad.append(event.seq)
+    return sorted(set(bad))
 
 
 def _order_violations(data: list[_Event]) -> dict[str, list[tuple[int, int]]]:

@@ -128,7 +128,10 @@ class Rig:
             s = self._stack
             self.sims = s.enter_context(SimThread([SimDevice(n, "counter") for n in self.names]))
             self.proxy = s.enter_context(ProxyThread(self.broker.port))
-            self.checker = s.enter_context(Checker(self.broker.port, AGENT, session="checker"))
+            window = int((self.mqtt or {}).get("max_inflight", 100))  # the agent's default
+            self.checker = s.enter_context(
+                Checker(self.broker.port, AGENT, session="checker", window=window)
+            )
             ports = {n: self.sims.ports[n] for n in self.names}
             site = counter_site(self.proxy.port, ports, interval=self.interval, mqtt=self.mqtt,
                                 buffer=self.buffer)  # fmt: skip
