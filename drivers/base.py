@@ -340,6 +340,16 @@ class LineLoad(Protocol):
     @property
     def baud(self) -> int: ...
 
+    @property
+    def framing(self) -> str:
+        """Baud rate and character framing (``9600 8N1``); devices on one line must agree."""
+        ...
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """Where the line settings are in the device's options (``connection.modbus_rtu``)."""
+        ...
+
 
 @runtime_checkable
 class EstimatesLineLoad(Protocol):
