@@ -168,6 +168,8 @@ class Agent:
         for device in (*plan.added, *plan.changed):
             self._start_poller(DevicePoller(device, self.buffer))
         self.site = new
+        if plan.log_level is not None:
+            logs.set_level(plan.log_level[1])
         if publisher is not None:
             with contextlib.suppress(Exception):
                 await self.publisher.stop(drain_timeout=1.0)
