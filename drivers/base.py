@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Literal, NamedTuple, Protocol, Self, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
@@ -260,6 +261,15 @@ class HasEndpoint(Protocol):
 
     def endpoint(self) -> Endpoint:
         """Where the device is reached; no I/O."""
+        ...
+
+
+@runtime_checkable
+class NamesSecretFiles(Protocol):
+    """Options naming files that hold a secret (a client private key), to keep from others."""
+
+    def secret_files(self) -> Mapping[str, Path]:
+        """What each file holds (``the OPC UA client key``) -> the file, as the driver reads it."""
         ...
 
 
