@@ -9,6 +9,7 @@
     │   └── DiskFull                 the disk under it has no room: kept in RAM and retried
     ├── PublishError                 agent.north: a broker setting cannot work (bad CA, ...)
     ├── AlreadyRunning               agent.status: another agent serves this status socket
+    ├── UnsafePath                   agent.private: a folder another account could redirect
     └── CommandError                 agent.cli: a command cannot do what it was asked
         ├── InitError                ``edge-agent init``: a bad --set path, the same agent id...
         └── DemoError                ``edge-agent demo``: no broker can be started
@@ -44,6 +45,10 @@ class PublishError(AgentError):
 
 class AlreadyRunning(AgentError):
     """Another live agent already answers on this status socket."""
+
+
+class UnsafePath(AgentError):
+    """A folder or file the agent writes into is another account's, or writable by others."""
 
 
 class CommandError(AgentError):

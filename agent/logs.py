@@ -78,6 +78,12 @@ def setup(level: str = "info", secrets: frozenset[str] = frozenset()) -> None:
     handler.addFilter(_Redact(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Log at ``level`` from now on (at start, and on a reload that changes it)."""
+    root = logging.getLogger()
     root.setLevel(level.upper())
     # Protocol libraries log every retry at warning; their errors reach us as exceptions.
     for noisy in ("pymodbus", "asyncua", "paho"):

@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from agent.private import check_private_dir, private_dir, read_private, write_private
 
 
 def _shipped(folder: str) -> Path:
@@ -56,7 +59,8 @@ def runtime_dir() -> Path:
         return Path("/run/edge-agent")
     if xdg := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "edge-agent"
-    return Path(f"/tmp/edge-agent-{os.geteuid()}")  # noqa: S108 - per-user, created 0700
+    # a name anyone could create first: agent.private checks owner, mode and links
+    return Path(tempfile.gettempdir()) / f"edge-agent-{os.geteuid()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,24 +85,34 @@ class AgentPointer:
 
 
 def write_pointer(pointer: AgentPointer) -> Path:
-    """Publish ``pointer`` for `status`; returns the file written."""
-    folder = runtime_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Publish ``pointer`` for `status`; returns the file written.
+
+    Raises :class:`~agent.errors.UnsafePath` when the runtime dir is not ours alone.
+    """
+    folder = private_dir(runtime_dir(), "the runtime dir")
     path = folder / f"{pointer.agent_id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(pointer)), encoding="utf-8")
-    tmp.replace(path)
+    write_private(path, json.dumps(asdict(pointer)).encode())
     return path
 
 
 def read_pointers() -> list[AgentPointer]:
-    """Every pointer file found, alive or stale, sorted by agent id."""
+    """Every pointer file found, alive or stale, sorted by agent id.
+
+    Only files we (or root) own, in a runtime dir only we can change (else
+    :class:`~agent.errors.UnsafePath`): a planted pointer must not send
+    `status` to another account's socket.
+    """
     folder = runtime_dir()
+    if not folder.is_dir():
+        return []
+    check_private_dir(folder, "the runtime dir")
     pointers = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.json")):
         try:
-            pointers.append(AgentPointer(**json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, TypeError):
+            data = read_private(path)
+            if data is not None:
+                pointers.append(AgentPointer(**json.loads(data)))
+        except (ValueError, TypeError):
             continue
     return pointers
 
@@ -107,7 +121,8 @@ def remove_pointer(agent_id: str, pid: int) -> None:
     """Remove our pointer file, unless another process has replaced it since."""
     path = runtime_dir() / f"{agent_id}.json"
     try:
-        if json.loads(path.read_text(encoding="utf-8")).get("pid") == pid:
+        data = read_private(path)
+        if data is not None and json.loads(data).get("pid") == pid:
             path.unlink()
     except (OSError, ValueError):
         pass

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Literal, NamedTuple, Protocol, Self, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
@@ -263,6 +264,15 @@ class HasEndpoint(Protocol):
         ...
 
 
+@runtime_checkable
+class NamesSecretFiles(Protocol):
+    """Options naming files that hold a secret (a client private key), to keep from others."""
+
+    def secret_files(self) -> Mapping[str, Path]:
+        """What each file holds (``the OPC UA client key``) -> the file, as the driver reads it."""
+        ...
+
+
 class Driver(Protocol):
     """One device (or one unit behind a gateway): connect, read, close."""
 
@@ -339,6 +349,16 @@ class LineLoad(Protocol):
 
     @property
     def baud(self) -> int: ...
+
+    @property
+    def framing(self) -> str:
+        """Baud rate and character framing (``9600 8N1``); devices on one line must agree."""
+        ...
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """Where the line settings are in the device's options (``connection.modbus_rtu``)."""
+        ...
 
 
 @runtime_checkable

@@ -49,9 +49,11 @@ and ``healthy()`` stays true (a full disk is not a hung writer). The WAL
 outside the cap: keep the cap well below free disk.
 
 Corruption. ``PRAGMA quick_check`` runs on open. A corrupt file is renamed
-``<db>.corrupt-<unix time>`` (its ``-wal`` too) for offline inspection, an
-error is logged, and a fresh database starts above the highest seq known from
-the sidecar or still readable from the old file.
+``<db>.corrupt-<unix time in ms>`` (its ``-wal`` too; never over an earlier
+one) for offline inspection, an error is logged, and a fresh database starts
+above the highest seq known from the sidecar or still readable from the old
+file. Every seq it skips counts in ``dropped_batches``, so a consumer's gap is
+explained (an unreadable file: every seq up to the new start, an upper bound).
 
 Modules. Callers import from ``agent.buffer`` only; the modules behind it are
 internal and may change:

@@ -1,15 +1,18 @@
 """Opening the database file: the schema, the PRAGMAs, the integrity check, corrupt files.
 
 ``PRAGMA quick_check`` runs on open. A corrupt file is renamed
-``<db>.corrupt-<unix time>`` (its ``-wal`` too), an error is logged, and a fresh
+``<db>.corrupt-<unix time in ms>`` (its ``-wal`` too; ``.2``, ``.3``... added
+rather than overwrite an earlier one), an error is logged, and a fresh
 database starts after the highest seq known from the sidecar or readable from
-the old file.
+the old file, counting the seqs it skips in ``dropped_batches``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -69,7 +72,7 @@ def open_recovering(config: StoreConfig, seqfile: SeqReservation) -> sqlite3.Con
             salvage.pending if salvage.readable else "all",
             start,
         )
-        return _open(config, start=(start, salvage.dropped + salvage.pending))
+        return _open(config, start=(start, _dropped_after(salvage, start)))
 
 
 def _open(config: StoreConfig, start: tuple[int, int]) -> sqlite3.Connection:
@@ -156,8 +159,25 @@ def _salvage(path: Path) -> _Salvage:
         conn.close()
 
 
+def _dropped_after(salvage: _Salvage, start: int) -> int:
+    """The new file's ``dropped_batches``: every seq up to ``start`` no consumer will see.
+
+    The old drops, its unpublished rows, and the seqs between its last one and
+    ``start`` (the unused rest of the sidecar's reservation), so that the gap a
+    consumer sees is explained by the counter. An unreadable file has no known
+    last seq: every seq up to ``start`` is counted, an upper bound.
+    """
+    return salvage.dropped + salvage.pending + max(0, start - salvage.last_seq)
+
+
 def _move_aside(path: Path) -> Path:
-    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    """Rename the file (and its WAL) to a name no earlier corrupt file has."""
+    stem = f"{path.name}.corrupt-{time.time_ns() // 1_000_000}"
+    aside = path.with_name(stem)
+    for n in itertools.count(2):  # never overwrite: two corruptions in one ms stay apart
+        if not any(os.path.lexists(f"{aside}{s}") for s in ("", "-wal")):
+            break
+        aside = path.with_name(f"{stem}.{n}")
     for suffix in ("", "-wal"):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").rename(f"{aside}{suffix}")

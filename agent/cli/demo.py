@@ -69,7 +69,7 @@ async def run_demo(broker: str | None, duration: float | None, data_dir: Path | 
 
     console = Console()
     data_dir = data_dir or default_data_dir() / "demo"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)  # private: see agent.private
     ports = FactoryPorts(serial_dir=data_dir / "serial")
     async with run_factory(ports) as factory, _broker(broker) as (h, p, what):
         site_file = data_dir / "demo-site.yaml"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from agent.errors import UnsafePath
 from agent.paths import AgentPointer, default_data_dir, read_pointers
 from agent.status.client import query, query_metrics
 from agent.status.document import (
@@ -93,7 +94,11 @@ def _targets(config: Path | None) -> list[tuple[str, Path, Path]] | int:
 
         site = load_site_or_exit(config)
         return [(site.agent.id, site.status_socket, site.buffer_path)]
-    pointers = read_pointers()
+    try:
+        pointers = read_pointers()
+    except UnsafePath as exc:  # pointers another account could have planted: trust none
+        sys.stderr.write(f"edge-agent status: {exc}; or give -c SITE_FILE\n")
+        return 1
     alive = [p for p in pointers if p.alive()]
     chosen: list[AgentPointer] = alive or pointers
     if chosen:

@@ -21,6 +21,7 @@ from agent.buffer import Buffer
 from agent.errors import StorageError
 from agent.north.link import MqttOptions, Publisher, TlsOptions
 from agent.paths import AgentPointer, remove_pointer, write_pointer
+from agent.private import private_dir
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
@@ -167,6 +168,8 @@ class Agent:
         for device in (*plan.added, *plan.changed):
             self._start_poller(DevicePoller(device, self.buffer))
         self.site = new
+        if plan.log_level is not None:
+            logs.set_level(plan.log_level[1])
         if publisher is not None:
             with contextlib.suppress(Exception):
                 await self.publisher.stop(drain_timeout=1.0)
@@ -184,7 +187,13 @@ class Agent:
 
     async def run(self, on_ready: Callable[[], object] | None = None) -> None:
         """Run until :meth:`request_stop`; flushes and drains on the way out."""
-        self.site.data_dir.mkdir(parents=True, exist_ok=True)
+        # refused (UnsafePath) when another account could redirect our files or
+        # put its own socket in place of ours (agent.private)
+        site = self.site
+        for folder in dict.fromkeys(
+            (site.data_dir, site.buffer_path.parent, site.status_socket.parent)
+        ):
+            private_dir(folder, "the data dir" if folder == site.data_dir else "the folder", 0o750)
         async with self.buffer:
             await self.status.start()
             pointer = AgentPointer(

@@ -2,7 +2,8 @@
 
 Devices and the broker connection change while the agent runs: a removed
 device's poller stops, a new one starts, a changed one restarts with its new
-settings, and a changed ``mqtt`` section reconnects the publisher. Nothing in
+settings, a changed ``mqtt`` section reconnects the publisher, and a changed
+``agent.log_level`` applies from the next log line. Nothing in
 the buffer is touched, so nothing buffered is lost. The agent id and the
 buffer's settings define what is already on disk (the messages carry the agent
 id, the cap bounds the file), and the metrics endpoint is bound once: changing
@@ -25,12 +26,16 @@ class ReloadPlan:
     removed: tuple[str, ...] = ()
     changed: tuple[DeviceConfig, ...] = ()
     mqtt_changed: bool = False
+    log_level: tuple[str, str] | None = None
+    """``(old, new)`` when ``agent.log_level`` changes; applied live."""
     needs_restart: tuple[str, ...] = field(default=())
 
     @property
     def empty(self) -> bool:
         """True when the new site changes nothing that runs."""
-        return not (self.added or self.removed or self.changed or self.mqtt_changed)
+        return not (
+            self.added or self.removed or self.changed or self.mqtt_changed or self.log_level
+        )
 
     def summary(self) -> str:
         """One line for the log."""
@@ -41,6 +46,8 @@ class ReloadPlan:
         ]
         if self.mqtt_changed:
             parts.append("broker settings changed")
+        if self.log_level:
+            parts.append("log level {} -> {}".format(*self.log_level))
         return ", ".join(parts)
 
 
@@ -75,5 +82,8 @@ def plan_reload(running: Site, new: Site) -> ReloadPlan:
             if i in old_devices and not _same_device(old_devices[i], d)
         ),
         mqtt_changed=(new.mqtt != running.mqtt or new.mqtt_password != running.mqtt_password),
+        log_level=None
+        if new.agent.log_level == running.agent.log_level
+        else (running.agent.log_level, new.agent.log_level),
         needs_restart=tuple(restart),
     )

@@ -9,6 +9,7 @@ here touches a device or the network. Merging one device with its profile is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ __all__ = [  # DeviceConfig and load_profile live elsewhere; callers import them
 
 
 M = TypeVar("M", bound=BaseModel)
+MAX_SOCKET_PATH = 107
+"""Bytes of a unix socket path (``sun_path`` is 108 with its terminating NUL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,7 @@ class _SiteBuilder:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.problems: list[Problem] = []
+        self.device_paths: dict[str, Path_] = {}
         self.site_dir = source.file.resolve().parent
 
     def build(self) -> Site:
@@ -170,12 +174,68 @@ class _SiteBuilder:
         password = self._password(top.mqtt) if top else None
         if top is not None and top.mqtt.tls is not None:
             self._check_tls_files(top.mqtt.tls)
+        if top is not None:
+            self._check_socket(top.agent, *self._places(top)[:2])
+        self._check_shared_lines(devices)
         if self.problems or top is None:
             raise ConfigFileError(mask_problems(self.problems, self._secrets(password)))
         return self._site(top, devices, password)
 
-    def _site(self, top: cfg.SiteFile, devices: list[DeviceConfig], password: str | None) -> Site:
+    def _places(self, top: cfg.SiteFile) -> tuple[Path, Path, Path]:
+        """The data dir, the status socket and the buffer file."""
         data_dir = self._path(top.agent.data_dir) if top.agent.data_dir else default_data_dir()
+        socket = (
+            self._path(top.agent.status_socket)
+            if top.agent.status_socket
+            else data_dir / "status.sock"
+        )
+        return (
+            data_dir,
+            socket,
+            (self._path(top.buffer.path) if top.buffer.path else data_dir / "buffer.db"),
+        )
+
+    def _check_socket(self, agent: cfg.AgentSection, data_dir: Path, socket: Path) -> None:
+        """A socket path the kernel cannot bind would stop `run` naming no key."""
+        size = len(os.fsencode(socket))
+        if size <= MAX_SOCKET_PATH:
+            return
+        limit = f"a unix socket path may have at most {MAX_SOCKET_PATH}"
+        if agent.status_socket is not None:
+            key, text = (
+                "status_socket",
+                f"the status socket path is {size} bytes long; {limit}: choose a shorter path",
+            )
+        else:
+            where = "" if agent.data_dir is not None else " (in the default data dir)"
+            key = "data_dir" if agent.data_dir is not None else ""
+            text = (
+                f"the status socket path {socket}{where} is {size} bytes long; {limit}: "
+                f"choose a shorter data_dir or set agent.status_socket"
+            )
+        self._problem(("agent", key) if key else ("agent",), text)
+
+    def _check_shared_lines(self, devices: list[DeviceConfig]) -> None:
+        """Devices on one serial port share one line, so one framing: run cannot open two."""
+        first: dict[str, tuple[str, str]] = {}
+        for device in devices:
+            spec = device.spec
+            if not device.enabled or not isinstance(spec, EstimatesLineLoad):
+                continue
+            load = spec.link_load(device.options, device.poll_groups)
+            if load is None:
+                continue
+            owner, framing = first.setdefault(load.link, (device.id, load.framing))
+            if framing != load.framing:
+                self._problem(
+                    (*self.device_paths[device.id], *load.settings),
+                    f"{load.link} is used by {owner} at {framing}; this device asks for "
+                    f"{load.framing}: every device on one serial line must use the same "
+                    "baud, parity, stop_bits and byte_size",
+                )
+
+    def _site(self, top: cfg.SiteFile, devices: list[DeviceConfig], password: str | None) -> Site:
+        data_dir, socket, buffer_path = self._places(top)
         return Site(
             file=self.source.file,
             agent=top.agent,
@@ -183,10 +243,8 @@ class _SiteBuilder:
             buffer=top.buffer,
             devices=devices,
             data_dir=data_dir,
-            status_socket=self._path(top.agent.status_socket)
-            if top.agent.status_socket
-            else data_dir / "status.sock",
-            buffer_path=self._path(top.buffer.path) if top.buffer.path else data_dir / "buffer.db",
+            status_socket=socket,
+            buffer_path=buffer_path,
             mqtt_password=password,
             secrets=self._secrets(password),
             links=_link_uses(devices),
@@ -245,6 +303,7 @@ class _SiteBuilder:
             device = merge_device(section, path, folders, self.source, self.problems)
             if device is not None:
                 devices.append(device)
+                self.device_paths[device.id] = path
         return devices
 
 

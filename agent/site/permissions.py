@@ -1,7 +1,8 @@
 """Warn when the site file or a file holding a secret can be read by every user.
 
 The site file may hold a password (or name where one is), ``mqtt.password_file``
-holds one, and the TLS key is the box's identity toward the broker. Any of
+holds one, the TLS key is the box's identity toward the broker, and a
+driver's client key (OPC UA ``private_key``) its identity toward a device. Any of
 them readable by others lets every local account read it. ``edge-agent run``
 logs one warning per such file at start-up and ``edge-agent validate`` prints
 them; neither refuses to run (``edge-agent doctor`` checks more).
@@ -13,6 +14,7 @@ import stat
 from pathlib import Path
 
 from agent.site.loader import Site
+from drivers.base import NamesSecretFiles
 
 
 def sensitive_files(site: Site) -> list[tuple[Path, str]]:
@@ -23,7 +25,14 @@ def sensitive_files(site: Site) -> list[tuple[Path, str]]:
         files.append((site.mqtt.password_file, "the MQTT password"))
     if site.mqtt.tls is not None and site.mqtt.tls.key is not None:
         files.append((site.mqtt.tls.key, "the TLS client key"))
-    return [(p if p.is_absolute() else base / p, what) for p, what in files]
+    files = [(p if p.is_absolute() else base / p, what) for p, what in files]
+    for device in site.devices:  # paths as the driver reads them
+        if isinstance(device.options, NamesSecretFiles):
+            files.extend(
+                (path, f"{what} of device {device.id}")
+                for what, path in device.options.secret_files().items()
+            )
+    return files
 
 
 def readable_by_others(site: Site) -> list[str]:

@@ -31,6 +31,10 @@ class LinkLoad:
     seconds_per_second: float
     """Line time the device's polls need per second of wall time (1.0 = the whole line)."""
     baud: int
+    framing: str = ""
+    """Baud rate and character framing, ``9600 8N1``: one line has one framing."""
+    settings: tuple[str, ...] = ("connection", "modbus_rtu")
+    """Where the line settings are in the device's options, for locating a problem."""
 
 
 def char_time(line: RtuConnection) -> float:
@@ -56,4 +60,5 @@ def link_load(options: ModbusOptions, intervals: Mapping[str, float]) -> LinkLoa
     for group, reads in plan_groups(options).items():
         per_poll = sum(request_time(r.request, line, delay) for r in reads)
         busy += per_poll / intervals[group]
-    return LinkLoad(line.port, busy, line.baud)
+    framing = f"{line.baud} {line.byte_size}{line.parity}{line.stop_bits}"
+    return LinkLoad(line.port, busy, line.baud, framing)

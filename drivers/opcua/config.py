@@ -179,6 +179,11 @@ class OpcuaOptions(StrictModel):
         secured = f" {conn.security_policy} {conn.security_mode}" if conn.secure else ""
         return Endpoint("opcua", f"opcua {conn.endpoint}{secured}", tcp=tcp)
 
+    def secret_files(self) -> dict[str, Path]:
+        """The client private key, when one is configured (the certificate is public)."""
+        key = self.conn.private_key
+        return {} if key is None else {"the OPC UA client private key": key}
+
     def group(self, name: str) -> dict[str, OpcuaTag]:
         """The tags of poll group ``name``, in config order."""
         return {tag: t for tag, t in self.tags.items() if t.group == name}

@@ -76,3 +76,31 @@ def test_run_logs_a_warning_at_start_up(tmp_path: Path) -> None:
     assert len(warned) == 1, log
     assert "WARNING" in warned[0]
     assert warned[0].endswith(f"chmod 640 {agent.site_file}")
+
+
+def test_the_opcua_client_private_key_readable_by_others_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    """The OPC UA client key is the box's identity toward the server, like the TLS key."""
+    for name in ("client.der", "client.key.pem"):
+        (tmp_path / name).write_bytes(b"not checked by validation")
+        (tmp_path / name).chmod(0o644)
+    secured = {
+        "endpoint": "opc.tcp://127.0.0.1:4840",
+        "security_policy": "Basic256Sha256",
+        "security_mode": "SignAndEncrypt",
+        "certificate": str(tmp_path / "client.der"),
+        "private_key": str(tmp_path / "client.key.pem"),
+    }
+    device = {"id": "line-1", "profile": "packml-line", "connection": {"opcua": secured}}
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(site_dict("perm-box", 1, [device])), encoding="utf-8")
+    site_file.chmod(0o600)
+    key = tmp_path / "client.key.pem"
+    warnings = readable_by_others(load_site(site_file))
+    assert len(warnings) == 1, warnings  # the certificate is public: no warning
+    assert str(key) in warnings[0]
+    assert "line-1" in warnings[0]
+    assert warnings[0].endswith(f"chmod 640 {key}")
+    key.chmod(0o640)
+    assert readable_by_others(load_site(site_file)) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,36 @@ async def test_a_reload_to_an_unusable_broker_topic_is_refused_and_the_agent_run
         assert await agent.reload() is False
         assert not running.done(), "the agent died"
         assert agent.site.mqtt.status_topic == "edge/{agent}/status", "the running config is kept"
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(running, 60)
+
+
+async def test_a_reload_that_changes_the_log_level_applies_it_and_says_so(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)  # restored after the test
+    root.setLevel(logging.INFO)
+    file = tmp_path / "site.yaml"
+    site = site_dict("level-box", mosquitto.port, [counter_device("d1", free_port())])
+    _write(file, site)
+    agent = Agent(load_site(file))
+    running = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(30):
+            await agent.ready.wait()
+        site["agent"]["log_level"] = "debug"
+        _write(file, site)
+        with caplog.at_level(logging.INFO, logger="agent.runtime.agent"):
+            assert await agent.reload() is True
+        assert root.level == logging.DEBUG, "the new log level was not applied"
+        assert agent.site.agent.log_level == "debug"
+        assert "log level info -> debug" in caplog.text
     finally:
         agent.request_stop()
         await asyncio.wait_for(running, 60)
