@@ -11,6 +11,7 @@ command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)   # checks the unit file in tests
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)   # the power-loss model in tests/faults
+[ -e /usr/lib/"$(uname -m)"-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)   # F21: a clock that steps
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt-get)"
