@@ -27,6 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, TypedDict
 
 from drivers.base import CLOCK_FLOOR_MS
@@ -34,7 +35,7 @@ from drivers.base import CLOCK_FLOOR_MS
 log = logging.getLogger(__name__)
 
 ClockState = Literal["synced", "unsynced", "unset", "unknown"]
-"""``unknown``: the kernel cannot be asked (not Linux) and the time is past the floor."""
+"""``unknown``: the kernel cannot be asked (:func:`kernel_synced`); the time is past the floor."""
 
 STEP_MS = 1000
 """A change of (wall - monotonic) above this is a step of the wall clock, not drift."""
@@ -66,10 +67,18 @@ class _Timex(ctypes.Structure):
     ]
 
 
+TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+"""Touched by systemd-timesyncd once it has synchronised the clock (systemd 239+)."""
+
+
 def kernel_synced() -> bool | None:
     """Whether the kernel says a time service keeps the clock right; None if it cannot tell.
 
-    ``adjtimex`` with ``modes = 0`` only reads, and needs no privilege.
+    ``adjtimex`` with ``modes = 0`` only reads and needs no privilege, but the
+    shipped unit's ``ProtectClock=yes`` refuses the system call altogether
+    (EPERM). Then systemd-timesyncd's flag file answers "synced"; without it
+    (chrony, ntpd, or not synchronised yet) the answer is None: only the
+    floor check applies.
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -79,8 +88,13 @@ def kernel_synced() -> bool | None:
     timex = _Timex()
     state = adjtimex(ctypes.byref(timex))
     if state < 0:
-        return None
+        return synced_when_refused()
     return state != _TIME_ERROR and not timex.status & _STA_UNSYNC
+
+
+def synced_when_refused(flag: Path = TIMESYNCD_FLAG) -> bool | None:
+    """The answer when ``adjtimex`` is refused: True if timesyncd says so, else None."""
+    return True if flag.exists() else None
 
 
 class ClockStatus(TypedDict):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from agent.clock import RECHECK_MS, ClockWatch, kernel_synced
+from agent.clock import RECHECK_MS, ClockWatch, kernel_synced, synced_when_refused
 from drivers.base import CLOCK_FLOOR_MS
 
 NOW = CLOCK_FLOOR_MS + 86_400_000
@@ -88,3 +89,11 @@ def test_drift_is_not_a_step() -> None:
 def test_the_kernel_can_be_asked_on_linux() -> None:
     # this box's kernel answers one way or the other; only "cannot ask" is wrong here
     assert kernel_synced() in (True, False)
+
+
+def test_under_protect_clock_only_timesyncd_flag_file_can_say_synced(tmp_path: Path) -> None:
+    # the shipped unit refuses adjtimex (ProtectClock=yes): no answer is not "unsynced"
+    flag = tmp_path / "synchronized"
+    assert synced_when_refused(flag) is None
+    flag.touch()
+    assert synced_when_refused(flag) is True
