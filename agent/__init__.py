@@ -13,8 +13,9 @@ cli        what does ``edge-agent X`` do and print?
 =========  =================================================================
 
 Modules of their own: ``errors`` (the error tree), ``message`` (the wire
-format and what it can carry), ``paths`` (every default location), ``logs``
-and ``secretmask``. The version comes from the package metadata (pyproject).
+format and what it can carry), ``clock`` (whether the wall clock can be trusted
+for ``ts``), ``paths`` (every default location), ``logs`` and ``secretmask``.
+The version comes from the package metadata (pyproject).
 """
 
 from __future__ import annotations

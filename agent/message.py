@@ -5,7 +5,10 @@
     {"v":1,"agent":"line-a-box-1","device":"motor-01","seq":42,
      "readings":[{"ts":1764270000123,"values":{"speed_rpm":1480},"errors":{"temp_c":"timeout"}}]}
 
-``errors`` is left out of a reading when it is empty. ``seq`` is assigned by the
+``errors`` is left out of a reading when it is empty; ``clock`` (``"unset"`` or
+``"unsynced"``) is written only on a reading taken while the agent's clock could
+not be trusted (``agent/clock.py``). A NaN or infinite float is never a value:
+JSON has no such number, and orjson would write ``null``. ``seq`` is assigned by the
 buffer when the batch is committed, so the buffer encodes a batch in two parts
 (:func:`encode_parts`) before it knows the seq and splices the number in at
 commit time; :func:`encode_message` is built on the same parts, so the two can
@@ -14,12 +17,13 @@ never disagree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from drivers.base import Reading
+from drivers.base import Reading, not_finite
 
 VERSION = 1
 """The message format version, the ``v`` field."""
@@ -31,13 +35,17 @@ def encode_parts(agent: str, device: str, readings: Sequence[Reading]) -> tuple[
     """Encode a batch without its seq: ``head + str(seq).encode() + tail`` is the message.
 
     Raise :class:`ValueError` when a reading holds something JSON cannot carry
-    (a non-string key, an integer above 64 bits...).
+    (a non-string key, an integer above 64 bits, a NaN or infinite float...).
     """
     try:
         head = orjson.dumps({"v": VERSION, "agent": agent, "device": device})
         body = orjson.dumps([_reading_dict(r) for r in readings])
     except orjson.JSONEncodeError as exc:
         raise ValueError(f"device {device}: readings cannot be encoded as JSON: {exc}") from exc
+    # orjson writes NaN and infinity as null, and values never hold None: only
+    # a body with a null in it (rare: a tag or text named "null") is scanned.
+    if b"null" in body:
+        _refuse_non_finite(device, readings)
     # head ends with "}": reopen the object to append seq, then the readings.
     return head[:-1] + _SEQ_KEY, b',"readings":' + body + b"}"
 
@@ -54,9 +62,19 @@ def splice_seq(head: bytes, seq: int, tail: bytes) -> bytes:
 
 
 def _reading_dict(reading: Reading) -> dict[str, Any]:
+    out: dict[str, Any] = {"ts": reading.ts, "values": reading.values}
     if reading.errors:
-        return {"ts": reading.ts, "values": reading.values, "errors": reading.errors}
-    return {"ts": reading.ts, "values": reading.values}
+        out["errors"] = reading.errors
+    if reading.clock is not None:
+        out["clock"] = reading.clock
+    return out
+
+
+def _refuse_non_finite(device: str, readings: Sequence[Reading]) -> None:
+    for reading in readings:
+        for name, value in reading.values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"device {device}: tag {name}: {not_finite(value)}")
 
 
 def decode_message(data: bytes) -> dict[str, Any]:
@@ -91,10 +109,16 @@ def _check_reading(index: int, reading: Any) -> None:
         raise ValueError(f"{where}.values must be an object")
     if not isinstance(reading.get("errors", {}), dict):
         raise ValueError(f"{where}.errors must be an object")
+    if not isinstance(reading.get("clock", ""), str):
+        raise ValueError(f"{where}.clock must be a string")
 
 
 UNENCODABLE = "value cannot be encoded"
-"""The tag error of a value the message format refuses (NaN, infinity, bad text)."""
+"""The tag error of a value the message format refuses (an integer above 64 bits...).
+
+A NaN or infinite float gets :func:`drivers.base.not_finite` instead
+(``not a number (nan)``), the text every driver uses for it.
+"""
 
 
 def encodable(reading: Reading) -> Reading:
@@ -110,8 +134,15 @@ def encodable(reading: Reading) -> Reading:
     errors = {
         n: e if _fits(Reading(0, {}, {n: e})) else UNENCODABLE for n, e in reading.errors.items()
     }
-    errors.update(dict.fromkeys(reading.values.keys() - values.keys(), UNENCODABLE))
-    return Reading(reading.ts, values, errors)
+    for name in reading.values.keys() - values.keys():
+        errors[name] = _refusal(reading.values[name])
+    return Reading(reading.ts, values, errors, reading.clock)
+
+
+def _refusal(value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return not_finite(value)
+    return UNENCODABLE
 
 
 def _fits(reading: Reading) -> bool:

@@ -32,6 +32,41 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def monotonic_ms() -> int:
+    """The monotonic clock in milliseconds: for intervals and heartbeats, never for ``ts``.
+
+    A wall clock stepped by NTP or by hand (an hour back) must not stretch or
+    shorten a heartbeat; the monotonic clock never steps.
+    """
+    return time.monotonic_ns() // 1_000_000
+
+
+CLOCK_FLOOR_MS = 1_796_083_200_000
+"""2026-12-01T00:00Z, the release date of this version: any time before it is wrong.
+
+A box without a real-time clock boots in 1970 or 2000; a device (a PLC, an
+OPC UA server) with an unset clock stamps values in 1601, 1970 or 2000.
+"""
+
+CLOCK_CEILING_MS = 7_258_118_400_000
+"""2200-01-01T00:00Z: a timestamp after it is a placeholder (DateTime.MaxValue), not a time."""
+
+
+def plausible_ms(ms: int) -> bool:
+    """Whether an epoch-ms timestamp can be a real time (between the floor and the ceiling)."""
+    return CLOCK_FLOOR_MS <= ms < CLOCK_CEILING_MS
+
+
+def not_finite(value: float) -> str:
+    """The tag error of a NaN or infinite float, the same text from every driver.
+
+    The message is JSON, which has no NaN or infinity; and no instrument
+    measures one: a device sends it for "no value" (a sensor fault, a
+    division by zero in the PLC). So it is that tag's error, never a value.
+    """
+    return f"not a number ({value})"
+
+
 @dataclass(slots=True)
 class Reading:
     """One sample of some tags of one device.
@@ -44,6 +79,9 @@ class Reading:
     ts: int
     values: dict[str, Value] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    clock: str | None = None
+    """Set by the agent when its own clock could not be trusted at read time
+    (``"unset"``, ``"unsynced"``: see ``agent/clock.py``); None otherwise."""
 
 
 # --------------------------------------------------------------------------- errors

@@ -14,6 +14,7 @@ command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)   # the power-loss m
 # the broker interop tests (tests/faults/test_f22_brokers.py) start private instances of these
 [ -x /usr/sbin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+[ -e /usr/lib/"$(uname -m)"-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)   # F21: a clock that steps
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt-get)"

@@ -164,6 +164,20 @@ class LineHandle:
         async with self._lock:
             await self._write(name, value, datetime.now(UTC))
 
+    async def write_stamped(
+        self, name: str, value: Any, source: datetime | None, server: datetime | None
+    ) -> None:
+        """Force a variable with the given timestamps (a PLC with a bad clock, MinValue...)."""
+        async with self._lock:
+            vtype = VARIABLES[name][0]
+            dv = ua.DataValue(
+                ua.Variant(value, vtype),
+                SourceTimestamp=cast(ua.DateTime, source),
+                ServerTimestamp=cast(ua.DateTime, server),
+            )
+            await self._nodes[name].write_value(dv)
+            self._published[name] = value
+
     async def _publish(self) -> None:
         now = datetime.now(UTC)
         for name, (_, getter) in VARIABLES.items():

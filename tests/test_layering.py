@@ -3,8 +3,9 @@
 Inside ``agent/`` (a package may import those to its right, never to its left)::
 
     cli -> runtime -> {site, buffer, north, compute, status} -> agent's own modules
-                                                                (errors, message, paths,
-                                                                logs, secretmask), drivers.base
+                                                                (errors, message, clock,
+                                                                paths, logs, secretmask),
+                                                                drivers.base
 
 - The five middle packages do not import each other; nothing outside ``cli/``
   imports ``cli/``; there is no cycle between packages.

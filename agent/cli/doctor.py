@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.clock import kernel_synced
 from agent.paths import SERVICE_DATA_DIR, UNIT_FILE
 from agent.site.loader import DeviceConfig, Site, load_site
 from agent.site.source import ConfigFileError
-from drivers.base import HasEndpoint
+from drivers.base import CLOCK_FLOOR_MS, HasEndpoint
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -38,7 +39,6 @@ SERVICE_USER = "edge-agent"
 # Character devices the shipped unit lets through (DeviceAllow=char-...).
 UNIT_TTY_PREFIXES = ("ttyUSB", "ttyACM", "ttyS")
 # A clock before this is unset (no RTC, no NTP yet): every timestamp would be wrong.
-CLOCK_FLOOR = 1_735_689_600  # 2025-01-01T00:00:00Z
 EXIT_FAIL, EXIT_CONFIG = 1, 2
 
 
@@ -180,15 +180,30 @@ def _mb(n: float) -> str:
 
 
 def check_clock() -> Check:
-    """The clock is set, and NTP-synchronised as far as timedatectl can tell."""
+    """The clock is set, and synchronised as far as the kernel (else timedatectl) can tell."""
     now = time.time()
-    if now < CLOCK_FLOOR:
+    if now * 1000 < CLOCK_FLOOR_MS:
         shown = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now))
         return Check(
             "FAIL",
             "clock",
-            f"the clock says {shown}: set it or enable NTP (every reading carries this time)",
+            f"the clock says {shown}: set it or enable NTP"
+            ' (until then every reading is flagged "clock": "unset")',
         )
+    synced = kernel_synced()
+    if synced is True:
+        return Check("PASS", "clock", "synchronised (the kernel says a time service keeps it)")
+    if synced is False:
+        return Check(
+            "WARN",
+            "clock",
+            "not synchronised: enable NTP (chrony, systemd-timesyncd);"
+            ' until then every reading is flagged "clock": "unsynced"',
+        )
+    return _timedatectl_clock()
+
+
+def _timedatectl_clock() -> Check:
     tool = shutil.which("timedatectl")
     if tool is None:
         return Check("WARN", "clock", "cannot tell whether NTP keeps it right (no timedatectl)")

@@ -17,6 +17,7 @@ from agent.paths import AgentPointer, default_data_dir, read_pointers
 from agent.status.client import query, query_metrics
 from agent.status.document import (
     Answer,
+    ClockStatus,
     OfflineAgent,
     OfflineReport,
     StatusDocument,
@@ -165,6 +166,7 @@ def _print_table(doc: StatusDocument) -> None:
             else ""
         )
     )
+    console.print(_clock_line(doc["clock"]))
     table = Table("device", "state", "last ok", "ok", "failed", "values/s", "last error")
     colour = {"connected": "green", "backoff": "yellow", "error": "red", "disabled": "dim"}
     for name, dev in doc["devices"].items():
@@ -179,3 +181,14 @@ def _print_table(doc: StatusDocument) -> None:
             dev["last_error"] or "",
         )
     console.print(table)
+
+
+def _clock_line(clock: ClockStatus) -> str:
+    state = clock["state"]
+    colour = {"synced": "green", "unknown": "white", "unsynced": "yellow", "unset": "red"}[state]
+    text = f"clock [{colour}]{state}[/]"
+    if clock["flagged_readings"]:
+        text += f", {clock['flagged_readings']} readings flagged"
+    if clock["last_step_s"] is not None:
+        text += f", last stepped by {clock['last_step_s']:+.1f} s"
+    return text

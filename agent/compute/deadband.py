@@ -41,9 +41,11 @@ class Filter:
     def apply(self, reading: Reading, now_ms: int | None = None) -> Reading:
         """The part of ``reading`` worth reporting (may hold no values and no errors).
 
-        Heartbeats are timed with ``now_ms`` (the agent's clock) when given, else
-        with ``reading.ts``: a device's own timestamp may stand still while its
-        value does (OPC UA source timestamps), and the heartbeat would never fire.
+        Heartbeats are timed with ``now_ms`` when given (the poller passes the
+        monotonic clock, which never steps), else with ``reading.ts``: a device's
+        own timestamp may stand still while its value does (OPC UA source
+        timestamps), and a wall clock stepped back an hour would silence every
+        heartbeat for that hour.
         """
         if not self._rules:
             return reading

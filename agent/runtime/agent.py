@@ -18,6 +18,7 @@ from typing import Any
 
 from agent import __version__, logs
 from agent.buffer import Buffer
+from agent.clock import system_clock
 from agent.errors import StorageError
 from agent.north.link import MqttOptions, Publisher, TlsOptions
 from agent.paths import AgentPointer, remove_pointer, write_pointer
@@ -290,6 +291,7 @@ class Agent:
                 }
                 for u in self.site.links
             },
+            "clock": system_clock().report(),
         }
 
     def _publish_side(self, topic: str, payload: bytes) -> bool:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from agent.clock import ClockWatch, system_clock
 from agent.compute.deadband import Filter
 from agent.message import encodable
 from agent.runtime.stats import DeviceStats
@@ -30,6 +31,7 @@ from drivers.base import (
     Reading,
     ReportsCounters,
     Streaming,
+    monotonic_ms,
     now_ms,
 )
 
@@ -115,9 +117,11 @@ class DevicePoller:
         *,
         driver_factory: Callable[[DeviceConfig], Driver] | None = None,
         backoff_max: float = 30.0,
+        clock: ClockWatch | None = None,
     ) -> None:
         self.device = device
         self.sink = sink
+        self._clock = clock or system_clock()
         self.stats = DeviceStats(state="connecting" if device.enabled else "disabled")
         self._factory = driver_factory or (lambda d: d.spec.create(d.id, d.options))
         self._filter = Filter(device.options.tags)
@@ -229,11 +233,14 @@ class DevicePoller:
         else:
             # a stream may carry only the tags that changed
             stats.latest.setdefault("", {}).update(reading.values)
-        reported = self._filter.apply(reading, now)
+        # heartbeats on the monotonic clock: a wall clock stepped an hour back
+        # would otherwise silence every heartbeat for that hour
+        reported = self._filter.apply(reading, monotonic_ms())
         if reported.values or reported.errors:
             self._put(reported)
 
     def _put(self, reading: Reading) -> None:
+        reading.clock = self._clock.flag()
         try:
             self.sink.put(self.device.id, [reading])
         except ValueError:
@@ -255,7 +262,7 @@ class DevicePoller:
             else:
                 log.warning("device %s: unavailable: %s", self.device.id, reason)
             tags = [n for n, t in self.device.options.tags.items() if t.group in groups]
-            self.sink.put(self.device.id, [Reading(now_ms(), {}, dict.fromkeys(tags, reason))])
+            self._put(Reading(now_ms(), {}, dict.fromkeys(tags, reason)))
             self._down = True
         else:
             log.debug("device %s: still unavailable: %s", self.device.id, reason)

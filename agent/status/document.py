@@ -8,7 +8,7 @@ added or renamed for all of them. Standard library only.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypedDict, TypeGuard, cast
+from typing import Any, Literal, Protocol, TypedDict, TypeGuard, cast
 
 
 class AgentInfo(TypedDict):
@@ -75,6 +75,22 @@ class SerialLineStatus(TypedDict):
     devices: list[str]
 
 
+class ClockStatus(TypedDict):
+    """Whether the wall clock can be trusted for ``ts`` (built by ``agent/clock.py``).
+
+    ``state``: ``synced`` (the kernel says NTP keeps it), ``unsynced`` (it does
+    not: readings carry ``"clock": "unsynced"``), ``unset`` (before this
+    version's release: readings carry ``"clock": "unset"``), ``unknown`` (the
+    kernel cannot be asked). ``last_step_s``: by how much the wall clock last
+    stepped (NTP setting it), to shift the readings flagged before it.
+    """
+
+    state: Literal["synced", "unsynced", "unset", "unknown"]
+    flagged_readings: int
+    steps: int
+    last_step_s: float | None
+
+
 class StatusDocument(TypedDict):
     """The whole answer of a running agent."""
 
@@ -84,6 +100,7 @@ class StatusDocument(TypedDict):
     buffer: BufferStatus
     metrics: dict[str, Any]
     serial_lines: dict[str, SerialLineStatus]
+    clock: ClockStatus
 
 
 class ErrorAnswer(TypedDict):

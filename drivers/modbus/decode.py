@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from drivers.base import Value
+from drivers.base import Value, not_finite
 
 BYTE_ORDERS = ("ABCD", "BADC", "CDAB", "DCBA")
 
@@ -173,7 +173,7 @@ class BlockDecoder:
             raw = cast(float, values[name])  # numeric: these layouts were unpacked by struct
             if not math.isfinite(raw):
                 del values[name]
-                out.errors[name] = f"not a number ({raw})"
+                out.errors[name] = not_finite(raw)
                 continue
             if code == "f":
                 raw = shortest_float32(raw)
@@ -310,6 +310,6 @@ def _string(block: _Block, layout: TagLayout) -> str:
 
 def _store(out: Decoded, layout: TagLayout, raw: Value) -> None:
     if isinstance(raw, float) and not math.isfinite(raw):
-        out.errors[layout.name] = f"not a number ({raw})"
+        out.errors[layout.name] = not_finite(raw)
         return
     out.values[layout.name] = apply_scale(raw, layout.scale, layout.value_offset)

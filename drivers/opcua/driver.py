@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from asyncua import ua
@@ -40,7 +39,7 @@ from drivers.base import BaseDriver, DeviceUnavailable, DriverError, Reading, Va
 from drivers.opcua.certs import Material, load_credentials
 from drivers.opcua.config import OpcuaOptions, OpcuaTag
 from drivers.opcua.quality import error_for, name
-from drivers.opcua.values import ValueProblem, coerce
+from drivers.opcua.values import ValueProblem, coerce, stamp_ms
 
 _log = logging.getLogger(__name__)
 
@@ -189,7 +188,8 @@ class OpcuaDriver(BaseDriver):
             return None
         assert change.value is not None
         reading.values[tag] = change.value
-        return change.ts if dv.SourceTimestamp or dv.ServerTimestamp else None
+        # only a usable device timestamp takes part in the group's newest; 0 = none
+        return stamp_ms(dv.SourceTimestamp, dv.ServerTimestamp, 0) or None
 
     # ------------------------------------------------------------------ subscribe
 
@@ -450,7 +450,7 @@ def _resolve_node(session: _Session, tag: str, text: str, uris: list[str]) -> No
 
 
 def _change(tag: str, spec: OpcuaTag, dv: ua.DataValue) -> _Change:
-    ts = _ms(dv.SourceTimestamp) or _ms(dv.ServerTimestamp) or now_ms()
+    ts = stamp_ms(dv.SourceTimestamp, dv.ServerTimestamp, now_ms())
     status = dv.StatusCode.value if dv.StatusCode is not None else 0
     error = error_for(status)
     if error is not None:
@@ -459,13 +459,6 @@ def _change(tag: str, spec: OpcuaTag, dv: ua.DataValue) -> _Change:
         return _Change(ts, tag, value=coerce(dv.Value.Value if dv.Value else None, spec))
     except ValueProblem as exc:
         return _Change(ts, tag, error=str(exc))
-
-
-def _ms(stamp: datetime | None) -> int:
-    if stamp is None:
-        return 0
-    aware = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-    return int(aware.timestamp() * 1000)
 
 
 def _merge(first: _Change, feed: _Feed) -> Reading:

@@ -12,7 +12,7 @@ import enum
 import math
 from typing import Any
 
-from drivers.base import Value
+from drivers.base import Value, not_finite, plausible_ms
 from drivers.opcua.config import OpcuaTag
 
 
@@ -43,9 +43,35 @@ def native(raw: Any) -> Value:
     raise ValueProblem(f"unsupported value type {type(raw).__name__}")
 
 
+def stamp_ms(source: dt.datetime | None, server: dt.datetime | None, now: int) -> int:
+    """A value's ``ts``: its source timestamp, else the server's, else ``now`` (epoch ms).
+
+    A timestamp that cannot be a real time counts as none: DateTime.MinValue
+    (0001-01-01, or 1601-01-01 when the wire says FILETIME 0), MaxValue, or
+    anything before this version's release (a PLC whose clock was never set).
+    """
+    for stamp in (source, server):
+        ms = _epoch_ms(stamp)
+        if ms is not None and plausible_ms(ms):
+            return ms
+    return now
+
+
+def _epoch_ms(stamp: dt.datetime | None) -> int | None:
+    if stamp is None:
+        return None
+    aware = stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+    try:
+        return int(aware.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):  # year 1 or 9999 on some platforms
+        return None
+
+
 def coerce(raw: Any, tag: OpcuaTag) -> Value:
     """Convert to the tag's ``type`` (when set), then apply ``scale``/``offset`` to numbers."""
     value = native(raw)
+    if isinstance(value, float) and not math.isfinite(value) and tag.type != "int":
+        raise ValueProblem(not_finite(value))
     if tag.type is not None:
         value = _to_type(value, tag.type)
     if tag.scale == 1.0 and tag.offset == 0.0:

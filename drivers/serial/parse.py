@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from drivers.base import Value
+from drivers.base import Value, not_finite
 from drivers.serial.config import SerialOptions, SerialTag
 
 DEFAULT_TRUE = frozenset({"1", "true", "yes", "on", "ok"})
@@ -152,8 +152,7 @@ def convert(raw: str, tag: SerialTag) -> Value:
     except ValueError:
         raise ValueError(f"cannot read {_clip(text)!r} as {tag.type}") from None
     if isinstance(number, float) and not math.isfinite(number):
-        # a JSON message cannot carry it, and no instrument measures it
-        raise ValueError(f"not a number ({_clip(text)})")
+        raise ValueError(not_finite(number))
     if tag.scale is None and tag.offset is None:
         return number
     return number * (1.0 if tag.scale is None else tag.scale) + (tag.offset or 0.0)

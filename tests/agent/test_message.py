@@ -6,8 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.message import decode_message, encode_message, encode_parts, splice_seq
-from drivers.base import Reading
+from agent.message import (
+    decode_message,
+    encodable,
+    encode_message,
+    encode_parts,
+    splice_seq,
+)
+from drivers.base import Reading, not_finite
 
 EXAMPLE = (
     b'{"v":1,"agent":"line-a-box-1","device":"motor-01","seq":42,"readings":[{"ts":1764270000123,'
@@ -109,3 +115,31 @@ def test_round_trip(agent: str, device: str, seq: int, batch: list[Reading]) -> 
         assert got["values"] == want.values
         assert got.get("errors", {}) == want.errors
         assert ("errors" in got) == bool(want.errors)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_float_is_refused_never_sent_as_null(bad: float) -> None:
+    # orjson writes NaN and infinity as null: a consumer would read "no value"
+    with pytest.raises(ValueError, match="not a number"):
+        encode_parts("a", "d", [Reading(ts=1, values={"x": bad, "y": 2.0})])
+
+
+@pytest.mark.parametrize(("bad", "text"), [(float("nan"), "nan"), (float("-inf"), "-inf")])
+def test_encodable_makes_a_non_finite_float_a_tag_error(bad: float, text: str) -> None:
+    fixed = encodable(Reading(ts=1, values={"x": bad, "y": 2.0, "s": "null"}))
+    assert fixed.values == {"y": 2.0, "s": "null"}
+    assert fixed.errors == {"x": f"not a number ({text})"}
+    assert fixed.errors["x"] == not_finite(bad)
+
+
+def test_a_string_or_tag_named_null_is_no_false_alarm() -> None:
+    _, tail = encode_parts("a", "d", [Reading(ts=1, values={"null": "null"})])
+    assert b'"null":"null"' in tail
+
+
+def test_the_clock_flag_is_written_only_when_set() -> None:
+    plain = decode_message(encode_message("a", "d", 1, [Reading(ts=1, values={"x": 1})]))
+    assert "clock" not in plain["readings"][0]
+    flagged = Reading(ts=1, values={"x": 1}, clock="unset")
+    message = decode_message(encode_message("a", "d", 1, [flagged]))
+    assert message["readings"][0]["clock"] == "unset"

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from drivers.base import not_finite
 from drivers.opcua.config import OpcuaTag
 from drivers.opcua.quality import error_for, name, quality
-from drivers.opcua.values import ValueProblem, coerce
+from drivers.opcua.values import ValueProblem, coerce, stamp_ms
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,37 @@ def test_coerce_problems(raw: Any, tag: OpcuaTag, message: str) -> None:
     with pytest.raises(ValueProblem) as info:
         coerce(raw, tag)
     assert str(info.value) == message
+
+
+UTC = dt.UTC
+GOOD = dt.datetime(2026, 12, 3, 8, 0, 0, tzinfo=UTC)
+GOOD_MS = int(GOOD.timestamp() * 1000)
+SERVER = dt.datetime(2026, 12, 3, 8, 0, 5, tzinfo=UTC)
+SERVER_MS = int(SERVER.timestamp() * 1000)
+NOW_MS = 1_796_300_000_000
+
+
+@pytest.mark.parametrize(
+    ("source", "server", "expected"),
+    [
+        (GOOD, SERVER, GOOD_MS),
+        (None, SERVER, SERVER_MS),
+        (dt.datetime(1, 1, 1), SERVER, SERVER_MS),  # DateTime.MinValue as .NET writes it
+        (dt.datetime(1601, 1, 1), SERVER, SERVER_MS),  # FILETIME 0 as asyncua decodes it
+        (dt.datetime(1970, 1, 1, tzinfo=UTC), SERVER, SERVER_MS),  # a PLC without a set clock
+        (dt.datetime(9999, 12, 31), SERVER, SERVER_MS),  # DateTime.MaxValue
+        (dt.datetime(1601, 1, 1), dt.datetime(1601, 1, 1), NOW_MS),
+        (None, None, NOW_MS),
+    ],
+)
+def test_an_absurd_source_timestamp_falls_back_to_the_server_then_to_now(
+    source: dt.datetime | None, server: dt.datetime | None, expected: int
+) -> None:
+    assert stamp_ms(source, server, NOW_MS) == expected
+
+
+def test_a_non_finite_double_is_a_tag_error_with_the_shared_text() -> None:
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueProblem) as caught:
+            coerce(bad, _tag())
+        assert str(caught.value) == not_finite(bad)
