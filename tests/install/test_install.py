@@ -30,7 +30,12 @@ def sh(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "PYTHON": sys.executable},
+        # No PYTHONPATH: a checkout on it (with its egg-info) would make the new
+        # venv's pip believe edge-agent is installed already, and skip it.
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            "PYTHON": sys.executable,
+        },
     )
     if check:
         assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}"
