@@ -29,7 +29,9 @@ never reused, at the price of a gap (which is a real loss and is logged).
 A run marker ``<db>.open`` (removed on a clean close) tells the next open that
 a ``NORMAL`` run was cut: its last commits may have been published and lost,
 so seqs continue above the reservation (block 1,000 under NORMAL) and the
-skipped range counts as dropped (docs/decisions/0010-seq-after-power-loss.md).
+skipped range counts as dropped, also when the whole file was lost (a cut
+before its first checkpoint: the marker holds the seq the run started from;
+docs/decisions/0010-seq-after-power-loss.md).
 
 Size. ``PRAGMA max_page_count`` (set on every open, it is not persistent) caps
 the main file at ``max_bytes``. Before inserting, the writer compares the pages

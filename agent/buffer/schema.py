@@ -54,15 +54,23 @@ def sqlite_code(exc: sqlite3.Error) -> int:
     return getattr(exc, "sqlite_errorcode", -1) & 0xFF
 
 
-def open_recovering(config: StoreConfig, seqfile: SeqReservation) -> sqlite3.Connection:
-    """The write connection, ready to use; a corrupt file is moved aside and replaced."""
+def open_recovering(
+    config: StoreConfig, seqfile: SeqReservation, floor: int | None = None
+) -> sqlite3.Connection:
+    """The write connection, ready to use; a corrupt file is moved aside and replaced.
+
+    A new file starts at the sidecar's reservation, or at ``floor`` when given:
+    the last seq known to be durable, after an unclean NORMAL run whose file
+    may be gone; the caller then skips up to the reservation and counts it.
+    """
     path = config.path
+    low = seqfile.load() if floor is None else floor
     try:
-        return _open(config, start=(seqfile.load(), 0))
+        return _open(config, start=(low, 0))
     except _Corrupt as exc:
         salvage = _salvage(path)
         aside = _move_aside(path)
-        start = max(seqfile.load(), salvage.last_seq)
+        start = max(low, salvage.last_seq)
         log.error(  # noqa: TRY400 - the cause is known and stated; no traceback needed
             "buffer %s is corrupt (%s): moved to %s; %s pending batches in it are not "
             "published; new seqs start after %s",

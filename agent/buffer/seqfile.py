@@ -5,10 +5,13 @@ raises it by a block of seqs, so a replacement database (the old one lost or
 corrupt) starts above every seq ever committed.
 
 ``<db>.open``: the run marker, written (durably) when the store opens with the
-synchronous mode of this run, removed on a clean close. Found at the next open
-with ``NORMAL`` in it, the last run ended uncleanly under NORMAL: its last
-commits may have been published and then lost with the power, so new seqs
-start above the reservation (see docs/decisions/0010-seq-after-power-loss.md).
+synchronous mode of this run and the last seq the file held at that open,
+removed on a clean close. Found at the next open with ``NORMAL`` in it, the
+last run ended uncleanly under NORMAL: its last commits may have been
+published and then lost with the power, so new seqs start above the
+reservation, and the skip is counted from the file's last seq, or from the
+marker's seq if the file was lost whole (see
+docs/decisions/0010-seq-after-power-loss.md).
 """
 
 from __future__ import annotations
@@ -115,13 +118,26 @@ class RunMarker:
             return None
         except (OSError, ValueError):
             return "NORMAL"
-        return text if text == "FULL" else "NORMAL"
+        return "FULL" if text.split()[:1] == ["FULL"] else "NORMAL"
 
-    def write(self, mode: str) -> None:
-        """Durably note that a run in ``mode`` has the store open."""
+    def base(self) -> int:
+        """The seq the marked run found in the file at its open (0 if unknown).
+
+        If that run's whole file is lost (NORMAL, cut before its first
+        checkpoint: nothing of the database reached the disk), every seq above
+        this one may have been handed out and lost with it.
+        """
+        try:
+            words = self.path.read_text(encoding="ascii").split()
+            return max(0, int(words[1]))
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def write(self, mode: str, base: int) -> None:
+        """Durably note that a run in ``mode`` has the store open, found at seq ``base``."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", encoding="ascii") as out:
-            out.write(f"{mode}\n")
+            out.write(f"{mode} {base}\n")
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(self.path)

@@ -61,7 +61,10 @@ class Store:
         self.seqfile = SeqReservation(config.path.with_name(config.path.name + ".seq"), block)
         self.marker = RunMarker(config.path.with_name(config.path.name + ".open"))
         unclean = self.marker.previous()
-        self.conn = open_recovering(config, self.seqfile)
+        # After an unclean NORMAL run a new file (the old one lost whole) starts where
+        # that run started, so the skip up to the reservation is counted too.
+        floor = self.marker.base() if unclean == "NORMAL" else None
+        self.conn = open_recovering(config, self.seqfile, floor)
         try:
             self._start(unclean)
         except BaseException:
@@ -76,9 +79,10 @@ class Store:
         self.space = PageMath(page_size)
         self._full = False
         self._fit_cap()
+        base = self._counters().last_seq  # durable: in the file as found (or its floor)
         if unclean == "NORMAL":
             self._write(self._skip_unsynced)
-        self.marker.write(config.synchronous)  # before any commit of this run
+        self.marker.write(config.synchronous, base)  # before any commit of this run
         counters = self._counters()
         try:
             self.seqfile.ensure(counters.last_seq)

@@ -1,16 +1,19 @@
-"""F7: power cut while the agent writes: the files on disk at one instant, no sync after.
+"""F7: the files on disk at one instant while the agent writes (a frozen copy, not a power cut).
 
 The agent is frozen (SIGSTOP) at a random moment, its database and WAL are
-copied as they are (no checkpoint, no fsync, no clean close: what a power cut
-leaves behind, provided the disk kept what was fsynced), and it runs on
+copied as they are (no checkpoint, no fsync, no clean close), and it runs on
 (SIGCONT). Each copy is then opened like after a reboot.
 
-Pass: every copy passes ``quick_check``; with ``synchronous=FULL`` every seq
-the agent reported committed before the freeze is in the copy.
+Pass: every copy passes ``quick_check``; every seq the agent reported
+committed before the freeze is in the copy.
 
-Limit: a copy taken this way holds the page cache, so it cannot show the
-write reordering of a real power cut on a disk with a volatile cache (that
-needs a block-level recorder such as dm-log-writes, or a VM).
+What it shows: the files are consistent at any instant and a commit is in
+them once status reports it, i.e. what a crash of the process leaves. What
+it cannot show: a lost fsync. The copy reads through the page cache, so it
+passes as well with ``PRAGMA synchronous=OFF`` patched in. The power cut
+itself is F16 (``test_f16_power_loss.py``), on the power-loss file system
+model, where OFF fails and FULL keeps every committed batch. F7 is thereby
+mostly redundant with F6 (SIGKILL) and F16; it is kept because it is cheap.
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ class AgentProcess:
         self.env.pop("NOTIFY_SOCKET", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = None
+        self.module = "agent"  # ``python -m <module> run``: a test may run a patched launcher
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another ``edge-agent`` command in the same environment."""
@@ -88,7 +89,7 @@ class AgentProcess:
         """Start and wait until the status endpoint answers."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "-c", str(self.site_file)],
+            [sys.executable, "-m", self.module, "run", "-c", str(self.site_file)],
             env=self.env,
             cwd=ROOT,
             stdout=log,

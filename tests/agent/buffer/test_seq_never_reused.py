@@ -117,3 +117,52 @@ async def test_normal_reserves_a_small_block(tmp_path: Path) -> None:
     async with again as buf:
         new = await _commit(buf, 1)
     assert max(published) < new[0] <= max(published) + 1_000 + 1
+
+
+def _lose_whole_file(db: Path) -> None:
+    """What a power cut leaves of a database never synced: the name, no content."""
+    db.write_bytes(b"")
+    Path(f"{db}-wal").unlink(missing_ok=True)
+    Path(f"{db}-shm").unlink(missing_ok=True)
+
+
+async def test_normal_run_cut_before_its_first_sync_counts_every_skipped_seq(
+    tmp_path: Path,
+) -> None:
+    """The whole file lost (a fresh box cut before its first checkpoint): the skip is counted.
+
+    Under NORMAL nothing of the database reaches the disk before a checkpoint,
+    so a cut in the first seconds leaves an empty file, while the run marker and
+    the seq sidecar (both synced) survive. The next start begins above the
+    reservation; every seq below it is a gap the consumer sees and must be
+    counted as dropped, or the gap has no counted cause.
+    """
+    db = tmp_path / "buffer.db"
+    async with Buffer(db, agent_id=AGENT, synchronous="NORMAL", commit_interval=0) as buf:
+        published = await _commit(buf, 10)
+        _snapshot(db, tmp_path / "disk")
+    _restore(db, tmp_path / "disk")
+    _lose_whole_file(db)
+    async with Buffer(db, agent_id=AGENT, synchronous="NORMAL", commit_interval=0) as buf:
+        new = await _commit(buf, 3)
+        stats = await buf.stats()
+    assert min(new) > max(published)
+    assert stats.dropped_batches == min(new) - 1  # nothing below the new seqs is in the file
+
+
+async def test_two_cuts_before_any_sync_count_both_skips(tmp_path: Path) -> None:
+    """A restart cut again before its first checkpoint: the count covers both lost runs."""
+    db = tmp_path / "buffer.db"
+    published: list[int] = []
+    for _ in range(2):
+        async with Buffer(db, agent_id=AGENT, synchronous="NORMAL", commit_interval=0) as buf:
+            published += await _commit(buf, 10)
+            (tmp_path / "disk").mkdir(exist_ok=True)
+            shutil.copyfile(f"{db}.open", tmp_path / "disk" / "marker")
+        shutil.copyfile(tmp_path / "disk" / "marker", f"{db}.open")  # the clean close was cut
+        _lose_whole_file(db)
+    async with Buffer(db, agent_id=AGENT, synchronous="NORMAL", commit_interval=0) as buf:
+        new = await _commit(buf, 1)
+        stats = await buf.stats()
+    assert min(new) > max(published)
+    assert stats.dropped_batches == min(new) - 1
