@@ -25,7 +25,10 @@ in :mod:`agent.north.publisher`, options and stats in :mod:`agent.north.options`
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import termios
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,6 +73,7 @@ class _Link:
         # nobody may be waiting any more, and an unretrieved exception would be logged)
         self._connack: asyncio.Future[ReasonCode | str] = self._loop.create_future()
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._unsent = 0  # bytes in the kernel's send queue at the last look
         # clean session: the broker must not replay anything; the buffer decides what is resent
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -181,6 +185,23 @@ class _Link:
         """Keepalive pings and paho's own PINGRESP timeout."""
         if self.client.socket() is not None:
             self.client.loop_misc()
+
+    def uplink_moved(self) -> bool:
+        """True if the kernel's send queue shrank since the last call: the peer takes bytes.
+
+        A slow uplink holds a PUBACK back for long while bytes still leave; this
+        tells it from a dead link, where the queue stays put (Linux SIOCOUTQ).
+        """
+        sock = self.client.socket()
+        if sock is None:
+            return False
+        out = array.array("i", [0])
+        try:
+            fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, out)
+        except (OSError, ValueError):
+            return False
+        before, self._unsent = self._unsent, out[0]
+        return out[0] < before
 
     async def disconnect(self) -> None:
         """Send DISCONNECT (so the broker drops the Last Will) and wait until it is written."""

@@ -20,6 +20,7 @@ from agent import __version__, logs
 from agent.buffer import Buffer
 from agent.errors import StorageError
 from agent.north.link import MqttOptions, Publisher, TlsOptions
+from agent.north.options import payload_budget
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
@@ -62,7 +63,14 @@ def mqtt_options(site: Site) -> MqttOptions:
         qos=mqtt.qos,
         max_inflight=mqtt.max_inflight,
         reconnect_max=mqtt.reconnect_max,
+        max_message_size=mqtt.max_message_size,
     )
+
+
+def message_budget(site: Site) -> int:
+    """The largest payload a batch may have so that its PUBLISH fits mqtt.max_message_size."""
+    longest = site.mqtt.topic.format(agent=site.agent.id, device="d" * 64)  # ids: <= 64 chars
+    return payload_budget(site.mqtt.max_message_size, longest)
 
 
 class Agent:
@@ -79,6 +87,7 @@ class Agent:
             on_full=site.buffer.on_full,
             synchronous=site.buffer.synchronous,
             commit_interval=site.buffer.commit_interval,
+            max_message_bytes=message_budget(site),
         )
         self.publisher = Publisher(mqtt_options(site), self.buffer, site.agent.id)
         self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
@@ -173,6 +182,7 @@ class Agent:
             if self._publishing is not None:
                 self._publishing.cancel()
             self.publisher = publisher
+            self.buffer.max_message_bytes = message_budget(new)
             self._publishing = self._group.create_task(self.publisher.run(), name="publisher")
 
     def _start_poller(self, poller: DevicePoller) -> None:
@@ -270,6 +280,9 @@ class Agent:
                 "values_published": pub.values_published,
                 "reconnects": pub.reconnects,
                 "inflight": pub.inflight,
+                "early_disconnects": pub.early_disconnects,
+                "oversized_split": pub.oversized_split,
+                "oversized_refused": pub.oversized_refused + self.buffer.refused_readings,
             },
             "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
             "metrics": self.metrics.describe(),

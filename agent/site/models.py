@@ -86,6 +86,13 @@ class MqttSection(StrictModel):
     qos: Literal[0, 1] = 1
     max_inflight: int = Field(100, ge=1, le=65535)
     reconnect_max: Duration = Field(30.0, ge=1)
+    max_message_size: ByteSize = Field(
+        65536,
+        ge=1024,
+        le=268_435_455,
+        description="The largest MQTT packet the broker accepts (its max packet size); "
+        "larger batches are split. 64 KiB suits most clouds; some allow only 16 KiB.",
+    )
 
     @field_validator("topic")
     @classmethod

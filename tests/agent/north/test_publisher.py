@@ -83,6 +83,9 @@ class MemorySource:
         for s in seqs:
             self.rows.pop(s, None)
 
+    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+        raise AssertionError("these batches fit any broker")
+
 
 def options(port: int, **kw: object) -> MqttOptions:
     base: dict[str, object] = {
