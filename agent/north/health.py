@@ -13,8 +13,8 @@ causes named here are inferences from a pattern, and say "probably":
 
 * the same oldest unacknowledged batch at the end of two connections in a row,
   larger than anything acknowledged so far: the broker refuses its size. The
-  publisher's message limit drops below it, so the batch is cut (counted)
-  instead of being retried blindly.
+  publisher's message limit drops to half of it, so the batch is cut
+  (counted) instead of being retried blindly.
 * connections ending soon after being accepted, again and again: another
   client with the same id (each connect closes the other), or a refusal.
 """
@@ -106,12 +106,13 @@ class LinkHealth:
         seq, size = head
         if self._strikes < STRIKES or size <= max(self.largest_acked, MIN_MESSAGE_SIZE):
             return None  # a size it took before is no size problem
-        self.limit = min(self.limit, size - 1)
+        # half: its real limit is unknown, and cutting a second time costs another storm
+        self.limit = max(MIN_MESSAGE_SIZE, min(self.limit, size // 2))
         self._suspect, self._strikes = None, 0
         return (
             f"the broker closes the connection after a {size:,}-byte message (seq {seq}, "
-            f"twice in a row): set mqtt.max_message_size below it (now {self.limit:,}); "
-            f"larger batches are cut"
+            f"twice in a row): set mqtt.max_message_size below it; meanwhile batches above "
+            f"{self.limit:,} bytes are cut"
         )
 
     def log_down(self, reason: str) -> None:
