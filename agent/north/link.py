@@ -305,7 +305,8 @@ class Publisher(PublishLoop):
     """Send every buffered batch to the broker, in ``seq`` order, at least once.
 
     ``await run()`` connects, publishes and reconnects (jittered exponential
-    backoff between ``reconnect_min`` and ``reconnect_max``) until cancelled or
+    backoff between ``reconnect_min`` and ``reconnect_max``, reset only by a
+    link that stayed up; see :mod:`agent.north.health`) until cancelled or
     until :meth:`stop` ends it. Broker failures never raise out of ``run``:
     they show in :attr:`stats` (``last_error`` is a sentence for the status
     page) while the buffer keeps filling. ``run`` raises only if the batch

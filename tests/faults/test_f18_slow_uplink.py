@@ -1,4 +1,4 @@
-"""F20: a slow but healthy uplink (a few KB/s), with a small keepalive.
+"""F18 (slow link): a slow but healthy uplink (a few KB/s), with a small keepalive.
 
 The in-flight window takes longer than twice the keepalive to cross the
 link, so the oldest batch waits for its PUBACK longer than the dead-link
@@ -20,7 +20,7 @@ SLOW_S = 25.0  # the old check aborted about every 2 x keepalive (10 s) here
 BANDWIDTH = 1500  # bytes/s: well below the ~5 kB/s two devices at 100 ms produce
 
 
-def test_f20_a_slow_link_moving_bytes_is_not_aborted(tmp_path: Path, broker: Mosquitto) -> None:
+def test_f18_a_slow_link_moving_bytes_is_not_aborted(tmp_path: Path, broker: Mosquitto) -> None:
     with Rig(tmp_path, broker, devices=2, interval="100ms",
              mqtt={"keepalive": "5s"}) as rig:  # fmt: skip
         assert rig.checker.wait_for_count(5)
