@@ -58,6 +58,7 @@ class LinkHealth:
         self._suspect: tuple[int, int] | None = None
         self._strikes = 0
         self.warned = False
+        self._named = False  # the probable cause of this storm was logged
         self._repeats = 0
         self._summary_at = 0.0
 
@@ -65,6 +66,7 @@ class LinkHealth:
         """A connection stayed up STABLE_S: reset the backoff; True if a warning is lifted."""
         self.attempt = 0
         self._streak = 0
+        self._named = False
         lifted, self.warned = self.warned, False
         self._repeats = 0
         return lifted
@@ -80,9 +82,17 @@ class LinkHealth:
             self._stats.early_disconnects += 1
         too_large = self._too_large(end.head)
         if too_large is not None:
+            log.warning("MQTT broker %s:%d: %s", self._o.host, self._o.port, too_large)
             return too_large
         if not early or self._streak < STRIKES:
             return end.reason
+        cause = self._storm_cause(end)
+        if not self._named:  # once per storm: the first warning could only say "lost"
+            log.warning("MQTT broker %s:%d: %s", self._o.host, self._o.port, cause)
+            self._named = True
+        return cause
+
+    def _storm_cause(self, end: LinkEnd) -> str:
         after = f"{end.lasted:.1f} s" if end.lasted >= 0.1 else "at once"
         if end.lasted < QUICK_S:
             return (

@@ -143,7 +143,6 @@ class PublisherStats:
     last_publish_ms: int | None = None
     early_disconnects: int = 0  # connections that ended soon after the broker accepted them
     oversized_split: int = 0  # stored batches cut again because they were too large
-    oversized_refused: int = 0  # readings refused at publish: too large even alone
 
 
 MIN_MESSAGE_SIZE = 1024  # below this even the status messages may not fit

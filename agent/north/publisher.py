@@ -319,7 +319,6 @@ class PublishLoop:
             batch.seq, batch.device, batch.payload, payload_budget(limit, topic)
         )
         self.stats.oversized_split += 1
-        self.stats.oversized_refused += refused
         (log.warning if self.stats.oversized_split == 1 else log.debug)(
             "batch seq %d of %s is %s bytes, above the %s-byte message limit: queued again "
             "in smaller batches under new seqs%s",

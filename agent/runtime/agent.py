@@ -282,7 +282,7 @@ class Agent:
                 "inflight": pub.inflight,
                 "early_disconnects": pub.early_disconnects,
                 "oversized_split": pub.oversized_split,
-                "oversized_refused": pub.oversized_refused + self.buffer.refused_readings,
+                "oversized_refused": self.buffer.refused_readings,  # at put and at a cut
             },
             "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
             "metrics": self.metrics.describe(),

@@ -66,6 +66,7 @@ def run_case(rig: Rig, expect: str) -> tuple[StatusDocument, list[int]]:
     multi, single = fill(rig.agent.buffer)
     rig.agent.start()
     doc = wait_status(rig.agent, lambda d: d["broker"]["oversized_refused"] >= 1, 60)
+    assert doc["broker"]["oversized_refused"] == 1  # the single 6 KB reading, counted once
     assert expect in (doc["broker"]["last_error"] or expect), doc["broker"]
     wait_status(rig.agent, lambda d: d["buffer"]["pending_batches"] < 5, 60)
     assert rig.agent.stop() == 0, rig.agent.log()[-3000:]
