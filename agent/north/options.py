@@ -67,6 +67,10 @@ class BatchSource(Protocol):
     @property
     def last_seq(self) -> int: ...  # highest committed seq
 
+    # the payload size above which put() splits a batch (None: no limit); lowered when the
+    # broker shows a smaller limit than configured
+    max_message_bytes: int | None
+
     # the buffer's own bounded wait: True once last_seq > after_seq
     async def wait_committed(self, after_seq: int, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
     async def fetch(self, after_seq: int, limit: int) -> Sequence[BatchLike]: ...

@@ -165,7 +165,17 @@ class PublishLoop:
             self._aborted,
             None if head is None else (head.seq, head.size),
         )
+        limit = self._health.limit
         self._note_down(self._health.ended(end))
+        if self._health.limit < limit:
+            self._split_new_batches(self._health.limit)
+
+    def _split_new_batches(self, limit: int) -> None:
+        """Have batches committed from now on split below the limit the broker showed."""
+        longest = self._o.topic.format(agent=self._agent, device="d" * 64)  # ids: <= 64 chars
+        budget = payload_budget(limit, longest)
+        current = self._source.max_message_bytes
+        self._source.max_message_bytes = budget if current is None else min(current, budget)
 
     def _drained(self) -> bool:
         """Connected, everything committed so far sent, and nothing left in flight."""

@@ -28,6 +28,7 @@ MAX_CONNECTS = 25  # reconnect_min 0.1 s doubling to 1 s: about 14 in 10 s; toda
 
 class _EmptySource:
     last_seq = 0
+    max_message_bytes: int | None = None
 
     async def wait_committed(self, after_seq: int, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         await asyncio.sleep(timeout or 0)
