@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from agent.north.health import STABLE_S, LinkEnd, LinkHealth
+import logging
+
+import pytest
+
+from agent.north import health as health_module
+from agent.north.health import STABLE_S, SUMMARY_S, LinkEnd, LinkHealth
 from agent.north.options import MqttOptions, PublisherStats, packet_size, payload_budget
 
 LOST = "the connection to the broker was lost"
@@ -70,3 +75,31 @@ def test_packet_size_and_payload_budget_agree() -> None:
     for limit in (1024, 4096, 65536, 3_000_000):
         assert packet_size(topic, payload_budget(limit, topic)) <= limit
     assert packet_size("a", 0) == 1 + 1 + 2 + 1 + 2
+
+
+class _Clock:
+    """Stands in for the ``time`` module inside agent.north.health only."""
+
+    def __init__(self, now: list[float]) -> None:
+        self._now = now
+
+    def monotonic(self) -> float:
+        return self._now[0]
+
+
+def test_a_storm_logs_one_warning_then_a_summary_per_period(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, "agent.north.link")
+    now = [1000.0]
+    monkeypatch.setattr(health_module, "time", _Clock(now))
+    h, _ = health()
+    for _ in range(500):  # a storm: hundreds of failures within seconds
+        h.log_down(LOST)
+        now[0] += 0.01
+    now[0] += SUMMARY_S
+    h.log_down(LOST)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "500 more failed or dropped connections" in warnings[1]
+    assert h.stable() is True  # the link held: the warning is lifted ("reachable again")
