@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,12 +23,14 @@ from agent.buffer.inbox import Inbox, Put
 from agent.buffer.reader import connect_ro, fetch_rows, query_stats, translate
 from agent.buffer.reader import read_stats as read_file_stats
 from agent.buffer.records import BufferStats, OnFull, PendingBatch, StoreConfig, Synchronous
+from agent.buffer.split import split_batch
 from agent.buffer.writer import Writer
 from agent.errors import StorageError
-from agent.message import encode_parts
+from agent.message import decode_message
 from drivers.base import Reading, now_ms
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _MIN_MAX_BYTES = 64 * 1024
 
@@ -49,6 +52,7 @@ class Buffer:
         synchronous: Synchronous = "FULL",
         commit_interval: float = 0.1,
         max_batch_rows: int = 5000,
+        max_message_bytes: int | None = None,
     ) -> None:
         if max_bytes < _MIN_MAX_BYTES:
             raise ValueError(f"buffer max_bytes must be at least {_MIN_MAX_BYTES}")
@@ -64,6 +68,10 @@ class Buffer:
         self._config = StoreConfig(self.path, agent_id, max_bytes, on_full, synchronous)
         self._commit_interval = commit_interval
         self._max_batch_rows = max_batch_rows
+        self.max_message_bytes = max_message_bytes
+        """Largest message (payload) a batch may encode to; larger ones are split at put."""
+        self.refused_readings = 0
+        """Readings refused because one alone is larger than ``max_message_bytes``."""
         self._inbox = Inbox()
         self._writer: Writer | None = None
         self._reader: concurrent.futures.ThreadPoolExecutor | None = None
@@ -158,14 +166,54 @@ class Buffer:
     def put(self, device: str, readings: Sequence[Reading]) -> None:
         """Queue one batch of ``device`` for the next commit; never blocks.
 
-        Raise :class:`StorageError` when the buffer is not open, ``ValueError``
-        when the readings cannot be encoded.
+        A batch whose message would exceed ``max_message_bytes`` is queued as
+        several batches (each gets its own seq); a reading too large on its
+        own is refused, logged and counted in ``refused_readings``. Raise
+        :class:`StorageError` when the buffer is not open, ``ValueError`` when
+        the readings cannot be encoded.
         """
+        self._put(device, readings, self.max_message_bytes)
+
+    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+        """Queue a committed batch again as pieces of at most ``limit`` bytes, then drop it.
+
+        For a row stored before the broker's limit was known: its readings get
+        new seqs (after the pending ones) and the old seq is acknowledged in
+        the same or a later commit, so a crash in between leaves a duplicate,
+        never a loss. Return the readings refused (too large even alone).
+        """
+        try:
+            message = decode_message(payload)
+            readings = [
+                Reading(r["ts"], r["values"], r.get("errors", {})) for r in message["readings"]
+            ]
+            refused = self._put(device, readings, limit)
+        except ValueError as exc:  # not our format: it cannot be cut, only refused
+            log.warning("buffer: batch seq %d cannot be split (%s): dropped", seq, exc)
+            self.refused_readings += 1
+            refused = 1
+        self.ack([seq])
+        return refused
+
+    def _put(self, device: str, readings: Sequence[Reading], limit: int | None) -> int:
         self._check_open()
-        head, tail = encode_parts(self.agent_id, device, readings)
-        n_values = sum(len(r.values) for r in readings)
-        if self._inbox.put(Put(device, head, tail, now_ms(), n_values)):
-            self._submitted_one()
+        pieces, refused = split_batch(self.agent_id, device, readings, limit)
+        created = now_ms()
+        for head, tail, n_values in pieces:
+            if self._inbox.put(Put(device, head, tail, created, n_values)):
+                self._submitted_one()
+        if refused:
+            self._refuse(device, len(refused), limit)
+        return len(refused)
+
+    def _refuse(self, device: str, n: int, limit: int | None) -> None:
+        first = self.refused_readings == 0
+        self.refused_readings += n
+        (log.warning if first else log.debug)(
+            "device %s: %d reading(s) refused: each alone is larger than the %s-byte "
+            "message limit (mqtt.max_message_size); %d refused so far",
+            device, n, f"{limit:,}", self.refused_readings,
+        )  # fmt: skip
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Delete acknowledged batches in the writer's next commit (unknown seqs are ignored)."""

@@ -8,6 +8,7 @@ PUBACK. paho-mqtt is imported by ``link.py`` only.
 module     what it answers
 =========  ================================================================
 publisher  the window, acks after PUBACK, backoff, the stalled-link check
+health     what ended connections say: backoff reset, storm logging, likely cause
 link       the paho-mqtt connection driven by the asyncio loop; birth, will, TLS
 options    broker options, publisher counters, error sentences (no paho)
 probe      a paho-free MQTT CONNECT probe for ``edge-agent doctor``

@@ -25,7 +25,10 @@ in :mod:`agent.north.publisher`, options and stats in :mod:`agent.north.options`
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import termios
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,6 +73,7 @@ class _Link:
         # nobody may be waiting any more, and an unretrieved exception would be logged)
         self._connack: asyncio.Future[ReasonCode | str] = self._loop.create_future()
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._unsent = 0  # bytes in the kernel's send queue at the last look
         # clean session: the broker must not replay anything; the buffer decides what is resent
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -182,6 +186,23 @@ class _Link:
         if self.client.socket() is not None:
             self.client.loop_misc()
 
+    def uplink_moved(self) -> bool:
+        """True if the kernel's send queue shrank since the last call: the peer takes bytes.
+
+        A slow uplink holds a PUBACK back for long while bytes still leave; this
+        tells it from a dead link, where the queue stays put (Linux SIOCOUTQ).
+        """
+        sock = self.client.socket()
+        if sock is None:
+            return False
+        out = array.array("i", [0])
+        try:
+            fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, out)
+        except (OSError, ValueError):
+            return False
+        before, self._unsent = self._unsent, out[0]
+        return out[0] < before
+
     async def disconnect(self) -> None:
         """Send DISCONNECT (so the broker drops the Last Will) and wait until it is written."""
         self.client.disconnect()
@@ -284,7 +305,8 @@ class Publisher(PublishLoop):
     """Send every buffered batch to the broker, in ``seq`` order, at least once.
 
     ``await run()`` connects, publishes and reconnects (jittered exponential
-    backoff between ``reconnect_min`` and ``reconnect_max``) until cancelled or
+    backoff between ``reconnect_min`` and ``reconnect_max``, reset only by a
+    link that stayed up; see :mod:`agent.north.health`) until cancelled or
     until :meth:`stop` ends it. Broker failures never raise out of ``run``:
     they show in :attr:`stats` (``last_error`` is a sentence for the status
     page) while the buffer keeps filling. ``run`` raises only if the batch

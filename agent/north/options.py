@@ -40,6 +40,7 @@ class Link(Protocol):
         self, topic: str, payload: bytes, qos: int, retain: bool
     ) -> asyncio.Future[None]: ...
     def misc(self) -> None: ...  # keepalive work, called every tick
+    def uplink_moved(self) -> bool: ...  # the kernel's send queue shrank since the last call
     async def disconnect(self) -> None: ...  # clean DISCONNECT
     def abort(self, reason: str) -> None: ...  # drop without DISCONNECT (the will fires)
     def close(self, reason: str = "closed") -> None: ...  # release everything; idempotent
@@ -66,6 +67,10 @@ class BatchSource(Protocol):
     @property
     def last_seq(self) -> int: ...  # highest committed seq
 
+    # the payload size above which put() splits a batch (None: no limit); lowered when the
+    # broker shows a smaller limit than configured
+    max_message_bytes: int | None
+
     # the buffer's own bounded wait: True once last_seq > after_seq
     async def wait_committed(self, after_seq: int, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
     async def fetch(self, after_seq: int, limit: int) -> Sequence[BatchLike]: ...
@@ -74,6 +79,8 @@ class BatchSource(Protocol):
     # acked, not yet durably deleted (re-sent after a crash); flush() commits them now
     def unsynced_acks(self) -> int: ...
     async def flush(self) -> None: ...
+    # queue a committed batch again in pieces of at most limit bytes, drop it; readings refused
+    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +111,7 @@ class MqttOptions:
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
     connect_timeout: float = 10
+    max_message_size: int = 65536  # the largest PUBLISH packet the broker accepts
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -114,6 +122,8 @@ class MqttOptions:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
         if self.keepalive <= 0 or self.connect_timeout <= 0:
             raise ValueError("keepalive and connect_timeout must be positive")
+        if not MIN_MESSAGE_SIZE <= self.max_message_size <= MAX_PACKET:
+            raise ValueError(f"max_message_size must be {MIN_MESSAGE_SIZE}..{MAX_PACKET} bytes")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -138,6 +148,23 @@ class PublisherStats:
     reconnects: int = 0
     inflight: int = 0
     last_publish_ms: int | None = None
+    early_disconnects: int = 0  # connections that ended soon after the broker accepted them
+    oversized_split: int = 0  # stored batches cut again because they were too large
+
+
+MIN_MESSAGE_SIZE = 1024  # below this even the status messages may not fit
+MAX_PACKET = 268_435_455  # MQTT's own limit (remaining length of 4 bytes)
+
+
+def packet_size(topic: str, payload_len: int) -> int:
+    """Bytes of a QoS 1 PUBLISH packet: fixed header, topic, packet id, payload."""
+    rest = 2 + len(topic.encode()) + 2 + payload_len
+    return 1 + (1 if rest < 128 else 2 if rest < 16384 else 3 if rest < 2_097_152 else 4) + rest
+
+
+def payload_budget(max_message_size: int, topic: str) -> int:
+    """The largest payload whose PUBLISH on ``topic`` stays within ``max_message_size``."""
+    return max_message_size - (1 + 4 + 2 + len(topic.encode()) + 2)
 
 
 def closed_early(reason: str, o: MqttOptions) -> str:

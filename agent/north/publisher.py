@@ -19,6 +19,7 @@ from functools import partial
 import orjson
 
 from agent.errors import PublishError, StorageError
+from agent.north.health import STABLE_S, LinkEnd, LinkHealth
 from agent.north.options import (
     BatchLike,
     BatchSource,
@@ -28,6 +29,8 @@ from agent.north.options import (
     PublisherStats,
     check_topic,
     describe_connect_error,
+    packet_size,
+    payload_budget,
 )
 from drivers.base import now_ms
 
@@ -44,6 +47,7 @@ class _InFlight:
     seq: int
     future: asyncio.Future[None]
     sent: float
+    size: int  # bytes of the PUBLISH packet
 
 
 class PublishLoop:
@@ -67,8 +71,12 @@ class PublishLoop:
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
         self._running = False
-        self._down_warned = False
+        self._health = LinkHealth(options, self.stats)
         self._ever_connected = False
+        self._up_at = 0.0  # when the current link was accepted
+        self._stable = False  # the current link stayed up STABLE_S
+        self._aborted = False  # the current link was ended by our dead-link check
+        self._moved_at = 0.0  # the last PUBACK or uplink progress on the current link
         self._run_task: asyncio.Task[None] | None = None
         self._link: Link | None = None  # the connection being served, for side messages
         self._hurry: asyncio.Task[None] | None = None  # a commit of acked deletes, asked now
@@ -80,25 +88,22 @@ class PublishLoop:
         self._running = True
         self._done.clear()
         self._run_task = asyncio.current_task()
-        attempt = 0
+        health = self._health
         try:
             while not self._stop.is_set():
                 link = await self._connect()
-                if link is None:
-                    attempt += 1
-                    await self._sleep_unless_stopped(self._backoff(attempt))
-                    continue
-                attempt = 0
-                self._link = link
-                try:
-                    reason = await self._serve(link)
-                    if reason is None:
-                        await self._say_goodbye(link)
-                    else:
-                        self._note_down(reason)
-                finally:
-                    self._link = None
-                    self._drop_link(link)
+                if link is not None:
+                    self._link = link
+                    try:
+                        await self._serve_once(link)
+                    finally:
+                        self._link = None
+                        self._drop_link(link)
+                    if self._stable:
+                        continue  # a link that proved itself is retried at once
+                # failed, or accepted and dropped before it proved itself: back off
+                health.attempt += 1
+                await self._sleep_unless_stopped(self._backoff(health.attempt))
         finally:
             self._flush_acks()
             self._running = False
@@ -146,6 +151,33 @@ class PublishLoop:
             return False
         return True
 
+    async def _serve_once(self, link: Link) -> None:
+        self._up_at = self._moved_at = time.monotonic()
+        self._stable = self._aborted = False
+        reason = await self._serve(link)
+        if reason is None:
+            self._stable = True  # a stop, not a failure
+            await self._say_goodbye(link)
+            return
+        head = next(iter(self._inflight.values()), None)
+        end = LinkEnd(
+            reason,
+            time.monotonic() - self._up_at,
+            self._aborted,
+            None if head is None else (head.seq, head.size),
+        )
+        limit = self._health.limit
+        self._note_down(self._health.ended(end))
+        if self._health.limit < limit:
+            self._split_new_batches(self._health.limit)
+
+    def _split_new_batches(self, limit: int) -> None:
+        """Have batches committed from now on split below the limit the broker showed."""
+        longest = self._o.topic.format(agent=self._agent, device="d" * 64)  # ids: <= 64 chars
+        budget = payload_budget(limit, longest)
+        current = self._source.max_message_bytes
+        self._source.max_message_bytes = budget if current is None else min(current, budget)
+
     def _drained(self) -> bool:
         """Connected, everything committed so far sent, and nothing left in flight."""
         return self.stats.connected and not self._inflight and self._after >= self._source.last_seq
@@ -179,25 +211,22 @@ class PublishLoop:
         o = self._o
         if self._ever_connected:
             self.stats.reconnects += 1
-        if self._down_warned:
-            log.info("MQTT broker %s:%d is reachable again", o.host, o.port)
-        elif not self._ever_connected:
+        elif not self._health.warned:
             log.info("connected to MQTT broker %s:%d", o.host, o.port)
         self._ever_connected = True
-        self._down_warned = False
         self.stats.connected = True
 
+    def _note_stable(self) -> None:
+        # "reachable again" only once the link held: a storm of short links logs nothing here
+        self._stable = True
+        if self._health.stable():
+            o = self._o
+            log.info("MQTT broker %s:%d is reachable again", o.host, o.port)
+
     def _note_down(self, reason: str) -> None:
-        o = self._o
         self.stats.connected = False
         self.stats.last_error = reason
-        if self._down_warned:
-            log.debug("MQTT broker %s:%d still unavailable: %s", o.host, o.port, reason)
-        else:
-            log.warning(
-                "MQTT broker %s:%d unavailable, batches stay buffered: %s", o.host, o.port, reason
-            )
-            self._down_warned = True
+        self._health.log_down(reason)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self._o.reconnect_max, self._o.reconnect_min * 2 ** min(attempt - 1, 30))
@@ -229,9 +258,15 @@ class PublishLoop:
             if link.ended.done():
                 continue
             link.misc()
+            now = time.monotonic()
+            if not self._stable and now - self._up_at >= STABLE_S:
+                self._note_stable()
+            if link.uplink_moved():
+                self._moved_at = now  # a slow link that moves bytes is not dead
             oldest = next(iter(self._inflight.values()), None)
-            if oldest is not None and time.monotonic() - oldest.sent > stall_s:
-                link.abort(f"no PUBACK for {stall_s} s, the link looks dead")
+            if oldest is not None and now - max(oldest.sent, self._moved_at) > stall_s:
+                self._aborted = True
+                link.abort(f"no PUBACK and no bytes moving for {stall_s} s, the link looks dead")
 
     async def _say_goodbye(self, link: Link) -> None:
         with contextlib.suppress(LinkDown, TimeoutError):
@@ -311,14 +346,34 @@ class PublishLoop:
         if topic is None:
             topic = self._o.topic.format(agent=self._agent, device=batch.device)
             self._topics[batch.device] = topic
+        size = packet_size(topic, len(batch.payload))
+        if size > self._health.limit:
+            self._cut(batch, topic, size)
+            return
         fut = link.publish(topic, batch.payload, self._o.qos, False)
-        self._inflight[batch.seq] = _InFlight(batch.seq, fut, time.monotonic())
+        self._inflight[batch.seq] = _InFlight(batch.seq, fut, time.monotonic(), size)
         self.stats.inflight = len(self._inflight)
-        fut.add_done_callback(partial(self._on_acked, batch.seq, batch.n_values))
+        fut.add_done_callback(partial(self._on_acked, batch.seq, batch.n_values, size))
 
-    def _on_acked(self, seq: int, n_values: int, fut: asyncio.Future[None]) -> None:
+    def _cut(self, batch: BatchLike, topic: str, size: int) -> None:
+        """A stored batch the broker cannot take: queued again in pieces (new seqs), never sent."""
+        limit = self._health.limit
+        refused = self._source.resplit(
+            batch.seq, batch.device, batch.payload, payload_budget(limit, topic)
+        )
+        self.stats.oversized_split += 1
+        (log.warning if self.stats.oversized_split == 1 else log.debug)(
+            "batch seq %d of %s is %s bytes, above the %s-byte message limit: queued again "
+            "in smaller batches under new seqs%s",
+            batch.seq, batch.device, f"{size:,}", f"{limit:,}",
+            f", {refused} reading(s) too large alone were refused" if refused else "",
+        )  # fmt: skip
+
+    def _on_acked(self, seq: int, n_values: int, size: int, fut: asyncio.Future[None]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return  # the link ended; the batch stays in the buffer
+        self._moved_at = time.monotonic()
+        self._health.largest_acked = max(self._health.largest_acked, size)
         entry = self._inflight.get(seq)
         if entry is not None and entry.future is fut:
             del self._inflight[seq]

@@ -21,6 +21,7 @@ from agent.buffer import Buffer
 from agent.clock import system_clock
 from agent.errors import StorageError
 from agent.north.link import MqttOptions, Publisher, TlsOptions
+from agent.north.options import payload_budget
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.private import private_dir
 from agent.runtime.metrics import MetricsState
@@ -64,7 +65,14 @@ def mqtt_options(site: Site) -> MqttOptions:
         qos=mqtt.qos,
         max_inflight=mqtt.max_inflight,
         reconnect_max=mqtt.reconnect_max,
+        max_message_size=mqtt.max_message_size,
     )
+
+
+def message_budget(site: Site) -> int:
+    """The largest payload a batch may have so that its PUBLISH fits mqtt.max_message_size."""
+    longest = site.mqtt.topic.format(agent=site.agent.id, device="d" * 64)  # ids: <= 64 chars
+    return payload_budget(site.mqtt.max_message_size, longest)
 
 
 class Agent:
@@ -81,6 +89,7 @@ class Agent:
             on_full=site.buffer.on_full,
             synchronous=site.buffer.synchronous,
             commit_interval=site.buffer.commit_interval,
+            max_message_bytes=message_budget(site),
         )
         self.publisher = Publisher(mqtt_options(site), self.buffer, site.agent.id)
         self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
@@ -177,6 +186,7 @@ class Agent:
             if self._publishing is not None:
                 self._publishing.cancel()
             self.publisher = publisher
+            self.buffer.max_message_bytes = message_budget(new)
             self._publishing = self._group.create_task(self.publisher.run(), name="publisher")
 
     def _start_poller(self, poller: DevicePoller) -> None:
@@ -280,6 +290,9 @@ class Agent:
                 "values_published": pub.values_published,
                 "reconnects": pub.reconnects,
                 "inflight": pub.inflight,
+                "early_disconnects": pub.early_disconnects,
+                "oversized_split": pub.oversized_split,
+                "oversized_refused": self.buffer.refused_readings,  # at put and at a cut
             },
             "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
             "metrics": self.metrics.describe(),

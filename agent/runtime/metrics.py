@@ -152,6 +152,18 @@ def _publisher_families(p: PublisherStats) -> Iterator[_Family]:
         ("connected", "gauge", "1 while connected to the broker.", int(p.connected)),
         ("reconnects_total", "counter", "Connections to the broker after the first.", p.reconnects),
         ("inflight", "gauge", "Batches sent and not yet acknowledged.", p.inflight),
+        (
+            "early_disconnects_total",
+            "counter",
+            "Connections that ended within 10 s of being accepted.",
+            p.early_disconnects,
+        ),
+        (
+            "oversized_split_total",
+            "counter",
+            "Stored batches above the message limit, queued again in pieces.",
+            p.oversized_split,
+        ),
     ]
     for name, kind, help_text, value in rows:
         family = _Family(f"edge_agent_publish_{name}", kind, help_text)

@@ -70,6 +70,9 @@ class TlsSection(StrictModel):
         return self
 
 
+_MIN_PAYLOAD = 512  # a batch of one reading of a few tags must fit
+
+
 class MqttSection(StrictModel):
     """The broker this agent publishes to."""
 
@@ -86,6 +89,13 @@ class MqttSection(StrictModel):
     qos: Literal[0, 1] = 1
     max_inflight: int = Field(100, ge=1, le=65535)
     reconnect_max: Duration = Field(30.0, ge=1)
+    max_message_size: ByteSize = Field(
+        65536,
+        ge=1024,
+        le=268_435_455,
+        description="The largest MQTT packet the broker accepts (its max packet size); "
+        "larger batches are split. 64 KiB suits most clouds; some allow only 16 KiB.",
+    )
 
     @field_validator("topic")
     @classmethod
@@ -97,6 +107,19 @@ class MqttSection(StrictModel):
     def _status_topic(cls, value: str) -> str:
         # the status message is the agent's, not a device's: {device} has no value there
         return check_topic(value, ("agent",))
+
+    @model_validator(mode="after")
+    def _room_for_readings(self) -> MqttSection:
+        # the PUBLISH carries the topic too: ids may be 64 characters long
+        longest = self.topic.replace("{agent}", "a" * 64).replace("{device}", "d" * 64)
+        overhead = len(longest.encode()) + 9  # fixed header, topic length, packet id
+        if self.max_message_size - overhead < _MIN_PAYLOAD:
+            raise ValueError(
+                f"max_message_size {self.max_message_size} leaves less than {_MIN_PAYLOAD} "
+                f"bytes for the message after the topic ({overhead} bytes with 64-character "
+                f"ids): raise it or shorten mqtt.topic"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttSection:

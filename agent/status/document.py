@@ -49,6 +49,9 @@ class BrokerStatus(TypedDict):
     values_published: int
     reconnects: int
     inflight: int
+    early_disconnects: int  # connections that ended soon after the broker accepted them
+    oversized_split: int  # stored batches above mqtt.max_message_size, queued again in pieces
+    oversized_refused: int  # readings refused: larger than mqtt.max_message_size alone
 
 
 class BufferStatus(TypedDict):

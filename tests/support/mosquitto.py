@@ -3,7 +3,7 @@
 ``Mosquitto`` writes its own config into a work directory and runs
 ``mosquitto -c`` on 127.0.0.1 and a free port (never 1883). ``restart()``
 keeps the port, so a client can reconnect to the "same" broker. Options: a
-password file, a TLS listener, persistence (off by default).
+password file, a TLS listener, persistence (off by default), a maximum packet size.
 
 ``Subscriber`` is a paho client on its own thread (fine in tests) that
 subscribes at QoS 1 and records ``(topic, payload, retain, time)``.
@@ -87,6 +87,7 @@ class Mosquitto:
         users: Mapping[str, str] | None = None,
         tls: MosquittoTls | None = None,
         persistence: bool = False,
+        max_packet_size: int | None = None,
         extra_config: tuple[str, ...] = (),
     ) -> None:
         binary = find_mosquitto()
@@ -100,6 +101,7 @@ class Mosquitto:
         self.users = dict(users or {})
         self.tls = tls
         self.persistence = persistence
+        self.max_packet_size = max_packet_size  # the broker closes a link sending a larger one
         self.extra_config = extra_config
         self.conf = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
@@ -194,6 +196,8 @@ class Mosquitto:
             lines.append("max_queued_messages 0")  # keep everything for offline sessions
         else:
             lines.append("persistence false")
+        if self.max_packet_size is not None:
+            lines.append(f"max_packet_size {self.max_packet_size}")
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise it drops to 'mosquitto' and cannot read our files
         lines += list(self.extra_config)

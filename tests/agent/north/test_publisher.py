@@ -49,6 +49,7 @@ class MemorySource:
         self.rows: dict[int, Batch] = {}
         self.last_seq = 0
         self.acks: list[list[int]] = []
+        self.max_message_bytes: int | None = None
         self._changed = asyncio.Event()
 
     def add(self, device: str, n_values: int = 2) -> Batch:
@@ -88,6 +89,9 @@ class MemorySource:
 
     async def flush(self) -> None:
         await asyncio.sleep(0)
+
+    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+        raise AssertionError("these batches fit any broker")
 
 
 def options(port: int, **kw: object) -> MqttOptions:
