@@ -46,6 +46,12 @@ class _EmptySource:
     def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
         raise AssertionError("nothing was sent")
 
+    def unsynced_acks(self) -> int:
+        return 0
+
+    async def flush(self) -> None:
+        await asyncio.sleep(0)
+
 
 @contextlib.asynccontextmanager
 async def closing_broker() -> AsyncIterator[tuple[int, list[float]]]:
