@@ -113,6 +113,7 @@ class MeterLine:
     baud: int | None = None
     frames_seen: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
+    _wake: int = 0  # FE bytes before the request now being read: wire time too
 
     def feed(self, data: bytes) -> list[tuple[float, bytes]]:
         """Bytes from the master -> (seconds to hold, reply) for every request now complete."""
@@ -123,13 +124,15 @@ class MeterLine:
             self.frames_seen += 1
             reply = self._answer(wire, control, payload)
             if reply is not None:
-                out.append((self._hold(len(payload) + 16, len(reply)), reply))
+                out.append((self._hold(self._wake + len(payload) + 12, len(reply)), reply))
+            self._wake = 0
         return out
 
     def _next_request(self) -> tuple[bytes, int, bytes] | None:
         buf = self._buffer
         while True:
             start = buf.find(b"\x68")
+            self._wake += buf[: len(buf) if start < 0 else start].count(0xFE)
             if start < 0:
                 buf.clear()
                 return None
