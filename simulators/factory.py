@@ -3,7 +3,8 @@
 Two VFD-driven motors and an energy meter on Modbus TCP, a spindle motor on
 Modbus RTU over a serial line (a socat pty pair, as if through a USB-RS485
 adapter), a packaging line on OPC UA, and a torque tool printing results on a
-serial line. ``edge-agent demo`` starts it on free ports; ``edge-agent simulate
+serial line, and a DL/T 645 energy meter on an RS-485 line of its own (a pty).
+``edge-agent demo`` starts it on free ports; ``edge-agent simulate
 --factory`` starts it at the fixed addresses of
 ``config/examples/garden-tools.yaml``.
 """
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulators.dlt645_meter import Meter, MeterLine, PtyMeters
 from simulators.packaging_line import run_packaging_line
 from simulators.run import SimDevice, run_simulators
 from simulators.serial_devices import TorqueToolSim
@@ -34,6 +36,9 @@ class FactoryPorts:
     packaging_line: int = 0
     serial_dir: Path = SERIAL_DIR
 
+
+DLT645_ADDRESS = "000000000161"
+"""The office meter's address in config/examples/garden-tools.yaml."""
 
 FIXED = FactoryPorts(5020, 5021, 5022, 4840)
 """The addresses config/examples/garden-tools.yaml expects."""
@@ -92,16 +97,21 @@ async def run_factory(ports: FactoryPorts = FactoryPorts()) -> AsyncIterator[Fac
         sims = await stack.enter_async_context(run_simulators(modbus))
         line = await stack.enter_async_context(run_packaging_line(ports.packaging_line, seed=5))
         torque = await stack.enter_async_context(TorqueToolSim(link=folder / "torque", seed=6))
+        dlt645 = await stack.enter_async_context(
+            PtyMeters(MeterLine([Meter(DLT645_ADDRESS)]), link=folder / "dlt645")
+        )
         factory = Factory()
         for name in ("press-motor-1", "saw-motor-2", "main-meter"):
             factory.addresses[name] = sims.ports[name]
         factory.addresses["spindle-motor-3"] = str(rtu_agent)
         factory.addresses["packaging-line"] = line.endpoint
         factory.addresses["torque-tool"] = torque.path
+        factory.addresses["office-meter"] = dlt645.path
         factory.lines = [
             *sims.describe(),
             f"spindle-motor-3: agent side of the RTU line at {rtu_agent} (19200 baud)",
             f"packaging-line: PackML line on OPC UA at {line.endpoint}",
             f"torque-tool: tightening results on serial line {torque.path}",
+            f"office-meter: DL/T 645 meter {DLT645_ADDRESS} on serial line {dlt645.path}",
         ]
         yield factory

@@ -18,6 +18,7 @@ CONNECTION = {
     "modbus": {"modbus_tcp": {"host": "127.0.0.1"}},
     "opcua": {"opcua": {"endpoint": "opc.tcp://127.0.0.1:4840"}},
     "serial": {"serial": {"port": "/dev/ttyUSB0"}},
+    "dlt645": {"dlt645": {"port": "/dev/ttyUSB0"}},
 }
 
 

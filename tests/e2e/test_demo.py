@@ -17,6 +17,7 @@ DEVICES = {
     "spindle-motor-3",
     "packaging-line",
     "torque-tool",
+    "office-meter",
 }
 
 
