@@ -218,12 +218,24 @@ class _SiteBuilder:
     def _check_shared_lines(self, devices: list[DeviceConfig]) -> None:
         """Devices on one serial port share one line, so one framing: run cannot open two."""
         first: dict[str, tuple[str, str]] = {}
+        protocol: dict[str, tuple[str, str]] = {}
         for device in devices:
             spec = device.spec
             if not device.enabled or not isinstance(spec, EstimatesLineLoad):
                 continue
             load = spec.link_load(device.options, device.poll_groups)
             if load is None:
+                continue
+            speaker, kind = protocol.setdefault(load.link, (device.id, device.kind))
+            if kind != device.kind:
+                # Each driver owns the port it opens: two protocols on one port would
+                # interleave their frames on the wire.
+                self._problem(
+                    (*self.device_paths[device.id], "connection"),
+                    f"{load.link} is used by {speaker} ({kind}); this device speaks "
+                    f"{device.kind}: one serial port carries one protocol; put the devices "
+                    "on separate RS-485 lines or ports",
+                )
                 continue
             owner, framing = first.setdefault(load.link, (device.id, load.framing))
             if framing != load.framing:
