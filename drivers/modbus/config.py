@@ -8,7 +8,7 @@ its key path inside the driver's ``options`` mapping.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, Strict, ValidationError, model_validator
 
@@ -26,9 +26,8 @@ from drivers.base import (
 
 ByteOrder = Literal["ABCD", "BADC", "CDAB", "DCBA"]
 Function = Literal["holding", "input", "coil", "discrete"]
-DataType = Literal[
-    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
-]
+NumericType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+DataType = Literal[NumericType, "bool", "string"]
 
 BIT_FUNCTIONS: frozenset[str] = frozenset({"coil", "discrete"})
 REGISTER_FUNCTIONS: frozenset[str] = frozenset({"holding", "input"})
@@ -50,6 +49,7 @@ TYPE_REGISTERS: dict[str, int] = {
 }
 
 StrictInt = Annotated[int, Strict()]
+INVALID_TYPES: frozenset[str] = frozenset(TYPE_REGISTERS) - {"bool"}
 
 
 class TcpConnection(StrictModel):
@@ -97,6 +97,11 @@ class ProtocolOptions(StrictModel):
     max_bits: StrictInt = Field(PROTOCOL_MAX_BITS, ge=1, le=PROTOCOL_MAX_BITS)
     max_gap: StrictInt = Field(10, ge=0, le=PROTOCOL_MAX_REGISTERS)
     inter_request_delay: Duration = 0.0
+    invalid: dict[NumericType, list[StrictInt]] = Field(
+        default_factory=dict,
+        description="Raw values meaning 'not available', per type; tags without their own "
+        "invalid list use their type's.",
+    )
 
 
 class ModbusTag(TagBase):
@@ -110,6 +115,14 @@ class ModbusTag(TagBase):
     byte_order: ByteOrder | None = None
     scale: float = 1.0
     offset: float = 0.0
+    strip: bool = Field(
+        True, description="string: drop spaces at both ends (NUL padding is always dropped)."
+    )
+    invalid: list[StrictInt] | None = Field(
+        None,
+        description="Raw values meaning 'not available' (the registers as one unsigned "
+        "integer, as the manual writes it in hex); replaces protocol.invalid for this tag.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -157,6 +170,19 @@ class ModbusOptions(StrictModel):
         """The byte order that applies to ``tag`` (its own, else the device's)."""
         return tag.byte_order or self.protocol.byte_order
 
+    def invalid_of(self, tag: ModbusTag) -> tuple[int, ...]:
+        """Raw values of ``tag`` that mean "not available", as unsigned integers of its width.
+
+        The tag's own list, else the device's list for the tag's type; none for
+        bits and strings.
+        """
+        if tag.type not in INVALID_TYPES:
+            return ()
+        numeric = cast(NumericType, tag.type)  # not bool or string: checked above
+        values = tag.invalid if tag.invalid is not None else self.protocol.invalid.get(numeric)
+        mask = (1 << (16 * tag.width)) - 1
+        return tuple(dict.fromkeys(v & mask for v in values or ()))
+
 
 # --------------------------------------------------------------------------- parsing
 
@@ -173,6 +199,8 @@ def parse_options(options: Mapping[str, Any]) -> ModbusOptions:
     tags = _parse_tags(options.get("tags"), problems)
     if protocol is not None:
         problems += _cross_tag_problems(tags, protocol)
+        for type_, values in protocol.invalid.items():
+            problems += _width_problems(("protocol", "invalid", type_), type_, values)
     if problems or connection is None or protocol is None:
         raise ConfigError(problems)
     return ModbusOptions(connection=connection, protocol=protocol, tags=tags)
@@ -251,7 +279,34 @@ def tag_problems(tag: ModbusTag) -> list[ConfigProblem]:
         )
     if tag.scale == 0:
         problems.append(ConfigProblem(("scale",), "cannot be 0 (every value would read 0)"))
+    return problems + _option_problems(tag)
+
+
+def _option_problems(tag: ModbusTag) -> list[ConfigProblem]:
+    """``strip`` and ``invalid`` given where they cannot apply, or values too wide."""
+    problems: list[ConfigProblem] = []
+    if tag.type != "string" and "strip" in tag.model_fields_set:
+        problems.append(ConfigProblem(("strip",), "is only valid with type string"))
+    if tag.invalid is not None:
+        if tag.type in INVALID_TYPES:
+            problems += _width_problems(("invalid",), tag.type, tag.invalid)
+        else:
+            problems.append(
+                ConfigProblem(("invalid",), f"is only valid with numeric types, not {tag.type}")
+            )
     return problems
+
+
+def _width_problems(
+    loc: tuple[str | int, ...], type_: str, values: list[int]
+) -> list[ConfigProblem]:
+    """Raw values that cannot be held by ``type_``: unsigned, or signed written negative."""
+    bits = 16 * TYPE_REGISTERS[type_]
+    return [
+        ConfigProblem((*loc, i), f"{v} does not fit in {type_} ({bits} bits)")
+        for i, v in enumerate(values)
+        if not -(1 << (bits - 1)) <= v < (1 << bits)
+    ]
 
 
 def _cross_tag_problems(
@@ -281,8 +336,11 @@ def span_text(function: str, start: int, width: int) -> str:
 def overlap_problems(tags: Mapping[str, ModbusTag]) -> list[ConfigProblem]:
     """Tags whose registers (or bits) overlap another tag's in the same function space.
 
-    Several ``bit`` tags may share one register: each reads its own bit. The later
-    tag (by address, then name) of an overlapping pair carries the problem.
+    A register holds one value, so two tags that read whole registers may not
+    share one. A ``bit`` tag only reads, so it may share its register with other
+    bit tags and with the tag of the whole value (a status word and its bits come
+    from the same read). The later tag (by address, then name) of an overlapping
+    pair carries the problem.
     """
     problems: list[ConfigProblem] = []
     ordered = sorted(tags.items(), key=lambda item: (item[1].function, item[1].address, item[0]))
@@ -294,7 +352,7 @@ def overlap_problems(tags: Mapping[str, ModbusTag]) -> list[ConfigProblem]:
             if t.function == tag.function and t.address + t.width > tag.address
         ]
         for other_name, other in active:
-            if not (tag.is_bit_of_register and other.is_bit_of_register):
+            if not (tag.is_bit_of_register or other.is_bit_of_register):
                 where = span_text(other.function, other.address, other.width)
                 message = f"overlaps tag {other_name!r} ({where})"
                 problems.append(ConfigProblem(("tags", name, "address"), message))

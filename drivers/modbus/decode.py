@@ -51,7 +51,9 @@ class TagLayout:
 
     ``index`` is the tag's first register (or bit) counted from the block start;
     ``length`` is the string length in registers; ``bit`` picks one bit of a
-    register for a bool; ``value_offset`` is added after ``scale``.
+    register for a bool; ``value_offset`` is added after ``scale``; ``strip``
+    drops the spaces around a string; ``invalid`` lists raw values (the tag's
+    registers as one unsigned integer, in its byte order) that mean "not available".
     """
 
     name: str
@@ -62,6 +64,8 @@ class TagLayout:
     length: int | None = None
     scale: float = 1.0
     value_offset: float = 0.0
+    strip: bool = True
+    invalid: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -132,7 +136,8 @@ class BlockDecoder:
         groups: dict[tuple[bool, str], list[TagLayout]] = {}
         slow: list[TagLayout] = []
         for lay in self.layouts:
-            if lay.type in _NUMERIC:
+            # "not available" compares raw bits, done tag by tag (few tags have it)
+            if lay.type in _NUMERIC and not lay.invalid:
                 key = (lay.order in _SWAPPED_ORDERS, "<" if lay.order in _LITTLE_ORDERS else ">")
                 groups.setdefault(key, []).append(lay)
             else:
@@ -206,6 +211,11 @@ def _decode_each(
         if layout.index + layout.width > len(registers):
             out.errors[layout.name] = "reply too short for this tag"
             continue
+        if layout.invalid:
+            bits = _raw_bits(block, layout)
+            if bits in layout.invalid:
+                out.errors[layout.name] = not_available(bits, layout.width)
+                continue
         raw = _raw_value(block, registers, layout)
         _store(out, layout, raw)
 
@@ -296,6 +306,18 @@ def _raw_value(block: _Block, registers: Sequence[int], layout: TagLayout) -> Va
     return value
 
 
+def _raw_bits(block: _Block, layout: TagLayout) -> int:
+    """The tag's registers as one unsigned integer, most significant byte first."""
+    start = layout.index * 2
+    data = block.buffer(layout.order)[start : start + layout.width * 2]
+    return int.from_bytes(data, "little" if layout.order in _LITTLE_ORDERS else "big")
+
+
+def not_available(raw: int, width: int) -> str:
+    """``not available (0xFFFF)``: the error of a tag whose raw value is one of its invalid ones."""
+    return f"not available (0x{raw:0{width * 4}X})"
+
+
 def _string(block: _Block, layout: TagLayout) -> str:
     # Characters travel in register order; only the bytes inside each word may be
     # swapped (BADC, DCBA), the word order of text is never reversed.
@@ -303,8 +325,9 @@ def _string(block: _Block, layout: TagLayout) -> str:
     buffer = block.buffer("BADC" if swapped else "ABCD")
     start = layout.index * 2
     text = buffer[start : start + (layout.length or 1) * 2]
-    # Devices pad fixed-length text fields with NUL or spaces, at either end.
-    text = text.strip(b"\x00 ")
+    # Devices pad fixed-length text fields with NUL or spaces, at either end;
+    # NUL is never text, spaces may be (``strip: false`` keeps them).
+    text = text.strip(b"\x00 " if layout.strip else b"\x00")
     return text.decode("utf-8", errors="replace")
 
 

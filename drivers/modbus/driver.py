@@ -308,10 +308,18 @@ class ModbusDriver(BaseDriver):
         self._transport = None
 
     async def read(self, group: str) -> Reading:
-        """Poll every tag of ``group`` once (a group without tags gives an empty reading)."""
+        """Poll every tag of ``group`` once (a group without tags gives an empty reading).
+
+        ``ts`` is the arrival of the first request's reply, not the start of the
+        poll: behind a shared gateway or line the first request may wait long for
+        other units. Tags served by later requests of the group were read after
+        ``ts``, by at most the time those requests took (waits included).
+        """
         reading = Reading(ts=now_ms())
-        for planned, decoder in self._decoders.get(group, ()):
+        for index, (planned, decoder) in enumerate(self._decoders.get(group, ())):
             reply = await self._read(planned.request)
+            if index == 0:
+                reading.ts = now_ms()
             _fill(reading, planned, reply, decoder)
         return reading
 

@@ -136,6 +136,8 @@ def layout_of(name: str, tag: ModbusTag, index: int, options: ModbusOptions) -> 
         length=tag.length,
         scale=tag.scale,
         value_offset=tag.offset,
+        strip=tag.strip,
+        invalid=options.invalid_of(tag),
     )
 
 

@@ -191,9 +191,48 @@ CASES = [
         id="overlap with a string",
     ),
     pytest.param(
-        with_tags(word={"address": 0x3000}, flag={"address": 0x3000, "type": "bool", "bit": 2}),
-        [(("tags", "word", "address"), "overlaps tag 'flag' (holding 0x3000)")],
-        id="bit tag and whole-register tag overlap",
+        with_tags(word={"address": 0x3000}, signed={"address": 0x3000, "type": "int16"}),
+        [(("tags", "word", "address"), "overlaps tag 'signed' (holding 0x3000)")],
+        id="one register read as two whole values",
+    ),
+    pytest.param(
+        with_tags(
+            a={"address": 0x7000, "type": "uint32"}, b={"address": 0x7000, "type": "float32"}
+        ),
+        [(("tags", "b", "address"), "overlaps tag 'a' (holding 0x7000-0x7001)")],
+        id="two multi-register tags of different types on the same registers",
+    ),
+    pytest.param(
+        with_tags(t={"address": 1, "type": "string", "length": 2, "invalid": [0]}),
+        [(("tags", "t", "invalid"), "is only valid with numeric types, not string")],
+        id="invalid on a string",
+    ),
+    pytest.param(
+        with_tags(t={"address": 1, "type": "bool", "bit": 0, "invalid": [1]}),
+        [(("tags", "t", "invalid"), "is only valid with numeric types, not bool")],
+        id="invalid on a bit",
+    ),
+    pytest.param(
+        with_tags(t={"address": 1, "invalid": [0xFFFF, 0x10000, -0x8001]}),
+        [
+            (("tags", "t", "invalid", 1), "65536 does not fit in uint16 (16 bits)"),
+            (("tags", "t", "invalid", 2), "-32769 does not fit in uint16 (16 bits)"),
+        ],
+        id="invalid value wider than the tag",
+    ),
+    pytest.param(
+        {
+            "connection": TCP,
+            "protocol": {"invalid": {"int32": [0x80000000, 2**32]}},
+            "tags": {},
+        },
+        [(("protocol", "invalid", "int32", 1), "4294967296 does not fit in int32 (32 bits)")],
+        id="device-wide invalid value wider than its type",
+    ),
+    pytest.param(
+        with_tags(t={"address": 1, "strip": False}),
+        [(("tags", "t", "strip"), "is only valid with type string")],
+        id="strip without string",
     ),
     pytest.param(
         with_tags(a={"address": 5, "function": "coil"}, b={"address": 5, "function": "coil"}),
@@ -277,6 +316,52 @@ def test_valid_options_and_defaults() -> None:
     assert options.tags["freq"].group == "default"
 
 
+def test_a_whole_register_and_its_bits_are_allowed_together() -> None:
+    options = SPEC.parse(
+        with_tags(
+            status_word={"address": 0x7010},
+            ready={"address": 0x7010, "type": "bool", "bit": 0},
+            running={"address": 0x7010, "type": "bool", "bit": 1},
+            fault={"address": 0x7010, "type": "bool", "bit": 3},
+            status32={"address": 0x7020, "type": "uint32"},
+            alarm={"address": 0x7021, "type": "bool", "bit": 15},  # a bit of its low word
+        )
+    )
+    assert len(options.tags) == 6
+
+
+def test_invalid_values_are_inherited_by_type_and_overridden_per_tag() -> None:
+    options = SPEC.parse(
+        {
+            "connection": TCP,
+            "protocol": {"invalid": {"uint16": [0xFFFF], "int16": [-32768, 0x7FFF]}},
+            "tags": {
+                "u": {"address": 1},
+                "s": {"address": 2, "type": "int16"},
+                "own": {"address": 3, "invalid": [0xFFFE]},
+                "none": {"address": 4, "invalid": []},
+                "wide": {"address": 5, "type": "uint32"},
+                "text": {"address": 8, "type": "string", "length": 2},
+            },
+        }
+    )
+    got = {name: options.invalid_of(tag) for name, tag in options.tags.items()}
+    # raw values as unsigned integers of the tag's width: -32768 is 0x8000
+    assert got == {
+        "u": (0xFFFF,),
+        "s": (0x8000, 0x7FFF),
+        "own": (0xFFFE,),
+        "none": (),
+        "wide": (),
+        "text": (),
+    }
+
+
+def test_strip_defaults_to_true() -> None:
+    options = SPEC.parse(with_tags(t={"address": 1, "type": "string", "length": 2}))
+    assert options.tags["t"].strip is True
+
+
 def test_rtu_defaults() -> None:
     options = SPEC.parse({"connection": {"modbus_rtu": {"port": "/dev/ttyUSB0"}}, "tags": {}})
     rtu = options.connection.settings
@@ -312,6 +397,8 @@ def test_sample_yaml_is_valid_and_shows_every_option() -> None:
         "byte_order",
         "scale",
         "offset",
+        "strip",
+        "invalid",
     }
 
 
@@ -320,3 +407,30 @@ def test_spec_create_builds_a_driver_without_io() -> None:
     driver = SPEC.create("motor-01", options)
     assert driver.device_id == "motor-01"
     assert SPEC.protocol == "modbus"
+
+
+def test_a_profile_level_invalid_list_reaches_every_tag_of_its_type(tmp_path: Path) -> None:
+    from agent.site.loader import load_site
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "meter.yaml").write_text(
+        "profile: meter\nversion: 1\n"
+        "protocol: {kind: modbus, invalid: {int16: [0x8000], uint32: [0xFFFFFFFF]}}\n"
+        "tags:\n"
+        "  p: {address: 0, type: int16}\n"
+        "  e: {address: 2, type: uint32}\n"
+        "  q: {address: 4, type: int16}\n",
+        encoding="utf-8",
+    )
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "agent: {id: s}\nprofiles: [profiles]\ndevices:\n  - id: m\n    profile: meter\n"
+        "    connection: {modbus_tcp: {host: 127.0.0.1}}\n"
+        "    tags: {q: {invalid: []}}\n",
+        encoding="utf-8",
+    )
+    options = load_site(site, env={}).device("m").options
+    assert isinstance(options, ModbusOptions)
+    got = {name: options.invalid_of(tag) for name, tag in options.tags.items()}
+    assert got == {"p": (0x8000,), "e": (0xFFFFFFFF,), "q": ()}

@@ -8,7 +8,10 @@ import struct
 import pytest
 
 from drivers.modbus.decode import (
+    Decoded,
     TagLayout,
+    _Block,
+    _decode_each,
     apply_scale,
     decode_all_orders,
     decode_bits,
@@ -313,3 +316,69 @@ def test_scaled_integers_keep_the_decimals_of_the_scale(
 ) -> None:
     assert apply_scale(raw, scale, offset) == value
     assert repr(apply_scale(raw, scale, offset)) == repr(value)
+
+
+@pytest.mark.parametrize(
+    ("wire", "strip", "expected"),
+    [
+        (b"  AB  ", True, "AB"),
+        (b"  AB  ", False, "  AB  "),
+        (b"AB  \x00\x00", False, "AB  "),  # NUL is padding, never text
+        (b"\x00\x00AB  ", False, "AB  "),
+        (b"AB \x00\x00\x00", True, "AB"),
+    ],
+)
+def test_string_strip_option(wire: bytes, strip: bool, expected: str) -> None:
+    layout = TagLayout("s", 0, "string", length=3, strip=strip)
+    assert decode_registers(regs(wire), [layout]).values == {"s": expected}
+
+
+def test_a_whole_register_and_its_bits_decode_from_one_block() -> None:
+    layouts = [
+        TagLayout("status_word", 0, "uint16"),
+        TagLayout("ready", 0, "bool", bit=0),
+        TagLayout("running", 0, "bool", bit=1),
+        TagLayout("fault", 0, "bool", bit=3),
+    ]
+    out = decode_registers([0b1001], layouts)
+    assert out.errors == {}
+    assert out.values == {"status_word": 9, "ready": True, "running": False, "fault": True}
+
+
+NA = "not available"
+
+
+@pytest.mark.parametrize(
+    ("wire", "type_", "order", "invalid", "expected"),
+    [
+        (b"\xff\xff", "uint16", "ABCD", (0xFFFF,), f"{NA} (0xFFFF)"),
+        (b"\xff\xfe", "uint16", "ABCD", (0xFFFF,), 0xFFFE),
+        (b"\x80\x00", "int16", "ABCD", (0x8000,), f"{NA} (0x8000)"),
+        (b"\x7f\xff", "int16", "ABCD", (0x7FFF, 0x8000), f"{NA} (0x7FFF)"),
+        (b"\x00\x80", "int16", "BADC", (0x8000,), f"{NA} (0x8000)"),  # raw = after byte order
+        (b"\x80\x00\x00\x00", "int32", "ABCD", (0x80000000,), f"{NA} (0x80000000)"),
+        (b"\x00\x00\x80\x00", "int32", "CDAB", (0x80000000,), f"{NA} (0x80000000)"),
+        (b"\x00\x00\x80\x00", "int32", "ABCD", (0x80000000,), 0x8000),
+        (b"\xff\xff\xff\xff", "uint32", "ABCD", (0xFFFF,), 0xFFFFFFFF),  # not the 16-bit one
+        (b"\xff\x7f\xff\xff", "float32", "ABCD", (0xFF7FFFFF,), f"{NA} (0xFF7FFFFF)"),
+        (b"\x00" * 8, "uint64", "ABCD", (0,), f"{NA} (0x{0:016X})"),
+    ],
+)
+def test_invalid_raw_values_become_not_available(
+    wire: bytes, type_: str, order: str, invalid: tuple[int, ...], expected: object
+) -> None:
+    layout = TagLayout("t", 0, type_, order, scale=0.1, invalid=invalid)
+    for decode in (decode_registers, _per_tag):
+        out = decode(regs(wire), [layout])
+        if isinstance(expected, str):
+            assert (out.values, out.errors) == ({}, {"t": expected})
+        else:
+            assert out.errors == {}
+            assert isinstance(expected, int)
+            assert out.values["t"] == pytest.approx(expected * 0.1)
+
+
+def _per_tag(registers: list[int], layouts: list[TagLayout]) -> Decoded:
+    out = Decoded()
+    _decode_each(out, _Block(registers), registers, layouts)
+    return out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drivers.base import ConfigError
-from drivers.modbus.plan import Request, TagSpan, plan_requests
+from drivers.modbus import SPEC
+from drivers.modbus.plan import Request, TagSpan, plan_groups, plan_requests
 
 
 def h(name: str, address: int, width: int = 1, function: str = "holding") -> TagSpan:
@@ -156,3 +157,30 @@ def test_tag_wider_than_max_registers_is_a_config_error() -> None:
         plan_requests([h("serial_no", 0, 20)], max_registers=10)
     assert info.value.problems[0].loc == ("tags", "serial_no")
     assert info.value.problems[0].message == "needs 20 registers, more than max_registers (10)"
+
+
+def test_a_whole_register_and_its_bits_are_read_once() -> None:
+    options = SPEC.parse(
+        {
+            "connection": {"modbus_tcp": {"host": "plc.local"}},
+            "tags": {
+                "status_word": {"address": 0x7010},
+                "ready": {"address": 0x7010, "type": "bool", "bit": 0},
+                "running": {"address": 0x7010, "type": "bool", "bit": 1},
+                "fault": {"address": 0x7010, "type": "bool", "bit": 3},
+                "speed": {"address": 0x7011},
+            },
+        }
+    )
+    (planned,) = plan_groups(options)["default"]
+    assert (planned.request.address, planned.request.count) == (0x7010, 2)
+    assert sorted(planned.request.tags) == [
+        ("fault", 0), ("ready", 0), ("running", 0), ("speed", 1), ("status_word", 0)
+    ]  # fmt: skip
+
+
+def test_overlapping_spans_make_one_request_covering_both() -> None:
+    requests = plan_requests([h("status32", 0x10, 2), h("bit_hi", 0x10, 1), h("bit_lo", 0x11, 1)])
+    assert shape(requests) == [
+        ("holding", 0x10, 2, (("bit_hi", 0), ("status32", 0), ("bit_lo", 1)))
+    ]
