@@ -211,9 +211,12 @@ class TagBase(StrictModel):
 
     group: str = Field("default", description="Poll group (its interval is set per device).")
     unit: str | None = Field(None, description="Engineering unit, for people and the cloud.")
-    description: str | None = None
+    description: str | None = Field(None, description="One line for people.")
     deadband: float | None = Field(
-        None, ge=0, description="Report only changes larger than this (absolute)."
+        None,
+        ge=0,
+        description="Report only changes larger than this (absolute). Without deadband "
+        "and heartbeat the tag is reported on every poll.",
     )
     heartbeat: Duration | None = Field(
         None, gt=0, description="Report at least this often even without a change."
@@ -225,10 +228,10 @@ class SerialLine(StrictModel):
     """An RS-232/RS-485 line: a device path or a pyserial URL, and its character framing."""
 
     port: str = Field(min_length=1, description="/dev/ttyUSB0, socket://HOST:PORT, loop://...")
-    baud: StrictInt = Field(9600, gt=0)
-    parity: Literal["N", "E", "O"] = "N"
-    stop_bits: Literal[1, 2] = 1
-    byte_size: Literal[7, 8] = 8
+    baud: StrictInt = Field(9600, gt=0, description="Line speed; every unit on a line uses one.")
+    parity: Literal["N", "E", "O"] = Field("N", description="N none, E even, O odd.")
+    stop_bits: Literal[1, 2] = Field(1, description="Stop bits per character.")
+    byte_size: Literal[7, 8] = Field(8, description="Data bits per character.")
 
     def endpoint(self, kind: str, detail: str = "") -> Endpoint:
         """Where this line is: a local port, or the TCP serial server of a pyserial URL."""

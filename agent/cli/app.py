@@ -107,11 +107,18 @@ def schema(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file.")
     ] = None,
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="The site file reference page (docs/SITE-REFERENCE.md)."),
+    ] = False,
 ) -> None:
-    """Print the JSON schema of site files or profiles (for editors)."""
-    from agent.cli.site import show_schema
+    """Print the JSON schema of site files or profiles (for editors), or the reference page."""
+    from agent.cli.site import show_reference, show_schema
 
-    show_schema(kind, output)
+    if markdown:
+        show_reference(output)
+    else:
+        show_schema(kind, output)
 
 
 @app.command()

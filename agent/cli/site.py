@@ -48,6 +48,17 @@ def show_schema(kind: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
 
 
+def show_reference(output: Path | None) -> None:
+    """Print (or write) the site file reference: every key, type, default and description."""
+    from agent.site.reference import markdown
+
+    text = markdown()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
 @config_app.command("show")
 def config_show(
     config: Annotated[Path, typer.Option("--config", "-c", help="Site file (YAML).")],

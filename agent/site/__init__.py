@@ -15,6 +15,7 @@ device       one device: its profile + the site's overrides, each change recorde
 profiles     profile lookup, ``extends`` chains, content hashes and pins
 params       ``${param.X}`` values and safe expressions (no eval)
 schema       JSON schemas of site files and profiles (``edge-agent schema``)
+reference    the Markdown reference page, docs/SITE-REFERENCE.md (``schema --markdown``)
 permissions  warnings for config or key files readable by others
 ===========  ==============================================================
 """

@@ -50,7 +50,9 @@ class AgentSection(StrictModel):
     status_socket: Path | None = Field(
         None, description="Unix socket of the status endpoint (default: <data_dir>/status.sock)."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least important log messages written to the journal."
+    )
 
     _check_id = field_validator("id")(check_id)
 
@@ -58,10 +60,12 @@ class AgentSection(StrictModel):
 class TlsSection(StrictModel):
     """MQTT over TLS. ``insecure`` skips host name checks and must be asked for explicitly."""
 
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    insecure: bool = False
+    ca: Path | None = Field(None, description="CA certificate to check the broker with (PEM).")
+    cert: Path | None = Field(None, description="This box's client certificate (PEM), with key.")
+    key: Path | None = Field(None, description="Private key of the client certificate (PEM).")
+    insecure: bool = Field(
+        False, description="Skip the broker host name check (the certificate is still checked)."
+    )
 
     @model_validator(mode="after")
     def _cert_needs_key(self) -> TlsSection:
@@ -76,19 +80,29 @@ _MIN_PAYLOAD = 512  # a batch of one reading of a few tags must fit
 class MqttSection(StrictModel):
     """The broker this agent publishes to."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     client_id: str | None = Field(None, description="Default: edge-agent-<agent id>.")
-    username: str | None = None
+    username: str | None = Field(None, description="Broker user name.")
     password: str | None = Field(None, description="Prefer ${ENV} or password_file.", repr=False)
     password_file: Path | None = Field(None, description="File holding the password.")
-    tls: TlsSection | None = None
-    keepalive: Duration = Field(30.0, ge=5, le=3600)
-    topic: str = "edge/{agent}/{device}"
-    status_topic: str = "edge/{agent}/status"
-    qos: Literal[0, 1] = 1
-    max_inflight: int = Field(100, ge=1, le=65535)
-    reconnect_max: Duration = Field(30.0, ge=1)
+    tls: TlsSection | None = Field(None, description="Connect with TLS; off when unset.")
+    keepalive: Duration = Field(
+        30.0, ge=5, le=3600, description="MQTT keepalive: ping interval when nothing else is sent."
+    )
+    topic: str = Field(
+        "edge/{agent}/{device}", description="Topic of the data messages ({agent}, {device})."
+    )
+    status_topic: str = Field(
+        "edge/{agent}/status", description="Retained online/offline topic ({agent})."
+    )
+    qos: Literal[0, 1] = Field(1, description="1: at-least-once. 0 may lose messages.")
+    max_inflight: int = Field(
+        100, ge=1, le=65535, description="Batches sent and not yet acknowledged and deleted."
+    )
+    reconnect_max: Duration = Field(
+        30.0, ge=1, description="Longest wait between two broker connection attempts."
+    )
     max_message_size: ByteSize = Field(
         65536,
         ge=1024,
@@ -132,10 +146,18 @@ class BufferSection(StrictModel):
     """The local SQLite buffer; see docs/decisions for the durability trade."""
 
     path: Path | None = Field(None, description="Default: <data_dir>/buffer.db.")
-    max_size: ByteSize = Field(256_000_000, ge=1_000_000)
-    on_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
-    synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    commit_interval: Duration = Field(0.1, ge=0, le=10)
+    max_size: ByteSize = Field(
+        256_000_000, ge=1_000_000, description="The buffer file never grows past this."
+    )
+    on_full: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest", description="What to drop when the file is at max_size; drops are counted."
+    )
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="FULL survives a power cut; NORMAL survives a crash only."
+    )
+    commit_interval: Duration = Field(
+        0.1, ge=0, le=10, description="A reading is committed to disk at most this long after."
+    )
 
 
 _LOOPBACK_ONLY = (
@@ -194,15 +216,41 @@ class MetricsSection(StrictModel):
 class DeviceSection(StrictModel):
     """One device: a profile plus this site's connection and overrides."""
 
-    id: str
-    profile: str | None = None
-    enabled: bool = True
-    connection: dict[str, dict[str, Any]]
-    unit_id: int | None = Field(None, ge=0, le=247)
-    protocol: dict[str, Any] = Field(default_factory=dict)
-    poll_groups: dict[str, Duration] = Field(default_factory=dict)
-    tags: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    drop_tags: list[str] = Field(default_factory=list)
+    id: str = Field(description="Device id, unique in the site; used in topics and messages.")
+    profile: str | None = Field(
+        None,
+        description="Profile name (NAME or NAME@HASH to pin its content). "
+        "Leave it out to give the whole device here (protocol, poll_groups, tags).",
+    )
+    enabled: bool = Field(True, description="false: keep the entry but do not poll it.")
+    connection: dict[str, dict[str, Any]] = Field(
+        description="One connection kind and its settings, e.g. {modbus_tcp: {host: 10.0.0.21}}; "
+        "the keys are under each driver below."
+    )
+    unit_id: int | None = Field(
+        None,
+        ge=0,
+        le=247,
+        description="Modbus unit id; wins over protocol.unit_id here and in the profile "
+        "(default 1). Modbus only.",
+    )
+    protocol: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Driver protocol keys (see each driver), merged over the profile's.",
+    )
+    poll_groups: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="Group name -> interval, over the profile's; group default is 1s "
+        "unless set here.",
+    )
+    tags: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Tag name -> attributes (see each driver): a new tag, or the attributes "
+        "that differ from the profile's tag.",
+    )
+    drop_tags: list[str] = Field(
+        default_factory=list, description="Profile tags this device does not have."
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Values for the profile's params (its defaults apply)."
     )
@@ -228,26 +276,28 @@ class DeviceSection(StrictModel):
 class SiteFile(StrictModel):
     """The top level of a site file."""
 
-    agent: AgentSection
-    mqtt: MqttSection = Field(default_factory=MqttSection)
-    buffer: BufferSection = Field(default_factory=BufferSection)
-    metrics: MetricsSection = Field(default_factory=MetricsSection)
+    agent: AgentSection = Field(description="Who this agent is.")
+    mqtt: MqttSection = Field(default_factory=MqttSection, description="The broker.")
+    buffer: BufferSection = Field(default_factory=BufferSection, description="The local buffer.")
+    metrics: MetricsSection = Field(
+        default_factory=MetricsSection, description="Metrics endpoint and summary."
+    )
     profiles: list[Path] = Field(
         default_factory=list, description="Extra profile folders, searched before the shipped ones."
     )
-    devices: list[DeviceSection] = Field(default_factory=list)
+    devices: list[DeviceSection] = Field(default_factory=list, description="The devices to poll.")
 
 
 class ProfileFile(StrictModel):
     """A profile: one equipment model, written once, used by every site."""
 
-    profile: str
-    version: int = Field(ge=1)
-    vendor: str | None = None
-    model: str | None = None
-    description: str | None = None
-    source: str | None = None
-    notes: str | None = None
+    profile: str = Field(description="Profile name, as site files name it (the file's stem).")
+    version: int = Field(ge=1, description="Raise it with every change of the content.")
+    vendor: str | None = Field(None, description="Equipment maker.")
+    model: str | None = Field(None, description="Equipment model or family.")
+    description: str | None = Field(None, description="One line for people.")
+    source: str | None = Field(None, description="Where the register map comes from (manual).")
+    notes: str | None = Field(None, description="What a commissioning engineer should know.")
     extends: str | None = Field(
         None, description="A base profile (vendor family) whose parts this one merges over."
     )
@@ -255,9 +305,15 @@ class ProfileFile(StrictModel):
         default_factory=dict,
         description="Per-device settings with defaults, used as ${param.NAME} in attributes.",
     )
-    protocol: dict[str, Any] = Field(default_factory=dict)
-    poll_groups: dict[str, Duration] = Field(default_factory=dict)
-    tags: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    protocol: dict[str, Any] = Field(
+        default_factory=dict, description="Driver protocol keys (see each driver)."
+    )
+    poll_groups: dict[str, Duration] = Field(
+        default_factory=dict, description="Group name -> interval; group default is 1s unless set."
+    )
+    tags: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Tag name -> attributes (see each driver)."
+    )
     drop_tags: list[str] = Field(
         default_factory=list, description="Tags of the base profile this one does not have."
     )

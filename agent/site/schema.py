@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from agent.site.models import DeviceSection, ProfileFile, SiteFile
@@ -19,12 +20,17 @@ from drivers import registry
 REF = "#/$defs/{model}"
 
 
-def _driver_models() -> list[Any]:
-    seen: dict[str, Any] = {}
+def driver_specs() -> list[tuple[str, type[BaseModel], list[str]]]:
+    """``(protocol, options model, connection kinds)`` of every driver, by first kind."""
+    seen: dict[str, tuple[str, type[BaseModel], list[str]]] = {}
     for kind in registry.kinds():
         spec = registry.spec_for(kind)
-        seen.setdefault(spec.protocol, spec.options_model)
+        seen.setdefault(spec.protocol, (spec.protocol, spec.options_model, []))[2].append(kind)
     return list(seen.values())
+
+
+def _driver_models() -> list[Any]:
+    return [model for _, model, _ in driver_specs()]
 
 
 def schemas() -> dict[str, dict[str, Any]]:

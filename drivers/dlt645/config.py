@@ -37,8 +37,10 @@ class Dlt645Line(SerialLine):
     The standard's default is 2400 baud, 8 data bits, even parity, 1 stop bit.
     """
 
-    baud: StrictInt = Field(2400, gt=0)
-    parity: Literal["N", "E", "O"] = "E"
+    baud: StrictInt = Field(2400, gt=0, description="Line speed; DL/T 645 meters default to 2400.")
+    parity: Literal["N", "E", "O"] = Field(
+        "E", description="N, E or O; DL/T 645 lines use even parity (E)."
+    )
     timeout: Duration = Field(
         1.0, gt=0, description="Longest wait for one reply (the standard allows 500 ms)."
     )
@@ -47,13 +49,13 @@ class Dlt645Line(SerialLine):
 class Connection(StrictModel):
     """``connection: {dlt645: {...}}``."""
 
-    dlt645: Dlt645Line
+    dlt645: Dlt645Line = Field(description="The RS-485 line (or TCP serial server) of the meter.")
 
 
 class Dlt645Protocol(StrictModel):
     """Which meter on the line, and how to wake it."""
 
-    kind: Literal["dlt645"] = "dlt645"
+    kind: Literal["dlt645"] = Field("dlt645", description="The protocol; only dlt645 here.")
     address: str = Field(
         description="12 digits as printed on the meter (000000000161); AAAAAAAAAAAA reaches "
         "the only meter of a line, and AA in the high pairs is a wildcard."

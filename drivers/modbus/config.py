@@ -55,8 +55,8 @@ INVALID_TYPES: frozenset[str] = frozenset(TYPE_REGISTERS) - {"bool"}
 class TcpConnection(StrictModel):
     """Modbus TCP (or a TCP gateway in front of RS-485 units)."""
 
-    host: str = Field(min_length=1)
-    port: StrictInt = Field(502, ge=1, le=65535)
+    host: str = Field(min_length=1, description="The device or the TCP gateway, name or address.")
+    port: StrictInt = Field(502, ge=1, le=65535, description="TCP port of the Modbus server.")
     timeout: Duration = Field(1.0, gt=0, description="Wait this long for each reply.")
     connect_timeout: Duration = Field(3.0, gt=0, description="Wait this long to connect.")
 
@@ -70,8 +70,8 @@ class RtuConnection(SerialLine):
 class Connection(StrictModel):
     """Exactly one of ``modbus_tcp`` or ``modbus_rtu``."""
 
-    modbus_tcp: TcpConnection | None = None
-    modbus_rtu: RtuConnection | None = None
+    modbus_tcp: TcpConnection | None = Field(None, description="Over TCP.")
+    modbus_rtu: RtuConnection | None = Field(None, description="Over an RS-485/RS-232 line.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Connection:
@@ -90,13 +90,36 @@ class Connection(StrictModel):
 class ProtocolOptions(StrictModel):
     """How to talk to this device (or unit) once connected."""
 
-    kind: Literal["modbus"] = "modbus"
-    unit_id: StrictInt = Field(1, ge=0, le=247)
-    byte_order: ByteOrder = "ABCD"
-    max_registers: StrictInt = Field(PROTOCOL_MAX_REGISTERS, ge=1, le=PROTOCOL_MAX_REGISTERS)
-    max_bits: StrictInt = Field(PROTOCOL_MAX_BITS, ge=1, le=PROTOCOL_MAX_BITS)
-    max_gap: StrictInt = Field(10, ge=0, le=PROTOCOL_MAX_REGISTERS)
-    inter_request_delay: Duration = 0.0
+    kind: Literal["modbus"] = Field("modbus", description="The protocol; only modbus here.")
+    unit_id: StrictInt = Field(
+        1, ge=0, le=247, description="Unit (slave) id; a device entry's unit_id wins over it."
+    )
+    byte_order: ByteOrder = Field(
+        "ABCD",
+        description="Multi-register values: ABCD big-endian, BADC bytes swapped, "
+        "CDAB low word first, DCBA little-endian.",
+    )
+    max_registers: StrictInt = Field(
+        PROTOCOL_MAX_REGISTERS,
+        ge=1,
+        le=PROTOCOL_MAX_REGISTERS,
+        description="Most registers one request reads.",
+    )
+    max_bits: StrictInt = Field(
+        PROTOCOL_MAX_BITS,
+        ge=1,
+        le=PROTOCOL_MAX_BITS,
+        description="Most coils or discrete inputs one request reads.",
+    )
+    max_gap: StrictInt = Field(
+        10,
+        ge=0,
+        le=PROTOCOL_MAX_REGISTERS,
+        description="Unused registers (or bits) read in between to merge two tags in one request.",
+    )
+    inter_request_delay: Duration = Field(
+        0.0, description="Pause between two requests, for slow devices or RS-485 turnaround."
+    )
     invalid: dict[NumericType, list[StrictInt]] = Field(
         default_factory=dict,
         description="Raw values meaning 'not available', per type; tags without their own "
@@ -107,14 +130,29 @@ class ProtocolOptions(StrictModel):
 class ModbusTag(TagBase):
     """One value on a Modbus device."""
 
-    address: StrictInt = Field(ge=0, le=LAST_ADDRESS)
-    function: Function = "holding"
-    type: DataType = "uint16"
-    bit: StrictInt | None = Field(None, ge=0, le=15)
-    length: StrictInt | None = Field(None, ge=1, le=PROTOCOL_MAX_REGISTERS)
-    byte_order: ByteOrder | None = None
-    scale: float = 1.0
-    offset: float = 0.0
+    address: StrictInt = Field(
+        ge=0, le=LAST_ADDRESS, description="Register (or bit) number from 0, as on the wire."
+    )
+    function: Function = Field(
+        "holding", description="Register table: holding (FC3), input (FC4), coil, discrete."
+    )
+    type: DataType = Field(
+        "uint16", description="How registers decode; bool for coils and discretes (their default)."
+    )
+    bit: StrictInt | None = Field(
+        None, ge=0, le=15, description="Type bool: this bit of the register (0 = lowest)."
+    )
+    length: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=PROTOCOL_MAX_REGISTERS,
+        description="Type string: registers of text (2 characters each).",
+    )
+    byte_order: ByteOrder | None = Field(
+        None, description="This tag's byte order; default: protocol.byte_order."
+    )
+    scale: float = Field(1.0, description="value = raw * scale + offset.")
+    offset: float = Field(0.0, description="Added after scale.")
     strip: bool = Field(
         True, description="string: drop spaces at both ends (NUL padding is always dropped)."
     )

@@ -63,7 +63,7 @@ class OpcuaTag(TagBase):
         None, description="Coerce the server's value to this type; default: keep its own."
     )
     scale: float = Field(1.0, description="value * scale + offset, for numeric values.")
-    offset: float = 0.0
+    offset: float = Field(0.0, description="Added after scale.")
     sampling_interval: Duration | None = Field(
         None, description="Subscribe mode: how often the server samples this node."
     )
@@ -95,9 +95,13 @@ class OpcuaTag(TagBase):
 class OpcuaConnection(StrictModel):
     """Where the server is and how to log in."""
 
-    endpoint: str = Field(description="opc.tcp://host:4840/path")
-    security_policy: Literal["None", "Basic256Sha256"] | None = None
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] | None = None
+    endpoint: str = Field(description="Server URL, opc.tcp://host:4840/path.")
+    security_policy: Literal["None", "Basic256Sha256"] | None = Field(
+        None, description="Basic256Sha256 needs security_mode, certificate and private_key."
+    )
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] | None = Field(
+        None, description="Sign or SignAndEncrypt, with security_policy Basic256Sha256."
+    )
     certificate: Path | None = Field(None, description="Client certificate (PEM or DER).")
     private_key: Path | None = Field(None, description="Client private key (PEM).")
     server_certificate: Path | None = Field(
@@ -107,11 +111,17 @@ class OpcuaConnection(StrictModel):
         "urn:edge-agent:client",
         description="Our ApplicationUri; with security it must equal the URI in the certificate.",
     )
-    username: str | None = None
-    password: SecretStr | None = Field(None, repr=False)
+    username: str | None = Field(None, description="User name; anonymous when unset.")
+    password: SecretStr | None = Field(
+        None, repr=False, description="Password of username; prefer ${ENV}."
+    )
     timeout: Duration = Field(5.0, gt=0, description="Every request and the connect itself.")
-    session_timeout: Duration = Field(30.0, gt=0)
-    mode: Literal["poll", "subscribe"] = "poll"
+    session_timeout: Duration = Field(
+        30.0, gt=0, description="How long the server keeps the session of a silent client."
+    )
+    mode: Literal["poll", "subscribe"] = Field(
+        "poll", description="poll: read every interval; subscribe: the server sends changes."
+    )
     publishing_interval: Duration = Field(1.0, gt=0, description="Subscribe mode only.")
 
     @field_validator("endpoint")
@@ -150,13 +160,15 @@ class OpcuaConnection(StrictModel):
 
 
 class OpcuaConnectionSection(StrictModel):
-    opcua: OpcuaConnection
+    """``connection: {opcua: {...}}``."""
+
+    opcua: OpcuaConnection = Field(description="The server.")
 
 
 class OpcuaProtocol(StrictModel):
     """The profile's ``protocol:`` section; OPC UA has nothing to set there but its kind."""
 
-    kind: Literal["opcua"] | None = None
+    kind: Literal["opcua"] | None = Field(None, description="The protocol; only opcua here.")
 
 
 class OpcuaOptions(StrictModel):

@@ -45,45 +45,53 @@ class SerialConnection(SerialLine):
 class Connection(StrictModel):
     """``connection: {serial: {...}}``."""
 
-    serial: SerialConnection
+    serial: SerialConnection = Field(description="The serial line.")
 
 
 class FailWhen(StrictModel):
     """A line whose ``group`` equals ``equals`` is a failure reported by the device (e.g. NOK)."""
 
-    group: str
-    equals: str
+    group: str = Field(description="Regex group holding the verdict.")
+    equals: str = Field(description="The verdict text that means failed, e.g. NOK.")
     tag: str = Field("result_ok", min_length=1, description="Bool tag set false on a failure.")
 
 
 class ParserOptions(StrictModel):
     """How a line becomes values: one regular expression with named groups."""
 
-    regex: str = Field(min_length=1)
-    fail_when: FailWhen | None = None
+    regex: str = Field(min_length=1, description="Python regex; (?P<name>...) names a field.")
+    fail_when: FailWhen | None = Field(None, description="Turn a device verdict into a tag.")
 
 
 class SerialProtocol(StrictModel):
     """How the device talks: request/reply or a line per event."""
 
-    kind: Literal["serial"] = "serial"
-    mode: Literal["request", "listen"] = "listen"
-    request: str | None = None
-    terminator: str = "\r\n"
-    encoding: str = "ascii"
-    max_line: int = Field(512, ge=1, le=65536)
-    parser: ParserOptions
+    kind: Literal["serial"] = Field("serial", description="The protocol; only serial here.")
+    mode: Literal["request", "listen"] = Field(
+        "listen", description="listen: the device sends lines; request: send request each poll."
+    )
+    request: str | None = Field(
+        None, description="Text sent each poll in request mode; escapes such as \\r allowed."
+    )
+    terminator: str = Field("\r\n", description="End of a line, both ways.")
+    encoding: str = Field("ascii", description="Character encoding of the line.")
+    max_line: int = Field(
+        512, ge=1, le=65536, description="Longer lines are dropped as garbage (counted)."
+    )
+    parser: ParserOptions = Field(description="How a line becomes values.")
 
 
 class SerialTag(TagBase):
     """One value taken from a named group of the line regex."""
 
     field: str | None = Field(None, description="Regex group name; the tag name when unset.")
-    type: Literal["bool", "int", "float", "string"] = "float"
-    scale: float | None = None
-    offset: float | None = None
-    true_values: list[str] | None = None
-    false_values: list[str] | None = None
+    type: Literal["bool", "int", "float", "string"] = Field(
+        "float", description="How the field's text converts."
+    )
+    scale: float | None = Field(None, description="int and float: value = raw * scale + offset.")
+    offset: float | None = Field(None, description="int and float: added after scale.")
+    true_values: list[str] | None = Field(None, description="Type bool: texts that mean true.")
+    false_values: list[str] | None = Field(None, description="Type bool: texts that mean false.")
 
 
 class SerialOptions(StrictModel):
