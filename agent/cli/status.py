@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.errors import UnsafePath
 from agent.paths import AgentPointer, default_data_dir, read_pointers
@@ -167,6 +168,7 @@ def _print_table(doc: StatusDocument) -> None:
         )
     )
     console.print(_clock_line(doc["clock"]))
+    console.print(_where_table(doc))
     table = Table("device", "state", "last ok", "ok", "failed", "values/s", "last error")
     colour = {"connected": "green", "backoff": "yellow", "error": "red", "disabled": "dim"}
     for name, dev in doc["devices"].items():
@@ -181,6 +183,20 @@ def _print_table(doc: StatusDocument) -> None:
             dev["last_error"] or "",
         )
     console.print(table)
+
+
+def _where_table(doc: StatusDocument) -> Any:
+    """Where each device is reached, whole: commissioning checks it first, so never cut.
+
+    A table of its own: beside the counters it would not fit an 80-column terminal.
+    """
+    from rich.table import Table
+
+    table = Table("device", "endpoint", "profile")
+    table.columns[1].no_wrap = True
+    for name, dev in doc["devices"].items():
+        table.add_row(name, dev["endpoint"] or "-", dev["profile"] or "-")
+    return table
 
 
 def _clock_line(clock: ClockStatus) -> str:

@@ -188,3 +188,9 @@ def test_status_of_a_running_agent(tmp_path: Path, mosquitto: Mosquitto) -> None
     assert table.returncode == 0, table.stderr
     assert "c1" in table.stdout
     assert "dead" in table.stdout
+    # where each device is reached, in the document and in the table
+    endpoint = f"modbus_tcp 127.0.0.1:{sims.ports['c1']} unit 1"
+    assert doc["devices"]["c1"]["endpoint"] == endpoint
+    assert doc["devices"]["dead"]["endpoint"] == "modbus_tcp 127.0.0.1:1 unit 1"
+    assert endpoint in table.stdout
+    assert "127.0.0.1:1 unit 1" in table.stdout
