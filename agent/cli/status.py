@@ -110,7 +110,7 @@ def _targets(config: Path | None) -> list[tuple[str, Path, Path]] | int:
 
 
 def _show_offline(offline: list[tuple[str, Path]], as_json: bool) -> int:
-    from agent.buffer import Buffer
+    from agent.buffer.peek import read_stats  # not agent.buffer.Buffer: pydantic, ~100 ms
     from agent.errors import StorageError
 
     report: OfflineReport = {"running": False, "agents": []}
@@ -118,7 +118,7 @@ def _show_offline(offline: list[tuple[str, Path]], as_json: bool) -> int:
     for agent_id, buffer_path in offline:
         entry: OfflineAgent = {"id": agent_id}
         try:
-            entry["buffer"] = buffer_status(Buffer.read_stats(buffer_path), str(buffer_path), now)
+            entry["buffer"] = buffer_status(read_stats(buffer_path), str(buffer_path), now)
         except StorageError as exc:
             entry["buffer_error"] = str(exc)
         report["agents"].append(entry)
