@@ -59,6 +59,7 @@ TARGETS: tuple[Target, ...] = (
     Target("S4", "lost", "==", 0.0),
     Target("S5", "startup_s", "<", 1.0, "s"),
     Target("S6", "status_ms", "<", 150.0, "ms"),
+    Target("S6", "status_offline_ms", "<", 150.0, "ms"),
     Target("S7", "poll_vs_wire", "<", 1.2, "x"),
     Target("S7", "worst_poll_vs_cycle", "<", 1.2, "x"),
     Target("S7", "overruns", "==", 0.0),

@@ -49,15 +49,28 @@ def _status_command() -> list[str]:
 def time_status(rig: Rig, calls: int) -> float:
     """Median wall time in ms of ``edge-agent status`` against the running agent."""
     assert rig.agent is not None
+    return _time_command(rig.agent.env, calls, expect=0)
+
+
+def time_status_offline(env: dict[str, str], data_dir: Path, calls: int) -> float:
+    """Median wall time in ms of ``edge-agent status`` with no agent: it reads the buffer file.
+
+    ``STATE_DIRECTORY`` points at the stopped agent's data dir, so status finds its
+    buffer the way it finds a service's (the clean stop removed the pointer file).
+    """
+    return _time_command({**env, "STATE_DIRECTORY": str(data_dir)}, calls, expect=1)
+
+
+def _time_command(env: dict[str, str], calls: int, expect: int) -> float:
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
         done = subprocess.run(
-            [*_status_command(), "status"], env=rig.agent.env, cwd=ROOT,
+            [*_status_command(), "status"], env=env, cwd=ROOT,
             capture_output=True, timeout=30, check=False,
         )  # fmt: skip
         times.append((time.perf_counter() - t0) * 1000)
-        if done.returncode != 0:
+        if done.returncode != expect or b"buffer" not in done.stdout:
             raise RuntimeError(f"edge-agent status failed: {done.stderr.decode()[-400:]}")
     return statistics.median(times)
 
@@ -112,6 +125,10 @@ def steady(workdir: Path, load: Load, settings: Settings, *, status_calls: int =
         status = rig.agent.status()
         if status_calls:
             figures["status_ms"] = time_status(rig, status_calls)
+    if status_calls:  # the same box after the agent stopped: status reads the buffer file
+        figures["status_offline_ms"] = time_status_offline(
+            rig.agent.env, rig.agent.buffer.parent, status_calls
+        )
     assert rig.subscriber is not None
     messages = rig.subscriber.messages()
     figures.update(_traffic(messages, start_ms, end_ms))

@@ -411,6 +411,33 @@ class EstimatesLineLoad(Protocol):
         ...
 
 
+class VectorOutcome(NamedTuple):
+    """What a driver decoded from a test vector: values, and the tags that failed and why."""
+
+    values: dict[str, Value]
+    errors: dict[str, str]
+
+
+@runtime_checkable
+class DecodesVectors(Protocol):
+    """A driver spec that decodes a profile's test vectors with the driver's own pure
+    decoder (``edge-agent profile test``): raw input as the device sends it -> values.
+
+    ``profile`` is a profile's ``{"protocol": {...}, "tags": {...}}`` with its
+    params at their defaults; no connection is needed and nothing is opened.
+    """
+
+    vector_input: Literal["registers", "line"]
+    """What a vector of this driver gives: Modbus ``registers`` of one tag, a serial ``line``."""
+
+    def decode_vector(
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str
+    ) -> VectorOutcome:
+        """Decode ``raw`` as the driver would; :class:`ConfigError` for invalid profile
+        options, ``ValueError`` when ``raw`` does not fit (an unknown tag, a wrong length)."""
+        ...
+
+
 @runtime_checkable
 class EditsAddress(Protocol):
     """A driver spec that can read and change a device's address in a raw site file

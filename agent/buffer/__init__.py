@@ -72,16 +72,23 @@ store       the write connection: commits, the size cap and its page estimates
 writer      the writer thread and its group-commit budget
 reader      read-only connections, pending rows in seq order, stats
 tools       ``export_pending`` and ``purge`` for ``edge-agent buffer``
+peek        the counters of a file on disk for ``status`` with no agent: sqlite3
+            and the standard library only, imported as ``agent.buffer.peek``
 ==========  ================================================================
 
-Errors are :class:`agent.errors.StorageError`.
+``Buffer``, ``export_pending`` and ``purge`` are imported on first use, so that
+``agent.buffer.peek`` costs no more than sqlite3. Errors are :class:`agent.errors.StorageError`.
 """
 
 from __future__ import annotations
 
-from agent.buffer.buffer import Buffer
+from typing import TYPE_CHECKING, Any
+
 from agent.buffer.records import SCHEMA_VERSION, BufferStats, OnFull, PendingBatch, Synchronous
-from agent.buffer.tools import export_pending, purge
+
+if TYPE_CHECKING:
+    from agent.buffer.buffer import Buffer
+    from agent.buffer.tools import export_pending, purge
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -93,3 +100,18 @@ __all__ = [
     "export_pending",
     "purge",
 ]
+
+_LAZY = {"Buffer": "agent.buffer.buffer", "export_pending": "agent.buffer.tools",
+         "purge": "agent.buffer.tools"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    # The writer side pulls in the message codec and pydantic (~100 ms); importing
+    # it on first use keeps ``agent.buffer.peek`` (``status`` without an agent) light.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

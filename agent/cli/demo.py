@@ -21,6 +21,7 @@ import yaml
 from agent.buffer import Buffer
 from agent.cli.demo_broker import local_broker
 from agent.paths import SHIPPED_EXAMPLES, default_data_dir
+from agent.private import private_dir, write_private
 from agent.runtime.agent import Agent
 from agent.site.loader import load_site
 from agent.status.document import StatusDocument
@@ -69,12 +70,14 @@ async def run_demo(broker: str | None, duration: float | None, data_dir: Path | 
 
     console = Console()
     data_dir = data_dir or default_data_dir() / "demo"
-    data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)  # private: see agent.private
+    # The demo's own files are private from the start: a warning about a file it wrote
+    # itself ("readable by every user") is one a newcomer cannot act on.
+    private_dir(data_dir, "the demo's data dir")
     ports = FactoryPorts(serial_dir=data_dir / "serial")
     async with run_factory(ports) as factory, _broker(broker) as (h, p, what):
         site_file = data_dir / "demo-site.yaml"
         site = demo_site(factory.addresses, h, p, data_dir)
-        site_file.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+        write_private(site_file, yaml.safe_dump(site, sort_keys=False).encode())
         agent = Agent(load_site(site_file))
         console.print(f"[bold]edge-agent demo[/]: broker {h}:{p} ({what}); site {site_file}")
         for line in factory.lines:

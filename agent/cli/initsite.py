@@ -44,6 +44,13 @@ FILE_KEYS: Final[tuple[tuple[str, ...], ...]] = (
 _ADDRESS_KEYS: Final = ("host", "port", "endpoint")
 """Keys that ``--set devices.ID.KEY=...`` means inside the device's connection."""
 DEFAULT_PASSWORD_ENV: Final = "MQTT_PASSWORD"  # noqa: S105 - a variable's name, no secret
+NO_ANSWER: Final = (
+    "no answer to {question!r}: nothing to read (stdin is not a terminal). Run it in a"
+    " terminal, or with --yes to keep the sample's values and give what differs as flags:"
+    " --site AGENT_ID, --broker HOST:PORT, --username NAME, --password-env VAR,"
+    " --set devices.ID.host=ADDRESS (repeatable)"
+)
+"""What ``init`` says when it must ask but cannot: which flags answer instead."""
 
 
 @dataclass
@@ -308,7 +315,11 @@ def init(
     from agent.errors import InitError
 
     def ask(question: str, default: str) -> str:
-        return str(typer.prompt(question, default=default, show_default=bool(default)))
+        try:
+            return str(typer.prompt(question, default=default, show_default=bool(default)))
+        except typer.Abort:  # end of input: a script, a pipe, stdin not a terminal
+            typer.echo()  # end the prompt line
+            raise InitError(NO_ANSWER.format(question=question)) from None
 
     request = InitRequest(sample, output, site, sets or [], broker, username, password_env, force)
     try:

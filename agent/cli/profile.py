@@ -1,4 +1,4 @@
-"""``edge-agent profile list|show|diff``: the profile library, as text.
+"""``edge-agent profile list|show|diff|test``: the profile library, as text.
 
 The view functions return text (lines or YAML); the commands below print them.
 Exit codes as everywhere: 0 ok, 2 bad input (an unknown or invalid profile).
@@ -102,7 +102,7 @@ def flow(attrs: Mapping[str, Any]) -> str:
 
 
 profile_app = typer.Typer(
-    name="profile", help="The profile library: list, show, compare.", no_args_is_help=True
+    name="profile", help="The profile library: list, show, compare, test.", no_args_is_help=True
 )
 
 DirOpt = Annotated[
@@ -164,3 +164,27 @@ def profile_diff(
     typer.echo(f"--- {a.name}@{a.short_hash}\n+++ {b.name}@{b.short_hash}")
     for line in lines or ["(no differences)"]:
         typer.echo(line)
+
+
+@profile_app.command("test")
+def profile_test(
+    name: Annotated[str, typer.Argument(help="Profile name, or a profile file (x.yaml).")],
+    dirs: DirOpt = None,
+) -> None:
+    """Decode the profile's test vectors (vectors:) with its driver; PASS/FAIL per vector.
+
+    Exit 0 when all pass (or the driver has nothing to decode), 1 when one fails,
+    2 for bad input.
+    """
+    from agent.cli.vectors import run_vectors
+    from agent.site.source import ConfigFileError
+
+    try:
+        profile = load_ref(name, library_folders(dirs or []))
+    except (FileNotFoundError, ConfigFileError) as exc:
+        _echo_problems(exc)
+        raise typer.Exit(EXIT_INPUT) from None
+    report = run_vectors(profile)
+    for line in report.lines:
+        typer.echo(line)
+    raise typer.Exit(report.code)

@@ -17,7 +17,6 @@ from agent.paths import AgentPointer, default_data_dir, read_pointers
 from agent.status.client import query, query_metrics
 from agent.status.document import (
     Answer,
-    ClockStatus,
     OfflineAgent,
     OfflineReport,
     StatusDocument,
@@ -109,7 +108,7 @@ def _targets(config: Path | None) -> list[tuple[str, Path, Path]] | int:
 
 
 def _show_offline(offline: list[tuple[str, Path]], as_json: bool) -> int:
-    from agent.buffer import Buffer
+    from agent.buffer.peek import read_stats  # not agent.buffer.Buffer: pydantic, ~100 ms
     from agent.errors import StorageError
 
     report: OfflineReport = {"running": False, "agents": []}
@@ -117,7 +116,7 @@ def _show_offline(offline: list[tuple[str, Path]], as_json: bool) -> int:
     for agent_id, buffer_path in offline:
         entry: OfflineAgent = {"id": agent_id}
         try:
-            entry["buffer"] = buffer_status(Buffer.read_stats(buffer_path), str(buffer_path), now)
+            entry["buffer"] = buffer_status(read_stats(buffer_path), str(buffer_path), now)
         except StorageError as exc:
             entry["buffer_error"] = str(exc)
         report["agents"].append(entry)
@@ -139,56 +138,6 @@ def _show_offline(offline: list[tuple[str, Path]], as_json: bool) -> int:
 
 
 def _print_table(doc: StatusDocument) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from agent.cli.statustext import render  # plain text: rich alone costs ~60 ms (S6)
 
-    console = Console()
-    agent, broker, buffer = doc["agent"], doc["broker"], doc["buffer"]
-    console.print(
-        f"[bold]{agent['id']}[/] edge-agent {agent['version']}, pid {agent['pid']}, "
-        f"up {agent['uptime_s']:.0f} s, config {agent['config']}"
-    )
-    link = "[green]connected[/]" if broker["connected"] else "[red]disconnected[/]"
-    console.print(
-        f"broker {broker['host']}:{broker['port']} {link}, "
-        f"{broker['messages_published']} messages / {broker['values_published']} values "
-        f"published, {broker['reconnects']} reconnects"
-        + (f", last error: {broker['last_error']}" if broker["last_error"] else "")
-    )
-    age = buffer["oldest_pending_age_s"]
-    console.print(
-        f"buffer {buffer['pending_batches']} batches pending "
-        f"({buffer['pending_bytes']} bytes{'' if age is None else f', oldest {age} s'}), "
-        f"{buffer['dropped_batches']} dropped, last seq {buffer['last_seq']}"
-        + (
-            f", [red]disk full[/]: {buffer['held_batches']} batches wait in RAM"
-            if buffer["disk_full"]
-            else ""
-        )
-    )
-    console.print(_clock_line(doc["clock"]))
-    table = Table("device", "state", "last ok", "ok", "failed", "values/s", "last error")
-    colour = {"connected": "green", "backoff": "yellow", "error": "red", "disabled": "dim"}
-    for name, dev in doc["devices"].items():
-        state = dev["state"]
-        table.add_row(
-            name,
-            f"[{colour.get(state, 'white')}]{state}[/]",
-            "-" if dev["last_ok_age_s"] is None else f"{dev['last_ok_age_s']} s ago",
-            str(dev["polls_ok"]),
-            str(dev["polls_failed"]),
-            f"{dev['values_per_second']:.1f}",
-            dev["last_error"] or "",
-        )
-    console.print(table)
-
-
-def _clock_line(clock: ClockStatus) -> str:
-    state = clock["state"]
-    colour = {"synced": "green", "unknown": "white", "unsynced": "yellow", "unset": "red"}[state]
-    text = f"clock [{colour}]{state}[/]"
-    if clock["flagged_readings"]:
-        text += f", {clock['flagged_readings']} readings flagged"
-    if clock["last_step_s"] is not None:
-        text += f", last stepped by {clock['last_step_s']:+.1f} s"
-    return text
+    sys.stdout.write(render(doc))

@@ -33,7 +33,7 @@ from agent.site.permissions import readable_by_others
 from agent.site.source import ConfigFileError
 from agent.status.document import DeviceStatus, StatusDocument, buffer_status
 from agent.status.server import StatusServer
-from drivers.base import now_ms
+from drivers.base import DeviceOptions, HasEndpoint, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +327,7 @@ def _device_status(poller: DevicePoller, now: int) -> DeviceStatus:
     stats = poller.stats
     return {
         "state": stats.state,
+        "endpoint": _endpoint_text(poller.device.options),
         "profile": poller.device.profile,
         "last_ok_ms": stats.last_ok_ms,
         "last_ok_age_s": None
@@ -341,3 +342,8 @@ def _device_status(poller: DevicePoller, now: int) -> DeviceStatus:
         "last_poll_ms": None if stats.last_poll_ms is None else round(stats.last_poll_ms, 1),
         "driver": poller.driver_stats(),
     }
+
+
+def _endpoint_text(options: DeviceOptions) -> str | None:
+    # Every shipped driver says where its device is; a third-party one may not.
+    return options.endpoint().text if isinstance(options, HasEndpoint) else None

@@ -288,6 +288,48 @@ class SiteFile(StrictModel):
     devices: list[DeviceSection] = Field(default_factory=list, description="The devices to poll.")
 
 
+Expected = bool | int | float | str
+
+
+class ProfileVector(StrictModel):
+    """A test vector: raw input as the device sends it, and the values it must decode to.
+
+    ``edge-agent profile test`` decodes it with the driver's own decoder
+    (``drivers.base.DecodesVectors``). Modbus: the ``registers`` of one ``tag``
+    (16-bit words as on the wire; 0/1 for a coil). Serial: one ``line`` (without
+    its terminator), which gives several tags: ``expect`` is then a mapping.
+    """
+
+    tag: str | None = Field(None, description="The tag the registers hold (Modbus).")
+    registers: list[int] | None = Field(
+        None, description="16-bit register values as the device sends them, e.g. [0x4366, 0x3334]."
+    )
+    line: str | None = Field(None, description="One line as the device sends it (serial).")
+    expect: Expected | dict[str, Expected] = Field(
+        description="The decoded, scaled value of ``tag``; or tag -> value for a line."
+    )
+    tolerance: float = Field(
+        0.0, ge=0, description="Largest accepted difference of a number (a manual's rounding)."
+    )
+    note: str | None = Field(None, description="Where the example comes from.")
+
+    @field_validator("registers")
+    @classmethod
+    def _words(cls, value: list[int] | None) -> list[int] | None:
+        for word in value or []:
+            if not 0 <= word <= 0xFFFF:
+                raise ValueError(f"{word}: a register holds 0..0xFFFF")
+        return value
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ProfileVector:
+        if (self.registers is None) == (self.line is None):
+            raise ValueError("give exactly one of registers (Modbus) or line (serial)")
+        if not isinstance(self.expect, dict) and self.tag is None:
+            raise ValueError("a single expected value needs the tag it belongs to")
+        return self
+
+
 class ProfileFile(StrictModel):
     """A profile: one equipment model, written once, used by every site."""
 
@@ -316,6 +358,10 @@ class ProfileFile(StrictModel):
     )
     drop_tags: list[str] = Field(
         default_factory=list, description="Tags of the base profile this one does not have."
+    )
+    vectors: list[ProfileVector] = Field(
+        default_factory=list,
+        description="Test vectors: raw input -> expected values (edge-agent profile test).",
     )
 
     @field_validator("params")

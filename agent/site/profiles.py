@@ -175,11 +175,25 @@ def _merge(
             )
     if problems:
         raise ConfigFileError(problems)
-    update = {**merged, "tags": tags, "drop_tags": []}
+    update = {**merged, "tags": tags, "drop_tags": [], "vectors": _vectors(base, child)}
     for key in ("vendor", "model", "description", "source", "notes"):
         if getattr(child, key) is None:
             update[key] = getattr(base, key)
     return child.model_copy(update=update), origins
+
+
+def _vectors(base: cfg.ProfileFile, child: cfg.ProfileFile) -> list[cfg.ProfileVector]:
+    """The base's vectors that still hold in the child, then the child's own.
+
+    A child that changes a tag (scale, address, type) or the protocol (byte order)
+    changes what the registers mean, so the base's vector of that tag (or every
+    one, for the protocol) no longer applies; a line gives every tag at once.
+    """
+    if child.protocol:
+        return list(child.vectors)
+    touched = set(child.tags) | set(child.drop_tags)
+    kept = [v for v in base.vectors if (v.tag not in touched if v.line is None else not touched)]
+    return [*kept, *child.vectors]
 
 
 def resolved_tags(profile: Profile, params: Mapping[str, Scalar] | None = None) -> dict[str, Any]:

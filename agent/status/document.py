@@ -25,6 +25,10 @@ class DeviceStatus(TypedDict):
     """One device's poller: its state and counters."""
 
     state: str
+    endpoint: str | None
+    """Where the device is reached: ``modbus_tcp 10.0.0.21:502 unit 1``, ``modbus_rtu
+    /dev/ttyUSB0 19200 8N1 unit 2``, ``opcua opc.tcp://...``, ``serial /dev/ttyS1 9600 8N1
+    poll``; None when its driver cannot say."""
     profile: str | None
     last_ok_ms: int | None
     last_ok_age_s: float | None

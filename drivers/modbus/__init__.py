@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, Literal
 
-from drivers.base import DeviceOptions, Driver, LineLoad
+from drivers.base import DeviceOptions, Driver, LineLoad, VectorOutcome
 from drivers.modbus.config import ModbusOptions, ModbusTag, parse_options
 
 __all__ = ["SPEC", "ModbusOptions", "ModbusSpec", "ModbusTag"]
@@ -24,6 +24,7 @@ class ModbusSpec:
 
     protocol: str = "modbus"
     options_model = ModbusOptions
+    vector_input: Literal["registers", "line"] = "registers"
 
     def parse(self, options: Mapping[str, Any]) -> ModbusOptions:
         """Validate ``{"connection": ..., "protocol": ..., "tags": ...}``; ConfigError lists all."""
@@ -44,6 +45,14 @@ class ModbusSpec:
         if not isinstance(options, ModbusOptions):
             raise TypeError(f"expected ModbusOptions, got {type(options).__name__}")
         return link_load(options, intervals)
+
+    def decode_vector(
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str
+    ) -> VectorOutcome:
+        """A profile's test vector: ``tag``'s registers -> its value, as a poll decodes them."""
+        from drivers.modbus.vectors import decode_vector
+
+        return decode_vector(profile, tag, raw)
 
     def address_label(self, kind: str) -> str:
         """``HOST[:PORT]`` on TCP, the serial port on RTU (``edge-agent init`` asks for it)."""

@@ -6,10 +6,10 @@ pyserial is imported only when a driver is created, so validating a config stays
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, Literal
 
-from drivers.base import DeviceOptions, Driver
+from drivers.base import DeviceOptions, Driver, VectorOutcome
 from drivers.serial.config import SerialOptions, SerialTag, parse_options
 
 __all__ = ["SPEC", "SerialOptions", "SerialSpec", "SerialTag"]
@@ -24,6 +24,7 @@ class SerialSpec:
 
     protocol = "serial"
     options_model = SerialOptions
+    vector_input: Literal["registers", "line"] = "line"
 
     def parse(self, options: Mapping[str, Any]) -> SerialOptions:
         """Validate ``{"connection": {"serial": {...}}, "protocol": {...}, "tags": {...}}``."""
@@ -36,6 +37,14 @@ class SerialSpec:
         from drivers.serial.driver import SerialDriver
 
         return SerialDriver(device_id, options)
+
+    def decode_vector(
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str
+    ) -> VectorOutcome:
+        """A profile's test vector: one line -> every tag's value, as a received line."""
+        from drivers.serial.vectors import decode_vector
+
+        return decode_vector(profile, tag, raw)
 
     def address_label(self, kind: str) -> str:
         """What ``edge-agent init`` asks for."""

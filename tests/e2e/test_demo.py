@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -21,35 +23,39 @@ DEVICES = {
 }
 
 
+def _demo(tmp_path: Path, port: int, seconds: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "demo",
+            "--duration",
+            str(seconds),
+            "--broker",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "RUNTIME_DIRECTORY": str(tmp_path / "run"),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "COLUMNS": "160",
+        },
+    )
+
+
 def test_demo_publishes_every_machine_of_the_sample_factory(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     with Subscriber(mosquitto.port, "edge/#") as sub:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "demo",
-                "--duration",
-                "10",
-                "--broker",
-                f"127.0.0.1:{mosquitto.port}",
-                "--data-dir",
-                str(tmp_path / "demo"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={
-                "RUNTIME_DIRECTORY": str(tmp_path / "run"),
-                "PATH": "/usr/bin:/bin",
-                "HOME": str(tmp_path),
-                "COLUMNS": "160",
-            },
-        )
+        done = _demo(tmp_path, mosquitto.port, 10)
         assert done.returncode == 0, done.stdout + done.stderr
         messages = [json.loads(m.payload) for m in sub.messages if not m.topic.endswith("status")]
     seen = {m["device"] for m in messages if any(r["values"] for r in m["readings"])}
@@ -57,3 +63,18 @@ def test_demo_publishes_every_machine_of_the_sample_factory(
     seqs = sorted({m["seq"] for m in messages})
     assert seqs == list(range(1, len(seqs) + 1)), "contiguous seq from the demo's fresh buffer"
     assert "demo stopped" in done.stdout
+
+
+def test_demo_files_are_private_and_it_warns_of_nothing(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    old = os.umask(0o022)  # the usual umask: new files readable by every user
+    try:
+        done = _demo(tmp_path, mosquitto.port, 3)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "readable by" not in done.stderr + done.stdout
+    demo = tmp_path / "demo"
+    assert stat.S_IMODE(demo.stat().st_mode) == 0o700
+    assert stat.S_IMODE((demo / "demo-site.yaml").stat().st_mode) == 0o600

@@ -8,17 +8,27 @@ committed, SIGTERM flushes and exits 0.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from simulators.counter import CounterModel
 from simulators.run import SimDevice
-from tests.support.agentproc import AgentProcess, counter_device, site_dict
+from tests.support.agentproc import ROOT, AgentProcess, counter_device, site_dict
 from tests.support.mosquitto import Mosquitto, Received, Subscriber
 from tests.support.simthread import SimThread
 
 AGENT = "e2e-box"
+HEAVY_PROBE = """
+import sys
+from agent.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    print("HEAVY", sorted(m for m in ("rich", "typer", "pydantic") if m in sys.modules))
+"""
 
 
 def _messages(received: list[Received]) -> list[dict[str, Any]]:
@@ -175,6 +185,10 @@ def test_status_of_a_running_agent(tmp_path: Path, mosquitto: Mosquitto) -> None
                 doc = agent.status()
             shown = agent.command("status", "--json")
             table = agent.command("status")
+            probe = subprocess.run(
+                [sys.executable, "-c", HEAVY_PROBE, "status"],
+                env=agent.env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
     assert doc["agent"]["id"] == AGENT
     assert doc["devices"]["c1"]["state"] == "connected"
     assert doc["devices"]["dead"]["state"] in ("backoff", "connecting")
@@ -188,3 +202,11 @@ def test_status_of_a_running_agent(tmp_path: Path, mosquitto: Mosquitto) -> None
     assert table.returncode == 0, table.stderr
     assert "c1" in table.stdout
     assert "dead" in table.stdout
+    # where each device is reached, in the document and in the table
+    endpoint = f"modbus_tcp 127.0.0.1:{sims.ports['c1']} unit 1"
+    assert doc["devices"]["c1"]["endpoint"] == endpoint
+    assert doc["devices"]["dead"]["endpoint"] == "modbus_tcp 127.0.0.1:1 unit 1"
+    assert endpoint in table.stdout
+    # status must answer fast (bench S6): the table needs neither rich nor pydantic
+    assert probe.stdout.endswith("HEAVY []\n"), probe.stdout + probe.stderr
+    assert "127.0.0.1:1 unit 1" in table.stdout

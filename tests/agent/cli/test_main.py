@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from agent.buffer import Buffer
+from drivers.base import Reading
 from tests.support.agentproc import ROOT
 
 PROBE = """
@@ -16,7 +19,9 @@ from agent.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:
-    heavy = sorted(m for m in ("typer", "click", "rich", "pydantic") if m in sys.modules)
+    heavy = sorted(
+        m for m in ("typer", "click", "rich", "pydantic", "agent.buffer.buffer") if m in sys.modules
+    )
     print("MODULES", ",".join(heavy), "CODE", exc.code)
 """
 
@@ -62,3 +67,26 @@ def test_other_commands_go_to_the_full_cli(tmp_path: Path) -> None:
     assert "CODE 2" in done.stdout
     assert "typer" in done.stdout.split("MODULES")[1]
     assert "No such option" in done.stderr or "--bogus" in done.stderr
+
+
+async def _buffer_with(path: Path, batches: int) -> None:
+    async with Buffer(path, agent_id="box") as buf:
+        for i in range(batches):
+            buf.put("dev", [Reading(ts=1_800_000_000_000 + i, values={"v": i})])
+        await buf.flush()
+
+
+def test_status_without_an_agent_reads_the_buffer_without_the_heavy_imports(
+    tmp_path: Path,
+) -> None:
+    # What makes it slow: pydantic (through the message codec) and the writer side
+    # of the buffer. The counters on disk need neither.
+    (tmp_path / "state").mkdir(mode=0o700)
+    asyncio.run(_buffer_with(tmp_path / "state" / "buffer.db", 3))
+    done = _probe(tmp_path, "status", "--json")
+    assert "CODE 1" in done.stdout, done.stdout + done.stderr
+    loaded = done.stdout.split("MODULES")[1].split("CODE")[0].strip()
+    assert loaded == "", done.stdout
+    report = json.loads(done.stdout.split("MODULES")[0])
+    assert report["agents"][0]["buffer"]["pending_batches"] == 3
+    assert report["agents"][0]["buffer"]["last_seq"] == 3
