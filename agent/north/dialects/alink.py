@@ -15,8 +15,10 @@ Rules kept here, from Alibaba's device documentation:
   property is keyed by its identifier, so one pack holds one sample per
   property of a sub-device: a device's second reading goes to the next pack.
 - a float or double property always carries a decimal point (``10.0``).
-- the message ``id`` is a decimal string below 2**32, unique per device per day:
-  the lowest buffer seq in the pack (mod 2**32) serves, and pairs the reply.
+- the message ``id`` is a decimal string below 2**32, unique per device per day;
+  it pairs the reply. A batch may span packs (a reading wider than 200
+  properties), so ids are not seqs: the caller passes ``first_id`` and keeps
+  the counter; the seq travels in ``edge_seq``.
 """
 
 from __future__ import annotations
@@ -158,9 +160,10 @@ def alink_value(value: Value, as_float: bool) -> Any:
 
 
 class _PackSheet(Sheet):
-    def __init__(self, topic: str, max_bytes: int) -> None:
+    def __init__(self, topic: str, max_bytes: int, first_id: int) -> None:
         super().__init__(max_bytes)
         self.topic = topic
+        self.first_id = first_id
         self.keys: set[str] = set()
         self.properties = 0
 
@@ -177,9 +180,9 @@ class _PackSheet(Sheet):
         self.keys.add(entry.key)
         self.properties += entry.count
 
-    def render(self, first_seq: int) -> tuple[str, bytes]:
+    def render(self, first_seq: int, index: int) -> tuple[str, bytes]:
         body = {
-            "id": str(first_seq % ID_MODULUS),
+            "id": str((self.first_id + index) % ID_MODULUS),
             "version": "1.0",
             "sys": {"ack": 1},
             "params": {
@@ -217,12 +220,15 @@ class AlinkGateway:
         self.topic = f"/sys/{product_key}/{device_name}/thing/event/property/pack/post"
         self.reply_topic = self.topic + "_reply"
 
-    def pack(self, batches: Iterable[Batch]) -> Encoded:
-        """The pack posts for ``batches`` in order (see :func:`common.pack`)."""
+    def pack(self, batches: Iterable[Batch], *, first_id: int) -> Encoded:
+        """The pack posts for ``batches`` in order (see :func:`common.pack`).
+
+        Their ids are ``first_id``, ``first_id + 1``... (mod 2**32).
+        """
         return _pack(
             batches,
             self._entries,
-            lambda: _PackSheet(self.topic, self.max_bytes),
+            lambda: _PackSheet(self.topic, self.max_bytes, first_id),
             self.max_bytes,
             known=self.subdevices.__contains__,
         )

@@ -100,7 +100,8 @@ class Sheet:
         self.entries.append(entry)
         self.size += entry.size
 
-    def render(self, first_seq: int) -> tuple[str, bytes]:
+    def render(self, first_seq: int, index: int) -> tuple[str, bytes]:
+        """Topic and payload; ``index`` counts the packets made before it by this call."""
         raise NotImplementedError
 
 
@@ -131,7 +132,7 @@ def pack(
                     refused.append(Refused(batch.seq, batch.device, reading.ts, "too large"))
                     continue
                 if not sheet.accepts(entry) and sheet.entries:
-                    packets.append(_close(sheet, seqs, done))
+                    packets.append(_close(sheet, seqs, done, len(packets)))
                     sheet, seqs, done = new_sheet(), [], []
                 sheet.add(entry)
                 if not seqs or seqs[-1] != batch.seq:
@@ -140,7 +141,7 @@ def pack(
         # entry), or it had none: either way it is finished when that sheet is.
         done.append(batch.seq)
     if sheet.entries:
-        packets.append(_close(sheet, seqs, done))
+        packets.append(_close(sheet, seqs, done, len(packets)))
         done = []
     elif packets and done:
         last = packets[-1]
@@ -149,8 +150,8 @@ def pack(
     return Encoded(tuple(packets), tuple(refused), tuple(done))
 
 
-def _close(sheet: Sheet, seqs: list[int], done: list[int]) -> Packet:
-    topic, payload = sheet.render(seqs[0])
+def _close(sheet: Sheet, seqs: list[int], done: list[int], index: int) -> Packet:
+    topic, payload = sheet.render(seqs[0], index)
     return Packet(topic, payload, tuple(done))
 
 

@@ -77,7 +77,7 @@ class _BatchSheet(Sheet):
         super().add(entry)
         self.devices.setdefault(entry.key, []).append(entry.body)
 
-    def render(self, first_seq: int) -> tuple[str, bytes]:
+    def render(self, first_seq: int, index: int) -> tuple[str, bytes]:
         devices = [{"device_id": d, "services": s} for d, s in self.devices.items()]
         return self.topic, dumps({"devices": devices})
 

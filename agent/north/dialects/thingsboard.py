@@ -69,7 +69,7 @@ class _TelemetrySheet(Sheet):
         super().add(entry)
         self.devices.setdefault(entry.key, []).append(entry.body)
 
-    def render(self, first_seq: int) -> tuple[str, bytes]:
+    def render(self, first_seq: int, index: int) -> tuple[str, bytes]:
         return TELEMETRY, dumps(self.devices)
 
 

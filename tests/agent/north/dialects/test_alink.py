@@ -123,7 +123,7 @@ def test_pack_post_is_exact_with_floats_and_the_seq() -> None:
     batch = Batch(
         42, "m1", [Reading(1700000000000, {"ua": 230, "on": True, "n": 3}, {"ib": "timeout"})]
     )
-    encoded = gw.pack([batch])
+    encoded = gw.pack([batch], first_id=42)
     assert [p.done for p in encoded.packets] == [(42,)]
     assert encoded.packets[0].topic == "/sys/a1pk/gw01/thing/event/property/pack/post"
     assert encoded.packets[0].payload == (
@@ -162,15 +162,18 @@ def test_pack_splits_at_20_sub_devices_200_properties_and_repeated_devices() -> 
     subs = {f"d{i}": alink.SubDevice("pk", f"dn{i}") for i in range(25)}
     gw = alink.AlinkGateway("gpk", "gdn", subs, seq_property=None)
     many = [Batch(i, f"d{i}", [Reading(1000, {"t": 1})]) for i in range(25)]
-    assert [len(_subs(p.payload)) for p in gw.pack(many).packets] == [20, 5]
+    assert [len(_subs(p.payload)) for p in gw.pack(many, first_id=1).packets] == [20, 5]
 
     wide = Batch(1, "d0", [Reading(1000, {f"t{k:03}": k for k in range(450)})])
-    packets = gw.pack([wide]).packets
+    packets = gw.pack([wide], first_id=1).packets
     assert [_props(p.payload) for p in packets] == [200, 200, 50]
     assert [p.done for p in packets] == [(), (), (1,)]
+    assert [orjson.loads(p.payload)["id"] for p in packets] == ["1", "2", "3"]  # ids never repeat
+    wrapped = gw.pack([wide], first_id=2**32 - 1).packets
+    assert [orjson.loads(p.payload)["id"] for p in wrapped] == ["4294967295", "0", "1"]
 
     twice = Batch(3, "d0", [Reading(1000, {"t": 1}), Reading(2000, {"t": 2})])
-    assert [_props(p.payload) for p in gw.pack([twice]).packets] == [1, 1]
+    assert [_props(p.payload) for p in gw.pack([twice], first_id=1).packets] == [1, 1]
 
 
 def test_pack_stays_under_max_bytes_and_refuses_what_cannot_fit() -> None:
@@ -178,7 +181,7 @@ def test_pack_stays_under_max_bytes_and_refuses_what_cannot_fit() -> None:
     batches = [Batch(s, "d", [Reading(s, {"text": "x" * 300})]) for s in range(1, 11)]
     batches.append(Batch(11, "d", [Reading(11, {"text": "y" * 5000})]))
     batches.append(Batch(12, "ghost", [Reading(12, {"t": 1})]))
-    encoded = gw.pack(batches)
+    encoded = gw.pack(batches, first_id=1)
     assert all(len(p.payload) <= 2000 for p in encoded.packets)
     assert [s for p in encoded.packets for s in p.done] == list(range(1, 13))
     assert encoded.refused == (
@@ -189,7 +192,7 @@ def test_pack_stays_under_max_bytes_and_refuses_what_cannot_fit() -> None:
 
 def test_a_batch_of_errors_only_is_done_without_a_packet() -> None:
     gw = alink.AlinkGateway("gpk", "gdn", {"d": alink.SubDevice("pk", "dn")})
-    encoded = gw.pack([Batch(5, "d", [Reading(1, {}, {"t": "timeout"})])])
+    encoded = gw.pack([Batch(5, "d", [Reading(1, {}, {"t": "timeout"})])], first_id=1)
     assert encoded.packets == ()
     assert encoded.idle == (5,)
 
