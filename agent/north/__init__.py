@@ -12,5 +12,6 @@ health     what ended connections say: backoff reset, storm logging, likely caus
 link       the paho-mqtt connection driven by the asyncio loop; birth, will, TLS
 options    broker options, publisher counters, error sentences (no paho)
 probe      a paho-free MQTT CONNECT probe for ``edge-agent doctor``
+dialects   pure cloud encodings (Alink, IoTDA, ThingsBoard); not wired yet
 =========  ================================================================
 """
