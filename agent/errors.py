@@ -8,6 +8,7 @@
     ├── StorageError                 agent.buffer: the buffer file cannot be opened or used
     │   └── DiskFull                 the disk under it has no room: kept in RAM and retried
     ├── PublishError                 agent.north: a broker setting cannot work (bad CA, ...)
+    ├── DialectError                 agent.north dialects: a reading or command they cannot carry
     ├── AlreadyRunning               agent.status: another agent serves this status socket
     ├── UnsafePath                   agent.private: a folder another account could redirect
     └── CommandError                 agent.cli: a command cannot do what it was asked
@@ -41,6 +42,10 @@ class DiskFull(StorageError):
 
 class PublishError(AgentError):
     """A broker setting that cannot work, said in a plain sentence (the CA file is missing...)."""
+
+
+class DialectError(AgentError, ValueError):
+    """A north dialect cannot carry this reading or command (a tag never born, a bad width...)."""
 
 
 class AlreadyRunning(AgentError):

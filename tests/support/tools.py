@@ -1,4 +1,4 @@
-"""The outside tools some tests need (mosquitto, socat, openssl, systemd-analyze, libfaketime).
+"""The outside tools some tests need (mosquitto, socat, openssl, node...).
 
 Each test or fixture that runs a tool asks for it here, so a test that needs
 none (a decoder table) runs on any machine, and one that needs a missing tool
@@ -19,6 +19,8 @@ INSTALL = {
     "systemd-analyze": "apt-get install systemd",
     "fusermount3": "apt-get install fuse3",
     "libfaketimeMT.so.1": "apt-get install faketime",
+    "node": "apt-get install nodejs npm",
+    "npm": "apt-get install nodejs npm",
 }
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime",
                 "/usr/lib/faketime", "/usr/local/lib/faketime")  # fmt: skip
