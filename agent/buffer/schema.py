@@ -25,7 +25,8 @@ from agent.errors import StorageError
 log = logging.getLogger(__name__)
 
 _PAGE_SIZE = 4096
-SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
+_NO_SPACE_BELOW = 1024 * 1024
 
 _SCHEMA = (
     """CREATE TABLE batches (
@@ -52,6 +53,15 @@ class _Corrupt(Exception):
 def sqlite_code(exc: sqlite3.Error) -> int:
     """The primary SQLite result code of ``exc`` (of an extended one too); -1 if unknown."""
     return getattr(exc, "sqlite_errorcode", -1) & 0xFF
+
+
+def no_space(path: Path) -> bool:
+    """The filesystem under ``path`` has (almost) no room left: bytes or inodes."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW or (st.f_files > 0 and st.f_favail == 0)
 
 
 def open_recovering(config: StoreConfig, seqfile: SeqReservation) -> sqlite3.Connection:

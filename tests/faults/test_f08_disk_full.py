@@ -25,7 +25,7 @@ from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
 from agent.buffer.seqfile import SeqReservation
 from agent.buffer.store import Store
-from agent.errors import StorageError
+from agent.errors import DiskFull
 from agent.message import encode_parts
 from agent.status.document import StatusDocument
 from drivers.base import Reading
@@ -122,7 +122,7 @@ def _puts(n: int) -> Work:
 
 
 def test_f08_seq_reservation_crossed_while_full(tmp_path: Path) -> None:
-    """The sidecar rewrite hits ENOSPC: a StorageError like a failed commit, no seq above it."""
+    """The sidecar rewrite hits ENOSPC: DiskFull like a failed commit, no seq above it."""
     with small_disk(tmp_path / "data", "2m") as disk:
         path = disk / "buffer.db"
         store = Store(StoreConfig(path, AGENT, 64_000_000, "drop_oldest", "FULL"))
@@ -133,7 +133,7 @@ def test_f08_seq_reservation_crossed_while_full(tmp_path: Path) -> None:
         store.commit(_puts(4))  # seq 7: inside the reservation, no rewrite
         filler = fill(disk)
         work = _puts(3)  # seq 10 needs a new block: the sidecar cannot be written
-        with pytest.raises(StorageError):
+        with pytest.raises(DiskFull):
             store.commit(work)
         assert store.last_seq == 7
         assert int(sidecar.read_text(encoding="ascii")) == 8
