@@ -10,6 +10,7 @@ the old file, counting the seqs it skips in ``dropped_batches``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -62,6 +63,31 @@ def no_space(path: Path) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW or (st.f_files > 0 and st.f_favail == 0)
+
+
+def space_refused(exc: BaseException, path: Path) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk under ``path`` has no room.
+
+    ENOSPC or EDQUOT from the OS, SQLITE_FULL; an I/O or cannot-open error
+    counts when the filesystem has (almost) no bytes or no inodes left. A
+    corrupt file never does: it goes to corrupt-file recovery.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded: a cause chain
+        if seen is None:
+            break
+        if isinstance(seen, _Corrupt):
+            return False
+        if isinstance(seen, sqlite3.Error):
+            code = sqlite_code(seen)
+            if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+                return False
+            if code == SQLITE_FULL:
+                return True
+        elif isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return no_space(path)
 
 
 def open_recovering(config: StoreConfig, seqfile: SeqReservation) -> sqlite3.Connection:

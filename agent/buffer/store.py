@@ -28,14 +28,7 @@ from typing import Any
 
 from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
-from agent.buffer.schema import (
-    SQLITE_CANTOPEN,
-    SQLITE_FULL,
-    SQLITE_IOERR,
-    no_space,
-    open_recovering,
-    sqlite_code,
-)
+from agent.buffer.schema import SQLITE_FULL, open_recovering, space_refused, sqlite_code
 from agent.buffer.seqfile import (
     NORMAL_SEQ_BLOCK,
     SEQ_BLOCK,
@@ -51,7 +44,6 @@ log = logging.getLogger(__name__)
 _FULL_RETRIES = 8
 _WAL_TRUNCATE_ABOVE = 1024 * 1024
 _NO_CAP = 1 << 30  # max_page_count while measuring what a transaction needs
-_SPACE_CODES = (SQLITE_IOERR, SQLITE_CANTOPEN)  # what a failed write or shm growth gives
 
 
 @dataclass(slots=True)
@@ -166,8 +158,7 @@ class Store:
                 if over > 0 and attempt < _FULL_RETRIES - 1:
                     extra += over + 2  # the cap, and the estimate was short by ``over`` pages
                     continue
-                full = code == SQLITE_FULL or (code in _SPACE_CODES and self._no_space())
-                error = DiskFull if full else StorageError
+                error = DiskFull if space_refused(exc, self.config.path) else StorageError
                 raise error(f"buffer {self.config.path}: commit failed: {exc}") from exc
             self.last_seq, self.dropped = c.last_seq, c.dropped
             self._note_full(c, dropping=c.dropped > dropped_before)
@@ -201,10 +192,6 @@ class Store:
         finally:
             self.conn.execute(f"PRAGMA max_page_count={self.max_pages}")
         return size - self.max_pages
-
-    def _no_space(self) -> bool:
-        """The filesystem under the buffer has (almost) no room left."""
-        return no_space(self.config.path)
 
     def _write(self, body: Callable[[_Counters], None]) -> _Counters:
         self.conn.execute("BEGIN IMMEDIATE")
