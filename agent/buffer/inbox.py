@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 RAM_LIMIT = 32 * 1024 * 1024
-"""Bytes of uncommitted batches held in memory (only grows while the disk fails)."""
+"""Bytes of uncommitted batches held in memory, the work a failing commit retries
+included (only grows while the disk fails)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +88,7 @@ class Inbox:
         self._refused = 0
         self._unsynced: set[int] = set()
         self._taken = Held()
+        self._taken_bytes = 0  # still counted in _bytes: a retried commit holds them
         self._takes = 0
         self.wake = threading.Event()
         self.urgent = threading.Event()
@@ -122,7 +124,7 @@ class Inbox:
                 op = self._ops.popleft()
                 if isinstance(op, Put):
                     work.puts.append(op)
-                    self._bytes -= op.size
+                    self._taken_bytes += op.size
                     self._puts -= 1
                 else:
                     work.acks |= op
@@ -136,6 +138,8 @@ class Inbox:
         """The taken work is committed: it no longer waits in RAM."""
         with self._lock:
             self._taken = Held()
+            self._bytes -= self._taken_bytes
+            self._taken_bytes = 0
 
     def snapshot(self) -> Snapshot:
         """Queued batches and refusals and the taken work, in one consistent look."""

@@ -161,8 +161,8 @@ def _print_table(doc: StatusDocument) -> None:
         f"({buffer['pending_bytes']} bytes{'' if age is None else f', oldest {age} s'}), "
         f"{buffer['dropped_batches']} dropped, last seq {buffer['last_seq']}"
         + (
-            f", [red]disk full[/]: {buffer['held_batches']} batches wait in RAM"
-            if buffer["disk_full"]
+            f", [red]disk full[/]: {buffer.get('held_batches', 0)} batches wait in RAM"
+            if buffer.get("disk_full")
             else ""
         )
     )

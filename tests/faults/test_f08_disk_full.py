@@ -110,10 +110,25 @@ def test_f08_disk_full_spell_keeps_committed_and_pets_watchdog(
     assert report.missing == [], report.summary()
     assert report.lost == 0, report.summary()
     assert seen_full, "status never said disk_full during the spell"
+    _assert_no_tick_lost(rig)
     gaps = [b - a for a, b in itertools.pairwise(pets)]
     assert len(pets) >= 3
     assert max(gaps) < watchdog, f"watchdog pets stopped: gaps {gaps}"
     assert report.problems() == []
+
+
+def _assert_no_tick_lost(rig: Rig) -> None:
+    """Every poll put while the disk was full reached the broker: no run of ticks is missing.
+
+    A batch lost from RAM never got a seq, so the seqs show no gap; the
+    simulator's ticks (10 a second, polled every 50 ms) do. A short gap is a
+    slow poll; a lost inbox or retried commit is seconds of ticks.
+    """
+    ticks = rig.checker.ticks()
+    assert sorted(ticks) == rig.names, ticks.keys()
+    for device, ks in ticks.items():
+        gaps = [b - a for a, b in itertools.pairwise(ks)]
+        assert max(gaps) <= 20, f"{device}: {max(gaps)} simulator ticks never arrived"
 
 
 def _puts(n: int) -> Work:
@@ -158,6 +173,9 @@ def test_f08_restart_on_full_disk_polls_and_recovers(tmp_path: Path, broker: Mos
         wait_status(rig.agent, lambda d: _disk_full(d)
                     and all(dev["polls_ok"] > 5 for dev in d["devices"].values()), 30)  # fmt: skip
         assert any(m == "READY=1" for _, m in notify.messages), notify.messages
+        assert "cannot open buffer" in rig.agent.log(), (
+            "the open did not fail: the disk was not full"
+        )
         filler.unlink()
         doc = wait_status(rig.agent, lambda d: d["buffer"]["last_seq"] > last + 20
                           and not _disk_full(d), 30)  # fmt: skip
@@ -168,3 +186,4 @@ def test_f08_restart_on_full_disk_polls_and_recovers(tmp_path: Path, broker: Mos
         report = rig.finish()
     assert report.missing == [], report.summary()
     assert report.lost == 0, report.summary()
+    _assert_no_tick_lost(rig)

@@ -21,7 +21,8 @@ def small_disk(mount: Path, size: str, inodes: int | None = None) -> Iterator[Pa
     """Mount a tmpfs of ``size`` (``3m``, and ``inodes`` files at most) on ``mount``."""
     tool = require("mount")
     mount.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+    # mode: the agent refuses a data dir writable by others (a tmpfs root is 1777)
+    options = f"size={size},mode=0750" + (f",nr_inodes={inodes}" if inodes else "")
     result = subprocess.run([tool, "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                             capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, f"cannot mount a tmpfs on {mount}: {result.stderr.strip()}"
