@@ -37,17 +37,22 @@ Size. ``PRAGMA max_page_count`` (set on every open, it is not persistent) caps
 the main file at ``max_bytes``. Before inserting, the writer compares the pages
 the new rows need with the free pages (``page_count``/``freelist_count``) and
 drops the oldest rows (``drop_oldest``) or refuses the new batches
-(``drop_newest``), counting them. If SQLite still reports SQLITE_FULL near the
-cap (the estimate was short) the transaction is retried with more room made
-under the cap. A full disk is not the cap: SQLITE_FULL with room left under the
-cap, or ENOSPC on the seq sidecar, is :class:`~agent.errors.DiskFull` and
-deletes nothing. If commits fail (disk full, I/O errors) the writer keeps the
-batches in RAM (up to 32 MiB, beyond that new batches are refused and counted)
-and retries with backoff up to 10 s, so it recovers once space returns; if the
-file cannot even be opened on a full disk, the buffer opens empty and the
-writer retries the open. ``disk_full`` and ``held_batches`` in the stats say so,
-and ``healthy()`` stays true (a full disk is not a hung writer). The WAL
-(bounded by ``journal_size_limit`` and the auto-checkpoint) and ``-shm`` live
+(``drop_newest``), counting them. If SQLite still reports SQLITE_FULL, the
+transaction is measured again with the cap lifted (rolled back): only one that
+needs more pages than the cap was refused by the cap (the estimate was short),
+and it is retried with that much more room made. A full disk is not the cap:
+SQLITE_FULL from a transaction that fits, or ENOSPC on the seq sidecar, is
+:class:`~agent.errors.DiskFull` and drops nothing, old or new. If commits
+fail (disk full, I/O errors) the writer keeps the batches in RAM (up to 32 MiB,
+the work being retried included; beyond that new batches are refused and
+counted) and retries with backoff up to 10 s, so it recovers once space
+returns; if the file cannot even be opened on a full disk (no bytes, no inode,
+a quota), the buffer opens without it, ``flush`` fails at once, stats read the
+file's counters read-only, and the writer retries the open. ``disk_full`` and
+``held_batches`` in the stats say so, and ``healthy()`` stays true (a full
+disk is not a hung writer; a commit or open stuck past the stall limit is).
+The WAL (bounded by ``journal_size_limit`` and the auto-checkpoint) and
+``-shm`` live
 outside the cap: keep the cap well below free disk.
 
 Corruption. ``PRAGMA quick_check`` runs on open. A corrupt file is renamed

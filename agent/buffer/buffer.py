@@ -25,7 +25,7 @@ from agent.buffer.reader import read_stats as read_file_stats
 from agent.buffer.records import BufferStats, OnFull, PendingBatch, StoreConfig, Synchronous
 from agent.buffer.split import split_batch
 from agent.buffer.writer import Writer
-from agent.errors import StorageError
+from agent.errors import DiskFull, StorageError
 from agent.message import decode_message
 from drivers.base import Reading, now_ms
 
@@ -241,11 +241,15 @@ class Buffer:
         """Return once every ``put`` and ``ack`` made so far is committed.
 
         Raise :class:`StorageError` if that commit failed (the writer keeps the
-        batches in memory and retries).
+        batches in memory and retries), :class:`DiskFull` at once while the file
+        is not open yet (a start on a full disk).
         """
         self._check_open()
         if self._processed >= self._submitted:
             return
+        if self._writer is not None and not self._writer.opened:
+            # Started on a full disk: nothing commits before the file opens.
+            raise DiskFull(f"buffer {self.path} is not open yet: the disk is full")
         future = asyncio.get_running_loop().create_future()
         self._flush_waiters.append((self._submitted, future))
         self._inbox.urgent.set()
@@ -328,20 +332,26 @@ class Buffer:
         """Counts of the committed state, plus what waits in RAM (``held_batches``).
 
         ``dropped_batches`` includes refusals not yet written (RAM full while the
-        disk is full).
+        disk is full). While the file is not open yet (a start on a full disk)
+        the counters are read from it read-only.
         """
-        if self._opened():
-            stats = await self._read(query_stats, self.path)
-        else:
-            stats = BufferStats(0, 0, None, 0, self._last_seq, _file_size(self.path), 0)
-        batches, refused = self._inbox.held()
-        held_batches, held_refused = self._writer.held if self._writer else (0, 0)
+        for _ in range(5):  # bounded: retried only if the writer took work during the read
+            ram = self._inbox.snapshot()
+            if self._opened():
+                stats = await self._read(query_stats, self.path)
+            else:
+                stats = await self._read(_stats_unopened, self.path, self._last_seq)
+            if self._inbox.takes() == ram.takes:
+                break
+        batches, refused = ram.batches, ram.refused
+        if not ram.taken.landed(stats.last_seq, stats.dropped_batches):
+            batches, refused = batches + ram.taken.batches, refused + ram.taken.refused
         return dataclasses.replace(
             stats,
             max_bytes=self.max_bytes,
-            dropped_batches=stats.dropped_batches + refused + held_refused,
+            dropped_batches=stats.dropped_batches + refused,
             disk_full=self.disk_full,
-            held_batches=batches + held_batches,
+            held_batches=batches,
         )
 
     @staticmethod
@@ -372,6 +382,23 @@ class Buffer:
         if self._ro is not None:
             self._ro.close()
             self._ro = None
+
+
+def _stats_unopened(conn: sqlite3.Connection, path: Path, last_seq: int) -> BufferStats:
+    """The file's counters while the writer could not open it yet (``conn`` is unused).
+
+    Read-only; with no -shm creatable on a full disk, as an immutable file (safe:
+    no writer has it open, and with an empty WAL the main file holds everything).
+    Unreadable: the counters the writer last reported.
+    """
+    del conn
+    with contextlib.suppress(StorageError):
+        return read_file_stats(path)
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        with contextlib.suppress(StorageError):
+            return read_file_stats(path, immutable=True)
+    return BufferStats(0, 0, None, 0, last_seq, _file_size(path), 0)
 
 
 def _file_size(path: Path) -> int:

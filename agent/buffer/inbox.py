@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 RAM_LIMIT = 32 * 1024 * 1024
-"""Bytes of uncommitted batches held in memory (only grows while the disk fails)."""
+"""Bytes of uncommitted batches held in memory, the work a failing commit retries
+included (only grows while the disk fails)."""
 
 
 @dataclass(slots=True)
@@ -41,6 +42,36 @@ class Work:
     refused: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The work the writer took from the inbox and has not committed yet.
+
+    ``last_seq``/``dropped`` are the file's counters before it: a reader that
+    sees other counters in the file knows the commit landed (only the writer
+    commits, one commit at a time), so it does not count its batches and
+    refusals twice while the writer is still in the checkpoint after it.
+    """
+
+    batches: int = 0
+    refused: int = 0
+    last_seq: int = 0
+    dropped: int = 0
+
+    def landed(self, last_seq: int, dropped: int) -> bool:
+        """Whether the file's counters ``last_seq``/``dropped`` already hold this work."""
+        return (last_seq, dropped) != (self.last_seq, self.dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What RAM holds at one moment: queued batches and refusals, the taken work."""
+
+    batches: int
+    refused: int
+    taken: Held
+    takes: int  # how many takes so far: a reader compares it after its read
+
+
 class Inbox:
     """Hand-off from the event loop to the writer thread; every method is thread-safe.
 
@@ -56,6 +87,9 @@ class Inbox:
         self._puts = 0
         self._refused = 0
         self._unsynced: set[int] = set()
+        self._taken = Held()
+        self._taken_bytes = 0  # still counted in _bytes: a retried commit holds them
+        self._takes = 0
         self.wake = threading.Event()
         self.urgent = threading.Event()
         self.closed = threading.Event()
@@ -79,21 +113,43 @@ class Inbox:
             self._ops.append(seqs)
         self.wake.set()
 
-    def take(self, max_puts: int) -> Work:
-        """Everything queued, in order, up to ``max_puts`` batches."""
+    def take(self, max_puts: int, counters: tuple[int, int] = (0, 0)) -> Work:
+        """Everything queued, in order, up to ``max_puts`` batches.
+
+        ``counters``: the file's last_seq and dropped before the work is committed.
+        """
         work = Work()
         with self._lock:
             while self._ops and len(work.puts) < max_puts:
                 op = self._ops.popleft()
                 if isinstance(op, Put):
                     work.puts.append(op)
-                    self._bytes -= op.size
+                    self._taken_bytes += op.size
                     self._puts -= 1
                 else:
                     work.acks |= op
                 work.n_ops += 1
             work.refused, self._refused = self._refused, 0
+            self._taken = Held(len(work.puts), work.refused, *counters)
+            self._takes += 1
         return work
+
+    def committed(self) -> None:
+        """The taken work is committed: it no longer waits in RAM."""
+        with self._lock:
+            self._taken = Held()
+            self._bytes -= self._taken_bytes
+            self._taken_bytes = 0
+
+    def snapshot(self) -> Snapshot:
+        """Queued batches and refusals and the taken work, in one consistent look."""
+        with self._lock:
+            return Snapshot(self._puts, self._refused, self._taken, self._takes)
+
+    def takes(self) -> int:
+        """How many times the writer took work so far."""
+        with self._lock:
+            return self._takes
 
     def held(self) -> tuple[int, int]:
         """Batches queued here, and batches refused since the last take."""

@@ -26,11 +26,14 @@ def translate(path: Path, fn: Callable[..., T], *args: Any) -> T:
         raise StorageError(f"buffer {path}: {exc}") from exc
 
 
-def connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection to an existing buffer file (usable from any one thread)."""
+def connect_ro(path: Path, *, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only connection to an existing buffer file (usable from any one thread).
+
+    ``immutable``: no locks and no -shm (nothing may write the file meanwhile).
+    """
     if not path.is_file():
         raise StorageError(f"no buffer database at {path}")
-    uri = path.resolve().as_uri() + "?mode=ro"
+    uri = path.resolve().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -85,9 +88,9 @@ def query_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
     )
 
 
-def read_stats(path: Path) -> BufferStats:
+def read_stats(path: Path, *, immutable: bool = False) -> BufferStats:
     """Stats of the buffer file at ``path`` on a connection of its own."""
-    conn = connect_ro(path)
+    conn = connect_ro(path, immutable=immutable)
     try:
         return translate(path, query_stats, conn, path)
     finally:

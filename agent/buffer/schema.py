@@ -10,6 +10,7 @@ the old file, counting the seqs it skips in ``dropped_batches``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -25,7 +26,8 @@ from agent.errors import StorageError
 log = logging.getLogger(__name__)
 
 _PAGE_SIZE = 4096
-SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
+_NO_SPACE_BELOW = 1024 * 1024
 
 _SCHEMA = (
     """CREATE TABLE batches (
@@ -52,6 +54,40 @@ class _Corrupt(Exception):
 def sqlite_code(exc: sqlite3.Error) -> int:
     """The primary SQLite result code of ``exc`` (of an extended one too); -1 if unknown."""
     return getattr(exc, "sqlite_errorcode", -1) & 0xFF
+
+
+def no_space(path: Path) -> bool:
+    """The filesystem under ``path`` has (almost) no room left: bytes or inodes."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW or (st.f_files > 0 and st.f_favail == 0)
+
+
+def space_refused(exc: BaseException, path: Path) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk under ``path`` has no room.
+
+    ENOSPC or EDQUOT from the OS, SQLITE_FULL; an I/O or cannot-open error
+    counts when the filesystem has (almost) no bytes or no inodes left. A
+    corrupt file never does: it goes to corrupt-file recovery.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded: a cause chain
+        if seen is None:
+            break
+        if isinstance(seen, _Corrupt):
+            return False
+        if isinstance(seen, sqlite3.Error):
+            code = sqlite_code(seen)
+            if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+                return False
+            if code == SQLITE_FULL:
+                return True
+        elif isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return no_space(path)
 
 
 def open_recovering(

@@ -4,12 +4,15 @@
 main file at ``max_bytes``. Before inserting, the store compares the pages the
 new rows need with the free pages (``page_count``/``freelist_count``) and drops
 the oldest rows (``drop_oldest``) or refuses the new batches (``drop_newest``),
-counting them. If SQLite still reports SQLITE_FULL near the cap (the estimate
-was short) the transaction is retried with more room made under the cap.
+counting them. If SQLite still reports SQLITE_FULL, the same transaction is measured with
+the cap lifted (and rolled back): only if it needs more pages than the cap
+allows was it the cap (the estimate was short), and it is retried with that
+much more room made under the cap.
 
-A full disk is not the cap: SQLITE_FULL with ample room left under the cap, or
-ENOSPC on the seq sidecar, raises :class:`~agent.errors.DiskFull` and nothing
-committed is deleted for it; the writer keeps the batches in RAM and retries.
+A full disk is not the cap: SQLITE_FULL from a transaction that fits under
+the cap, or ENOSPC on the seq sidecar, raises :class:`~agent.errors.DiskFull`
+and nothing is dropped for it, neither committed rows nor new batches; the
+writer keeps the batches in RAM and retries.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import Any
 
 from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
-from agent.buffer.schema import SQLITE_FULL, open_recovering, sqlite_code
+from agent.buffer.schema import SQLITE_FULL, open_recovering, space_refused, sqlite_code
 from agent.buffer.seqfile import (
     NORMAL_SEQ_BLOCK,
     SEQ_BLOCK,
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 
 _FULL_RETRIES = 8
 _WAL_TRUNCATE_ABOVE = 1024 * 1024
-_NO_SPACE_BELOW = 1024 * 1024
+_NO_CAP = 1 << 30  # max_page_count while measuring what a transaction needs
 
 
 @dataclass(slots=True)
@@ -155,12 +157,12 @@ class Store:
             try:
                 c = self._write(functools.partial(self._apply, work=work, extra_pages=extra))
             except sqlite3.Error as exc:
-                if sqlite_code(exc) == SQLITE_FULL and attempt < _FULL_RETRIES - 1:
-                    if self._near_cap(work, extra):
-                        extra = 16 << (2 * attempt)  # the estimate was short: more room
-                        continue
-                    raise DiskFull(f"buffer {self.config.path}: commit failed: {exc}") from exc
-                error = DiskFull if self._no_space() else StorageError
+                code = sqlite_code(exc)
+                over = self._over_cap(work, extra) if code == SQLITE_FULL else 0
+                if over > 0 and attempt < _FULL_RETRIES - 1:
+                    extra += over + 2  # the cap, and the estimate was short by ``over`` pages
+                    continue
+                error = DiskFull if space_refused(exc, self.config.path) else StorageError
                 raise error(f"buffer {self.config.path}: commit failed: {exc}") from exc
             self.last_seq, self.dropped = c.last_seq, c.dropped
             self._note_full(c, dropping=c.dropped > dropped_before)
@@ -169,22 +171,31 @@ class Store:
             return c.last_seq
         raise AssertionError("unreachable")
 
-    def _near_cap(self, work: Work, extra_pages: int) -> bool:
-        """Whether SQLITE_FULL may have come from the cap rather than from the disk.
+    def _over_cap(self, work: Work, extra_pages: int) -> int:
+        """Pages past the cap the failed transaction needs; <= 0: the disk refused it, not the cap.
 
-        Only then may rows be dropped to make room: with twice the estimate (plus
-        the extra asked for) still free under the cap, the cap was not reached.
+        SQLITE_FULL does not say which of the two it was, so the same transaction
+        is run again with the cap lifted and rolled back: its page count is what
+        it needs. Only in the page cache (nothing is written unless the cache
+        spills, and a spill failing says the disk is full). Only when it is over
+        the cap may rows be dropped to make room.
         """
-        need = sum(self.space.row_pages(p.size, len(p.device)) for p in work.puts)
-        return self._free_pages() < 2 * (need + self.reserve_pages) + extra_pages + 64
-
-    def _no_space(self) -> bool:
-        """The filesystem under the buffer has (almost) no room left."""
+        self.conn.execute(f"PRAGMA max_page_count={_NO_CAP}")
         try:
-            st = os.statvfs(self.config.path.parent)
-        except OSError:
-            return False
-        return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._apply(self._counters(), work, extra_pages, reserve=False)
+                size = int(self._one("PRAGMA page_count"))
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if sqlite_code(exc) == SQLITE_FULL:
+                return 0  # the page cache spilled into a WAL the disk cannot grow
+            raise
+        finally:
+            self.conn.execute(f"PRAGMA max_page_count={self.max_pages}")
+        return size - self.max_pages
 
     def _write(self, body: Callable[[_Counters], None]) -> _Counters:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -202,7 +213,7 @@ class Store:
             raise
         return c
 
-    def _apply(self, c: _Counters, work: Work, extra_pages: int) -> None:
+    def _apply(self, c: _Counters, work: Work, extra_pages: int, *, reserve: bool = True) -> None:
         for low, high in seq_ranges(work.acks):
             n, nbytes = self.conn.execute(
                 "SELECT count(*), coalesce(sum(length(payload)), 0) FROM batches"
@@ -222,7 +233,8 @@ class Store:
             for seq, p in enumerate(puts, first)
         ]
         c.last_seq = first + len(rows) - 1
-        self.seqfile.ensure(c.last_seq)  # durable before the commit that uses the seqs
+        if reserve:  # durable before the commit that uses the seqs
+            self.seqfile.ensure(c.last_seq)
         self.conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?)", rows)
         c.pending += len(rows)
         c.pending_bytes += sum(len(row[4]) for row in rows)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -27,13 +26,13 @@ from collections.abc import Callable
 
 from agent.buffer.inbox import Inbox, Work
 from agent.buffer.records import StoreConfig
+from agent.buffer.schema import space_refused
 from agent.buffer.store import Store
 from agent.errors import DiskFull, StorageError
 
 log = logging.getLogger(__name__)
 
 _BACKOFF_MAX_S = 10.0
-_NO_SPACE_BELOW = 1024 * 1024
 
 
 class CommitBudget:
@@ -91,7 +90,6 @@ class Writer(threading.Thread):
         self.opened = False
         self.disk_full = False
         self.busy_since: float | None = None  # monotonic start of the commit in progress
-        self.held: tuple[int, int] = (0, 0)  # batches and refusals taken, not yet committed
 
     def run(self) -> None:
         store = self._open()
@@ -100,37 +98,52 @@ class Writer(threading.Thread):
         try:
             self._loop(store)
         except Exception as exc:
-            log.exception("buffer %s: writer stopped", self._config.path)
+            log.exception("buffer %s: writer stopped; %s", self._config.path, self._lost())
             self._notify(0, store.last_seq, StorageError(f"buffer writer stopped: {exc}"), True)
         finally:
             self.busy_since = None
             with contextlib.suppress(sqlite3.Error):
                 store.close()
 
+    def _lost(self, work: Work | None = None) -> str:
+        """What a stop now loses from RAM, in words, for its log line."""
+        batches, refused = self._inbox.held()
+        if work is not None:
+            batches, refused = batches + len(work.puts), refused + work.refused
+        return (
+            f"{batches} batches held in RAM are lost, and {refused} more refused"
+            " for want of RAM go uncounted in dropped_batches"
+        )
+
     def _open(self) -> Store | None:
         """The store; on a full disk, report ready at once and retry the open in the background."""
         backoff = 0.5
         while True:
             try:
+                self.busy_since = time.monotonic()  # a hung open is a hang (see Buffer.healthy)
                 store = Store(self._config)
             except BaseException as exc:
+                self.busy_since = None
                 if not isinstance(exc, StorageError):
                     exc = StorageError(f"cannot open buffer {self._config.path}: {exc}")
-                if self._inbox.closed.is_set() or not _no_space(self._config):
+                if self._inbox.closed.is_set() or not space_refused(exc, self._config.path):
                     if not self._ready.done():
                         self._ready.set_exception(exc)
                         return None
-                    log.error("%s; batches held in RAM are lost", exc)  # noqa: TRY400
+                    log.error("%s; %s", exc, self._lost())  # noqa: TRY400
                     self._notify(0, 0, exc, True)
                     return None
                 if not self._ready.done():
                     log.warning("%s; the disk is full: polling goes on into RAM, retrying", exc)
                     self.disk_full = True
                     self._ready.set_result(0)
+                else:
+                    self._notify(0, 0, DiskFull(str(exc)), False)  # answers flush() waiters
                 log.debug("buffer %s: open retried in %.1f s", self._config.path, backoff)
                 self._inbox.closed.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
+            self.busy_since = None
             if self._ready.done():
                 log.info("buffer %s opened: the disk has room again", self._config.path)
             self.opened, self.disk_full = True, False
@@ -154,7 +167,7 @@ class Writer(threading.Thread):
                     # past it, wait, unless flush() or close() hurries us.
                     inbox.urgent.wait(commits.wait())
                     inbox.urgent.clear()
-                work = inbox.take(self._max_rows)
+                work = inbox.take(self._max_rows, (store.last_seq, store.dropped))
                 if work.n_ops == 0 and work.refused == 0:
                     work = None
                     if inbox.closed.is_set():
@@ -163,10 +176,7 @@ class Writer(threading.Thread):
             last_seq = self._commit(store, work, backoff)
             if last_seq is None:
                 if inbox.closed.is_set():
-                    log.error(
-                        "buffer %s: %s batches not committed are lost", self._config.path,
-                        len(work.puts) + inbox.held()[0],
-                    )  # fmt: skip
+                    log.error("buffer %s: not committed: %s", self._config.path, self._lost(work))
                     return
                 inbox.closed.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
@@ -181,7 +191,6 @@ class Writer(threading.Thread):
 
     def _commit(self, store: Store, work: Work, backoff: float) -> int | None:
         """Commit ``work``; None (logged, reported) when it failed and is to be retried."""
-        self.held = (len(work.puts), work.refused)
         self.busy_since = time.monotonic()
         try:
             last_seq = store.commit(work)
@@ -200,14 +209,6 @@ class Writer(threading.Thread):
         self.busy_since = None
         if self.disk_full:
             log.info("buffer %s: the disk has room again; commits resumed", self._config.path)
-        self.disk_full, self.held = False, (0, 0)
+        self.disk_full = False
+        self._inbox.committed()
         return last_seq
-
-
-def _no_space(config: StoreConfig) -> bool:
-    """The filesystem under the buffer has (almost) no room left."""
-    try:
-        st = os.statvfs(config.path.parent)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < _NO_SPACE_BELOW

@@ -140,6 +140,14 @@ def _free_space(site: Site, existing: Path) -> Check:
         return Check("WARN", "disk", f"cannot tell the free space at {existing}: {exc.strerror}")
     cap = site.buffer.max_size
     text = f"{_mb(have)} for a buffer of at most {_mb(cap)}"
+    if _no_inodes(existing):
+        return Check(
+            "FAIL",
+            "disk",
+            f"{existing}: no free inodes ({text}): SQLite cannot create the buffer's "
+            "-wal/-shm; the agent keeps polling into RAM until files can be made; "
+            "delete files",
+        )
     if shutil.disk_usage(existing).free < _DISK_FULL_BELOW:
         return Check(
             "FAIL",
@@ -156,6 +164,15 @@ def _free_space(site: Site, existing: Path) -> Check:
             "(the WAL lives outside it); lower buffer.max_size",
         )
     return Check("PASS", "disk", text)
+
+
+def _no_inodes(folder: Path) -> bool:
+    """The filesystem has an inode limit and none is left (bytes may still be free)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_files > 0 and st.f_favail == 0
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -38,8 +38,8 @@ def render(doc: StatusDocument, colour: bool | None = None) -> str:
         f"({buffer['pending_bytes']} bytes{'' if age is None else f', oldest {age} s'}), "
         f"{buffer['dropped_batches']} dropped, last seq {buffer['last_seq']}"
         + (
-            f", {paint('disk full', 'red')}: {buffer['held_batches']} batches wait in RAM"
-            if buffer["disk_full"]
+            f", {paint('disk full', 'red')}: {buffer.get('held_batches', 0)} batches wait in RAM"
+            if buffer.get("disk_full")
             else ""
         ),
         _clock_line(doc["clock"], paint),

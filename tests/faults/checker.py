@@ -191,6 +191,21 @@ class Checker:
         """Data messages received so far (duplicates included)."""
         return sum(1 for e in list(self._events) if e.seq is not None)
 
+    def ticks(self, tag: str = "t10") -> dict[str, list[int]]:
+        """Per device, the distinct simulator ticks (``value // 1000`` of ``tag``) received.
+
+        The counter simulator steps every tick whatever is polled, so a run of
+        batches lost before they got a seq (RAM) shows as a gap here, where the
+        seqs show none. ``t10`` is a uint32: it does not wrap in a test's time.
+        """
+        found: dict[str, set[int]] = defaultdict(set)
+        for event in list(self._events):
+            for values in event.values:
+                value = values.get(tag)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    found[event.device].add(int(value) // 1000)
+        return {device: sorted(ks) for device, ks in found.items()}
+
     def wait_for_seqs(self, last_seq: int, timeout: float = 60.0, allowed_missing: int = 0) -> bool:
         """Wait until all of ``1..last_seq`` but ``allowed_missing`` arrived; False on timeout."""
         deadline = time.monotonic() + timeout

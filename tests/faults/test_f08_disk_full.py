@@ -25,7 +25,7 @@ from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
 from agent.buffer.seqfile import SeqReservation
 from agent.buffer.store import Store
-from agent.errors import StorageError
+from agent.errors import DiskFull
 from agent.message import encode_parts
 from agent.status.document import StatusDocument
 from drivers.base import Reading
@@ -110,10 +110,25 @@ def test_f08_disk_full_spell_keeps_committed_and_pets_watchdog(
     assert report.missing == [], report.summary()
     assert report.lost == 0, report.summary()
     assert seen_full, "status never said disk_full during the spell"
+    _assert_no_tick_lost(rig)
     gaps = [b - a for a, b in itertools.pairwise(pets)]
     assert len(pets) >= 3
     assert max(gaps) < watchdog, f"watchdog pets stopped: gaps {gaps}"
     assert report.problems() == []
+
+
+def _assert_no_tick_lost(rig: Rig) -> None:
+    """Every poll put while the disk was full reached the broker: no run of ticks is missing.
+
+    A batch lost from RAM never got a seq, so the seqs show no gap; the
+    simulator's ticks (10 a second, polled every 50 ms) do. A short gap is a
+    slow poll; a lost inbox or retried commit is seconds of ticks.
+    """
+    ticks = rig.checker.ticks()
+    assert sorted(ticks) == rig.names, ticks.keys()
+    for device, ks in ticks.items():
+        gaps = [b - a for a, b in itertools.pairwise(ks)]
+        assert max(gaps) <= 20, f"{device}: {max(gaps)} simulator ticks never arrived"
 
 
 def _puts(n: int) -> Work:
@@ -122,7 +137,7 @@ def _puts(n: int) -> Work:
 
 
 def test_f08_seq_reservation_crossed_while_full(tmp_path: Path) -> None:
-    """The sidecar rewrite hits ENOSPC: a StorageError like a failed commit, no seq above it."""
+    """The sidecar rewrite hits ENOSPC: DiskFull like a failed commit, no seq above it."""
     with small_disk(tmp_path / "data", "2m") as disk:
         path = disk / "buffer.db"
         store = Store(StoreConfig(path, AGENT, 64_000_000, "drop_oldest", "FULL"))
@@ -133,7 +148,7 @@ def test_f08_seq_reservation_crossed_while_full(tmp_path: Path) -> None:
         store.commit(_puts(4))  # seq 7: inside the reservation, no rewrite
         filler = fill(disk)
         work = _puts(3)  # seq 10 needs a new block: the sidecar cannot be written
-        with pytest.raises(StorageError):
+        with pytest.raises(DiskFull):
             store.commit(work)
         assert store.last_seq == 7
         assert int(sidecar.read_text(encoding="ascii")) == 8
@@ -158,6 +173,9 @@ def test_f08_restart_on_full_disk_polls_and_recovers(tmp_path: Path, broker: Mos
         wait_status(rig.agent, lambda d: _disk_full(d)
                     and all(dev["polls_ok"] > 5 for dev in d["devices"].values()), 30)  # fmt: skip
         assert any(m == "READY=1" for _, m in notify.messages), notify.messages
+        assert "cannot open buffer" in rig.agent.log(), (
+            "the open did not fail: the disk was not full"
+        )
         filler.unlink()
         doc = wait_status(rig.agent, lambda d: d["buffer"]["last_seq"] > last + 20
                           and not _disk_full(d), 30)  # fmt: skip
@@ -168,3 +186,4 @@ def test_f08_restart_on_full_disk_polls_and_recovers(tmp_path: Path, broker: Mos
         report = rig.finish()
     assert report.missing == [], report.summary()
     assert report.lost == 0, report.summary()
+    _assert_no_tick_lost(rig)

@@ -138,6 +138,7 @@ def test_f21_readings_before_the_clock_is_set_are_flagged(
         stepped = wait_status(agent, lambda d: d["clock"]["steps"] >= 1, 10)["clock"]
         assert stepped["state"] != "unset"
         assert (stepped["last_step_s"] or 0) > 20 * 365 * 86400  # 2000 -> now
+
         def after_the_step(received: list[Received]) -> list[dict[str, Any]]:
             # Judged by the reading's own ts, not by arrival: a reading taken just
             # before the step may still be on its way (commit, publish) and rightly

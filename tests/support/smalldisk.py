@@ -17,11 +17,13 @@ from tests.support.tools import require
 
 
 @contextmanager
-def small_disk(mount: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` (``3m``) on ``mount`` for the duration."""
+def small_disk(mount: Path, size: str, inodes: int | None = None) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` (``3m``, and ``inodes`` files at most) on ``mount``."""
     tool = require("mount")
     mount.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([tool, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+    # mode: the agent refuses a data dir writable by others (a tmpfs root is 1777)
+    options = f"size={size},mode=0750" + (f",nr_inodes={inodes}" if inodes else "")
+    result = subprocess.run([tool, "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                             capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, f"cannot mount a tmpfs on {mount}: {result.stderr.strip()}"
     try:
@@ -41,6 +43,16 @@ def fill(folder: Path) -> Path:
             except OSError:
                 pass
     return filler
+
+
+def fill_inodes(folder: Path) -> int:
+    """Take every free inode of ``folder``'s filesystem with empty files; how many."""
+    for n in range(100_000):  # bounded
+        try:
+            (folder / f"inode-{n}").touch()
+        except OSError:
+            return n
+    raise AssertionError(f"{folder} has more than 100000 free inodes")
 
 
 def free_bytes(folder: Path) -> int:

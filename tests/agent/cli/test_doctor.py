@@ -20,7 +20,7 @@ from tests.support.mosquitto import (
     free_port,
     make_test_certs,
 )
-from tests.support.smalldisk import fill, small_disk
+from tests.support.smalldisk import fill, fill_inodes, small_disk
 
 
 @pytest.fixture(autouse=True)
@@ -202,3 +202,12 @@ def test_full_disk_fails_and_says_what_the_agent_does(tmp_path: Path) -> None:
     assert by_name["disk"].startswith("FAIL"), by_name
     assert "full" in by_name["disk"]
     assert "RAM" in by_name["disk"]
+
+
+def test_disk_out_of_inodes_fails_with_bytes_free(tmp_path: Path) -> None:
+    site = write_site(tmp_path, {"port": free_port()}, [])
+    with small_disk(tmp_path / "data", "64m", inodes=16) as disk:
+        fill_inodes(disk)
+        _, by_name = run(site)
+    assert by_name["disk"].startswith("FAIL"), by_name
+    assert "inode" in by_name["disk"]
