@@ -427,11 +427,12 @@ class DecodesVectors(Protocol):
     params at their defaults; no connection is needed and nothing is opened.
     """
 
-    vector_input: Literal["registers", "line"]
-    """What a vector of this driver gives: Modbus ``registers`` of one tag, a serial ``line``."""
+    vector_input: Literal["registers", "line", "data"]
+    """What a vector of this driver gives: Modbus ``registers`` of one tag, a serial ``line``,
+    the ``data`` bytes of one DL/T 645 reply value."""
 
     def decode_vector(
-        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str | bytes
     ) -> VectorOutcome:
         """Decode ``raw`` as the driver would; :class:`ConfigError` for invalid profile
         options, ``ValueError`` when ``raw`` does not fit (an unknown tag, a wrong length)."""

@@ -42,7 +42,7 @@ def run_vectors(profile: Profile) -> Report:
         return Report([f"{profile.name}: no driver speaks protocol {kind!r}"], EXIT_INPUT)
     if not isinstance(spec, DecodesVectors):
         line = f"{profile.name}: no vectors: the {kind} driver has nothing to decode"
-        return Report([line + " (the device sends typed values)"], EXIT_OK)
+        return Report([line], EXIT_OK)
     vectors = profile.model.vectors
     if not vectors:
         return Report([f"{profile.name}: no vectors (add some under vectors:)"], EXIT_OK)
@@ -82,7 +82,11 @@ def _options(profile: Profile) -> dict[str, Any]:
     return {"protocol": protocol, "tags": resolved_tags(profile)}
 
 
-def _raw(vector: ProfileVector, spec: DecodesVectors) -> list[int] | str:
+def _raw(vector: ProfileVector, spec: DecodesVectors) -> list[int] | str | bytes:
+    if spec.vector_input == "data":
+        if vector.data is None:
+            raise ValueError("this driver decodes reply bytes: give data (hex)")
+        return bytes.fromhex(vector.data)
     if spec.vector_input == "registers":
         if vector.registers is None:
             raise ValueError("this driver decodes registers: give registers, not a line")
@@ -96,6 +100,8 @@ def _input(vector: ProfileVector) -> str:
     if vector.registers is not None:
         words = " ".join(f"{w:04X}" for w in vector.registers)
         return f"{vector.tag} registers {words}"
+    if vector.data is not None:
+        return f"{vector.tag} data {vector.data}"
     return f"line {vector.line!r}"
 
 

@@ -298,6 +298,7 @@ class ProfileVector(StrictModel):
     (``drivers.base.DecodesVectors``). Modbus: the ``registers`` of one ``tag``
     (16-bit words as on the wire; 0/1 for a coil). Serial: one ``line`` (without
     its terminator), which gives several tags: ``expect`` is then a mapping.
+    DL/T 645: the ``data`` bytes of one ``tag``'s reply value, as on the wire.
     """
 
     tag: str | None = Field(None, description="The tag the registers hold (Modbus).")
@@ -305,6 +306,11 @@ class ProfileVector(StrictModel):
         None, description="16-bit register values as the device sends them, e.g. [0x4366, 0x3334]."
     )
     line: str | None = Field(None, description="One line as the device sends it (serial).")
+    data: str | None = Field(
+        None,
+        description="DL/T 645: the value bytes of a read reply as on the wire, in hex "
+        "(low byte first, +0x33 included), e.g. '34 43' for 100.1 V.",
+    )
     expect: Expected | dict[str, Expected] = Field(
         description="The decoded, scaled value of ``tag``; or tag -> value for a line."
     )
@@ -323,8 +329,16 @@ class ProfileVector(StrictModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> ProfileVector:
-        if (self.registers is None) == (self.line is None):
-            raise ValueError("give exactly one of registers (Modbus) or line (serial)")
+        given = [x for x in (self.registers, self.line, self.data) if x is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of registers (Modbus), line (serial) or data (DL/T 645)"
+            )
+        if self.data is not None:
+            try:
+                bytes.fromhex(self.data)
+            except ValueError:
+                raise ValueError(f"data {self.data!r}: write bytes in hex, e.g. '34 43'") from None
         if not isinstance(self.expect, dict) and self.tag is None:
             raise ValueError("a single expected value needs the tag it belongs to")
         return self

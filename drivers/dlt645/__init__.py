@@ -13,10 +13,10 @@ pyserial is imported only when a driver is created, so validating stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, Literal
 
-from drivers.base import DeviceOptions, Driver, LineLoad
+from drivers.base import DeviceOptions, Driver, LineLoad, VectorOutcome
 from drivers.dlt645.config import Dlt645Options, Dlt645Tag, parse_options
 
 __all__ = ["SPEC", "Dlt645Options", "Dlt645Spec", "Dlt645Tag"]
@@ -51,6 +51,16 @@ class Dlt645Spec:
         if not isinstance(options, Dlt645Options):
             raise TypeError(f"expected Dlt645Options, got {type(options).__name__}")
         return link_load(options, intervals)
+
+    vector_input: Literal["registers", "line", "data"] = "data"
+
+    def decode_vector(
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str | bytes
+    ) -> VectorOutcome:
+        """A profile's test vector: one reply value's bytes -> the tag's value."""
+        from drivers.dlt645.vectors import decode_vector
+
+        return decode_vector(profile, tag, raw)
 
     def address_label(self, kind: str) -> str:
         """What ``edge-agent init`` asks for."""

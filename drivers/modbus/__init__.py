@@ -24,7 +24,7 @@ class ModbusSpec:
 
     protocol: str = "modbus"
     options_model = ModbusOptions
-    vector_input: Literal["registers", "line"] = "registers"
+    vector_input: Literal["registers", "line", "data"] = "registers"
 
     def parse(self, options: Mapping[str, Any]) -> ModbusOptions:
         """Validate ``{"connection": ..., "protocol": ..., "tags": ...}``; ConfigError lists all."""
@@ -47,7 +47,7 @@ class ModbusSpec:
         return link_load(options, intervals)
 
     def decode_vector(
-        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str | bytes
     ) -> VectorOutcome:
         """A profile's test vector: ``tag``'s registers -> its value, as a poll decodes them."""
         from drivers.modbus.vectors import decode_vector

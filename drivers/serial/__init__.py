@@ -24,7 +24,7 @@ class SerialSpec:
 
     protocol = "serial"
     options_model = SerialOptions
-    vector_input: Literal["registers", "line"] = "line"
+    vector_input: Literal["registers", "line", "data"] = "line"
 
     def parse(self, options: Mapping[str, Any]) -> SerialOptions:
         """Validate ``{"connection": {"serial": {...}}, "protocol": {...}, "tags": {...}}``."""
@@ -39,7 +39,7 @@ class SerialSpec:
         return SerialDriver(device_id, options)
 
     def decode_vector(
-        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str
+        self, profile: Mapping[str, Any], tag: str | None, raw: Sequence[int] | str | bytes
     ) -> VectorOutcome:
         """A profile's test vector: one line -> every tag's value, as a received line."""
         from drivers.serial.vectors import decode_vector
