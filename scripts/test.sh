@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/check.sh
-echo "== pytest"; .venv/bin/pytest "$@"
+# Two workers; see tests/conftest.py for what runs together on one.
+echo "== pytest"; .venv/bin/pytest -n 2 --dist loadgroup "$@"
 echo "== bench (smoke)"; .venv/bin/python -m bench --quick

@@ -15,6 +15,29 @@ from tests.support.mosquitto import Mosquitto, find_mosquitto
 # what to install (never a skip), and a test that needs none runs anywhere.
 
 
+# --------------------------------------------------------------------------- workers
+# With pytest-xdist (`-n 2 --dist loadgroup`, what scripts/test.sh runs), tests that
+# must not run beside each other share a group, and a group runs on one worker:
+# the fault scenarios (timing bounds, brokers restarted, disks filled), the broker
+# interop tests (RabbitMQ nodes), the install tests, and the tests that install the
+# Tahu decoder into one folder.
+_GROUPS = {
+    "tests/faults/": "faults",
+    "tests/e2e/test_broker_support.py": "faults",
+    "tests/install/": "install",
+    "tests/agent/north/sparkplug/": "sparkplug",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path).replace("\\", "/")
+        for part, group in _GROUPS.items():
+            if f"/{part}" in path:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 # --------------------------------------------------------------------------- MQTT broker
 # A real mosquitto on 127.0.0.1 and a free port (never the shared 1883),
 # persistence off, anonymous access; stopped after the test.
