@@ -3,7 +3,7 @@
 A bench aid, not a product feature: with ``EDGE_AGENT_MEMDIAG=/path/mem.jsonl``
 the agent starts :mod:`tracemalloc` and, every ``$EDGE_AGENT_MEMDIAG_PERIOD``
 seconds (default 60), appends one JSON line to that file: Python's allocated
-blocks, what tracemalloc traces (and its own overhead, which inflates RSS and
+blocks, SQLite's own heap, what tracemalloc traces (and its own overhead, which inflates RSS and
 must be subtracted), glibc's ``mallinfo2`` totals and the per-arena figures of
 ``malloc_info``, the thread count, and the 20 source lines whose traced memory
 grew most since the sample at 5 minutes. Unset, nothing is imported or started.
@@ -28,6 +28,7 @@ from typing import Any
 
 ENV = "EDGE_AGENT_MEMDIAG"
 PERIOD_ENV = "EDGE_AGENT_MEMDIAG_PERIOD"
+TRACE_ENV = "EDGE_AGENT_MEMDIAG_TRACE"  # "0": allocator figures only, no tracemalloc overhead
 TOP = 20
 WARM_UP = 300.0  # s: top_growth counts from here (imports, caches, first reconnects done)
 
@@ -85,6 +86,23 @@ def _arena(node: ET.Element) -> dict[str, int]:
             attr("total", "rest"), "mmap": attr("total", "mmap")}  # fmt: skip
 
 
+def _sqlite() -> ctypes.CDLL | None:
+    # the library the sqlite3 module already loaded: CDLL returns that same copy
+    name = ctypes.util.find_library("sqlite3")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def sqlite_memory(lib: ctypes.CDLL) -> dict[str, int]:
+    """SQLite's own heap (page caches, statements), which tracemalloc does not see."""
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    return {"used": lib.sqlite3_memory_used(), "highwater": lib.sqlite3_memory_highwater(0)}
+
+
 def _threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate())
 
@@ -96,12 +114,27 @@ class MemDiag:
         self.path = path
         self.period = period
         self.libc = _libc()
+        self.sqlite = _sqlite()
         self.first: tracemalloc.Snapshot | None = None
         self.rebased = False
         self.t0 = time.monotonic()
 
     def sample(self) -> dict[str, Any]:
-        """One sample (the first also becomes the baseline for the growth diff)."""
+        """One sample: allocator figures always, tracemalloc's when it traces."""
+        out: dict[str, Any] = {
+            "t": round(time.monotonic() - self.t0, 1), "blocks": sys.getallocatedblocks(),
+            "gc_objects": len(gc.get_objects()), "threads": _threads(),
+        }  # fmt: skip
+        if tracemalloc.is_tracing():
+            out.update(self._traces())
+        if self.libc is not None:
+            out["mallinfo2"] = mallinfo2(self.libc)
+            out["malloc_info"] = malloc_info(self.libc)
+        if self.sqlite is not None:
+            out["sqlite_memory"] = sqlite_memory(self.sqlite)
+        return out
+
+    def _traces(self) -> dict[str, Any]:
         snap = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]
         )
@@ -111,18 +144,12 @@ class MemDiag:
             self.first = snap
         top = snap.compare_to(self.first, "lineno")[:TOP]
         current, peak = tracemalloc.get_traced_memory()
-        out: dict[str, Any] = {
-            "t": round(time.monotonic() - self.t0, 1), "blocks": sys.getallocatedblocks(),
+        return {
             "traced": current, "traced_peak": peak,
             "tracemalloc_overhead": tracemalloc.get_tracemalloc_memory(),
-            "gc_objects": len(gc.get_objects()), "threads": _threads(),
             "top_growth": [{"where": str(s.traceback[0]), "size_diff": s.size_diff,
                             "count_diff": s.count_diff, "size": s.size} for s in top],
         }  # fmt: skip
-        if self.libc is not None:
-            out["mallinfo2"] = mallinfo2(self.libc)
-            out["malloc_info"] = malloc_info(self.libc)
-        return out
 
     async def run(self) -> None:
         while True:
@@ -138,6 +165,7 @@ def start_from_env() -> asyncio.Task[None] | None:
     if not target:
         return None
     period = float(os.environ.get(PERIOD_ENV, "60"))
-    tracemalloc.start(1)  # one frame: the line is enough and keeps the overhead down
+    if os.environ.get(TRACE_ENV, "1") != "0":
+        tracemalloc.start(1)  # one frame: the line is enough and keeps the overhead down
     log.info("memory diagnostics on: a sample every %s s to %s", period, target)
     return asyncio.create_task(MemDiag(Path(target), period).run(), name="memdiag")
