@@ -125,6 +125,7 @@ def summary(folder: Path) -> dict[str, Any]:
         out["anon_maps"] = [proc[0]["anon_maps"], proc[-1]["anon_maps"]]
     if inner:
         out.update(_inner(inner))
+    out["curve"] = curve(folder)
     return out
 
 
@@ -150,3 +151,25 @@ def _inner(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                           .get("system", 0)} for r in rows], "s"),
         "thread_names_last": last["threads"], "top_growth": last["top_growth"][:20],
     }  # fmt: skip
+
+
+def curve(folder: Path, every: float = 5.0) -> list[dict[str, Any]]:
+    """One row every ``every`` minutes: outside KiB, inside figures (bytes) of the same minute."""
+    proc, inner = load(folder / "proc.jsonl"), load(folder / "agent.jsonl")
+    rows: list[dict[str, Any]] = []
+    for p in proc:
+        minute = p["t"] / 60
+        if rows and minute - rows[-1]["min"] < every - 0.5:
+            continue
+        row = {"min": round(minute), **{k: p[k] for k in
+               ("VmRSS", "Anonymous", "heap", "anon", "file", "threads", "fds")}}  # fmt: skip
+        near = [r for r in inner if abs(r["t"] / 60 - minute) <= 1]
+        if near:
+            r = min(near, key=lambda r: abs(r["t"] / 60 - minute))
+            info = r.get("malloc_info", {})
+            row.update(blocks=r["blocks"], traced=r.get("traced"),
+                       tm_overhead=r.get("tracemalloc_overhead"), arenas=info.get("arenas"),
+                       arena_sys=info.get("system"), arena_free=info.get("free"),
+                       sqlite=r.get("sqlite_memory", {}).get("used"))  # fmt: skip
+        rows.append(row)
+    return rows
