@@ -3,10 +3,12 @@
 A bench aid, not a product feature: with ``EDGE_AGENT_MEMDIAG=/path/mem.jsonl``
 the agent starts :mod:`tracemalloc` and, every ``$EDGE_AGENT_MEMDIAG_PERIOD``
 seconds (default 60), appends one JSON line to that file: Python's allocated
-blocks, SQLite's own heap, what tracemalloc traces (and its own overhead, which inflates RSS and
-must be subtracted), glibc's ``mallinfo2`` totals and the per-arena figures of
-``malloc_info``, the thread count, and the 20 source lines whose traced memory
-grew most since the sample at 5 minutes. Unset, nothing is imported or started.
+blocks and pymalloc arenas, SQLite's own heap, what tracemalloc traces (and
+its own overhead, which inflates RSS and must be subtracted), glibc's
+``mallinfo2`` totals and the per-arena figures of ``malloc_info``, the thread
+count, and the 20 source lines whose traced memory grew most since the sample
+at 5 minutes. ``EDGE_AGENT_MEMDIAG_TRACE=0`` leaves tracemalloc off. Unset,
+nothing is imported or started.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -103,6 +106,38 @@ def sqlite_memory(lib: ctypes.CDLL) -> dict[str, int]:
     return {"used": lib.sqlite3_memory_used(), "highwater": lib.sqlite3_memory_highwater(0)}
 
 
+def pymalloc_stats() -> dict[str, int]:
+    """Python's own small-object arenas (1 MiB mmaps, outside glibc's figures).
+
+    ``sys._debugmallocstats`` prints to fd 2 only: it is pointed at a temporary
+    file meanwhile, with the log handlers' locks held so no log line lands there.
+    """
+    handlers = logging.getLogger().handlers
+    for h in handlers:
+        h.acquire()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+    finally:
+        for h in handlers:
+            h.release()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("# ") and "=" in line:
+            key, value = line[2:].split("=", 1)
+            out.setdefault(key.strip().replace(" ", "_"), int(value.strip().replace(",", "")))
+    return out
+
+
 def _threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate())
 
@@ -132,6 +167,7 @@ class MemDiag:
             out["malloc_info"] = malloc_info(self.libc)
         if self.sqlite is not None:
             out["sqlite_memory"] = sqlite_memory(self.sqlite)
+        out["pymalloc"] = pymalloc_stats()
         return out
 
     def _traces(self) -> dict[str, Any]:

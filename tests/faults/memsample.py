@@ -170,6 +170,8 @@ def curve(folder: Path, every: float = 5.0) -> list[dict[str, Any]]:
             row.update(blocks=r["blocks"], traced=r.get("traced"),
                        tm_overhead=r.get("tracemalloc_overhead"), arenas=info.get("arenas"),
                        arena_sys=info.get("system"), arena_free=info.get("free"),
-                       sqlite=r.get("sqlite_memory", {}).get("used"))  # fmt: skip
+                       sqlite=r.get("sqlite_memory", {}).get("used"),
+                       py_arenas=r.get("pymalloc", {}).get("arenas_allocated_current"),
+                       py_used=r.get("pymalloc", {}).get("bytes_in_allocated_blocks"))  # fmt: skip
         rows.append(row)
     return rows

@@ -56,6 +56,7 @@ async def test_a_sample_holds_allocator_sqlite_and_trace_figures(
     assert sample["malloc_info"]["arenas"] >= 1
     assert sample["mallinfo2"]["uordblks"] > 0
     assert sample["sqlite_memory"]["used"] > 0
+    assert sample["pymalloc"]["arenas_allocated_current"] >= 1
     assert sample["traced"] > 0
     assert len(sample["top_growth"]) <= memdiag.TOP
 
