@@ -162,12 +162,13 @@ class MemDiag:
         }  # fmt: skip
         if tracemalloc.is_tracing():
             out.update(self._traces())
+        else:  # tracemalloc's hooks hide pymalloc from _debugmallocstats
+            out["pymalloc"] = pymalloc_stats()
         if self.libc is not None:
             out["mallinfo2"] = mallinfo2(self.libc)
             out["malloc_info"] = malloc_info(self.libc)
         if self.sqlite is not None:
             out["sqlite_memory"] = sqlite_memory(self.sqlite)
-        out["pymalloc"] = pymalloc_stats()
         return out
 
     def _traces(self) -> dict[str, Any]:

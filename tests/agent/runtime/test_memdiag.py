@@ -56,9 +56,16 @@ async def test_a_sample_holds_allocator_sqlite_and_trace_figures(
     assert sample["malloc_info"]["arenas"] >= 1
     assert sample["mallinfo2"]["uordblks"] > 0
     assert sample["sqlite_memory"]["used"] > 0
-    assert sample["pymalloc"]["arenas_allocated_current"] >= 1
     assert sample["traced"] > 0
     assert len(sample["top_growth"]) <= memdiag.TOP
+
+
+def test_without_tracemalloc_pymalloc_arenas_are_counted(tmp_path: Path) -> None:
+    assert not tracemalloc.is_tracing()
+    sample = memdiag.MemDiag(tmp_path / "mem.jsonl", 60).sample()
+    assert "traced" not in sample
+    assert sample["pymalloc"]["arenas_allocated_current"] >= 1
+    assert sample["pymalloc"]["bytes_in_allocated_blocks"] > 0
 
 
 def test_outside_sample_of_this_process(tmp_path: Path) -> None:
