@@ -130,12 +130,14 @@ def run_soak(work: Path, broker: Mosquitto, seconds: float, seed: int,
         rss1, fds1 = rss_kb(pid), fd_count(pid)
         if sampler is not None:
             sampler.stop()
-            print(json.dumps(memsample.summary(samples), indent=1))  # type: ignore[arg-type]
         hours = max((time.monotonic() - started) / 3600, 1e-9)
         extra = {"rss_kb_start": rss0, "rss_kb_end": rss1,
                  "rss_growth_kb_per_hour": round((rss1 - rss0) / hours),
                  "fds_start": fds0, "fds_end": fds1}  # fmt: skip
-        return _figures(rig, started, counts, extra)
+        code = _figures(rig, started, counts, extra)
+    if samples is not None:  # after the delivery figures: nothing here may hide them
+        print(json.dumps(memsample.summary(samples), indent=1))
+    return code
 
 
 def run_backlog(work: Path, broker: Mosquitto, rows: int) -> int:

@@ -100,6 +100,8 @@ def _at(rows: list[dict[str, Any]], minute: float, key: str) -> Any:
 def _per_hour(rows: list[dict[str, Any]], key: str) -> float | None:
     if len(rows) < 2 or rows[-1]["t"] <= rows[0]["t"]:
         return None
+    if key not in rows[0] or key not in rows[-1]:
+        return None
     return float(round((rows[-1][key] - rows[0][key]) * 3600 / (rows[-1]["t"] - rows[0]["t"])))
 
 
@@ -136,7 +138,7 @@ def _inner(rows: list[dict[str, Any]]) -> dict[str, Any]:
         def get(r: dict[str, Any]) -> Any:
             for k in keys:
                 r = r.get(k, {}) if isinstance(r, dict) else {}
-            return r
+            return r if r != {} else None
 
         return [get(first), get(last)]
 
@@ -149,7 +151,9 @@ def _inner(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "blocks_growth_per_hour": halves(rows, "blocks"),
         "arena_system_per_hour": halves([{"t": r["t"], "s": r.get("malloc_info", {})
                                           .get("system", 0)} for r in rows], "s"),
-        "thread_names_last": last["threads"], "top_growth": last["top_growth"][:20],
+        "pymalloc_arenas": pair("pymalloc", "arenas_allocated_current"),
+        "pymalloc_used": pair("pymalloc", "bytes_in_allocated_blocks"),
+        "thread_names_last": last["threads"], "top_growth": last.get("top_growth", [])[:20],
     }  # fmt: skip
 
 

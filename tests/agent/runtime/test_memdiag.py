@@ -85,3 +85,16 @@ def test_summary_growth_by_half(tmp_path: Path) -> None:
     assert got["growth_kb_per_hour"]["VmRSS"] == {"first_half": 600.0, "second_half": 0.0}
     assert got["rss_kb_at_min"][60] == 1300
     assert len(got["curve"]) == 13
+
+
+def test_summary_of_a_run_without_tracemalloc(tmp_path: Path) -> None:
+    # an EDGE_AGENT_MEMDIAG_TRACE=0 run has no "traced"/"top_growth": the summary must not fail
+    rows = [{"t": 60.0 * m, "blocks": 100 + m, "gc_objects": 10, "threads": ["MainThread"],
+             "malloc_info": {"arenas": 2, "system": 4096 * m, "free": 0}, "mallinfo2": {},
+             "pymalloc": {"arenas_allocated_current": 5}} for m in range(3)]  # fmt: skip
+    (tmp_path / "agent.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = memsample.summary(tmp_path)
+    assert got["traced"] == [None, None]
+    assert got["top_growth"] == []
+    assert got["pymalloc_arenas"] == [5, 5]
+    assert got["arena_system_per_hour"]["second_half"] == 245760.0
