@@ -12,5 +12,6 @@ stats         per-device counters, the poll-duration histogram, latest values
 reload        what a SIGHUP may change live, and what needs a restart
 metrics       Prometheus text and the JSON summary from the counters
 metrics_http  the opt-in loopback ``GET /metrics``; summaries at QoS 0
+memdiag       soak-only memory samples, imported only with ``$EDGE_AGENT_MEMDIAG``
 ============  ==============================================================
 """

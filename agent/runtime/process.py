@@ -103,6 +103,15 @@ class _Readiness:
         return check
 
 
+def _start_memdiag() -> asyncio.Task[None] | None:
+    # imported only when asked for: tracemalloc and ctypes cost nothing in production
+    if not os.environ.get("EDGE_AGENT_MEMDIAG"):
+        return None
+    from agent.runtime.memdiag import start_from_env
+
+    return start_from_env()
+
+
 async def serve(agent: Agent) -> None:
     """Run ``agent`` until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
@@ -118,13 +127,15 @@ async def serve(agent: Agent) -> None:
         if period
         else None
     )
+    memdiag = _start_memdiag()
     try:
         await agent.run(on_ready=ready.on_ready)
     finally:
         sd_notify("STOPPING=1")
-        if pinger is not None:
-            pinger.cancel()
-            await asyncio.gather(pinger, return_exceptions=True)
+        for task in (pinger, memdiag):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 

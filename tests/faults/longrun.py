@@ -5,6 +5,8 @@
     python -m tests.faults.longrun --kills 500        # F6 x 500: SIGKILL at random moments
     python -m tests.faults.longrun --soak 3600        # F15: random faults for an hour
     python -m tests.faults.longrun --backlog 1000000  # F9 at full size
+    python -m tests.faults.longrun --soak 3600 --samples DIR  # + memory each minute
+    python -m tests.faults.longrun --summary DIR      # summarise those samples
 
 Each prints its figures (faults injected, batches and values sent and
 received, lost, duplicated, memory growth, file descriptors) and exits 1 if
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.faults import memsample
 from tests.faults.harness import Rig, fd_count, prefill, quick_check, rss_kb, wait_status
 from tests.faults.proxy import Mode
 from tests.faults.test_f06_sigkill import kill_cycle
@@ -93,13 +97,26 @@ def _soak_faults(rig: Rig, broker: Mosquitto) -> dict[str, Callable[[random.Rand
     }  # fmt: skip
 
 
-def run_soak(work: Path, broker: Mosquitto, seconds: float, seed: int) -> int:
-    """F15: random faults for ``seconds``; memory and file descriptors sampled."""
+def run_soak(work: Path, broker: Mosquitto, seconds: float, seed: int,
+             samples: Path | None = None) -> int:  # fmt: skip
+    """F15: random faults for ``seconds``; memory and file descriptors sampled.
+
+    With ``samples`` (a folder), the agent's memory is also sampled every
+    minute, from outside and (``EDGE_AGENT_MEMDIAG``) from inside; see memsample.
+    """
     rng, started = random.Random(seed), time.monotonic()
     counts: dict[str, int] = {}
+    if samples is not None:
+        samples.mkdir(parents=True, exist_ok=True)
+        os.environ["EDGE_AGENT_MEMDIAG"] = str(samples / "agent.jsonl")  # the agent inherits it
     with Rig(work, broker, devices=4, interval="100ms") as rig:
         assert rig.agent.proc is not None
         pid = rig.agent.proc.pid
+        sampler = (
+            memsample.Sampler(pid, samples / "proc.jsonl", memsample.period()) if samples else None
+        )
+        if sampler is not None:
+            sampler.start()
         time.sleep(30)  # warm up: imports, caches, SQLite page cache
         rss0, fds0 = rss_kb(pid), fd_count(pid)
         faults = _soak_faults(rig, broker)
@@ -111,11 +128,16 @@ def run_soak(work: Path, broker: Mosquitto, seconds: float, seed: int) -> int:
         wait_status(rig.agent, lambda d: d["broker"]["connected"], 60)
         time.sleep(10)
         rss1, fds1 = rss_kb(pid), fd_count(pid)
+        if sampler is not None:
+            sampler.stop()
         hours = max((time.monotonic() - started) / 3600, 1e-9)
         extra = {"rss_kb_start": rss0, "rss_kb_end": rss1,
                  "rss_growth_kb_per_hour": round((rss1 - rss0) / hours),
                  "fds_start": fds0, "fds_end": fds1}  # fmt: skip
-        return _figures(rig, started, counts, extra)
+        code = _figures(rig, started, counts, extra)
+    if samples is not None:  # after the delivery figures: nothing here may hide them
+        print(json.dumps(memsample.summary(samples), indent=1))
+    return code
 
 
 def run_backlog(work: Path, broker: Mosquitto, rows: int) -> int:
@@ -148,8 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--kills", type=int, help="F6: this many SIGKILLs")
     what.add_argument("--soak", type=float, metavar="SECONDS", help="F15: random faults")
     what.add_argument("--backlog", type=int, metavar="ROWS", help="F9: backlog size")
+    what.add_argument("--summary", type=Path, metavar="DIR", help="summarise soak samples")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--samples", type=Path, metavar="DIR",
+                        help="soak: sample the agent's memory each minute into DIR")  # fmt: skip
+    parser.add_argument("--arena-max", type=int, metavar="N",
+                        help="soak: run the agent with MALLOC_ARENA_MAX=N")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.arena_max is not None:  # read by the agent's glibc at start, not by this process
+        os.environ["MALLOC_ARENA_MAX"] = str(args.arena_max)
+    if args.summary is not None:
+        print(json.dumps(memsample.summary(args.summary), indent=1))
+        return 0
     with tempfile.TemporaryDirectory(prefix="edge-longrun-") as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "broker", persistence=True)
@@ -158,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.kills is not None:
                 return run_kills(work, broker, args.kills, args.seed)
             if args.soak is not None:
-                return run_soak(work, broker, args.soak, args.seed)
+                return run_soak(work, broker, args.soak, args.seed, args.samples)
             return run_backlog(work, broker, args.backlog)
         finally:
             broker.stop()
