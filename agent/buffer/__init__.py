@@ -72,6 +72,7 @@ records     the public records (``PendingBatch``, ``BufferStats``), limits
 buffer      :class:`Buffer`, the event-loop side (inbox, waiters, reader executor)
 inbox       the loop-to-writer hand-off of batches and acks (no SQLite)
 seqfile     the seq reservation sidecar ``<db>.seq`` (no SQLite)
+split       a batch cut to ``mqtt.max_message_size`` before it is queued
 schema      opening the file: schema, PRAGMAs, quick_check, corrupt files
 store       the write connection: commits, the size cap and its page estimates
 writer      the writer thread and its group-commit budget
