@@ -72,7 +72,6 @@ def test_f10_a_silent_device_leaves_the_other_devices_poll_period_alone(
         Subscriber(mosquitto.port, f"edge/{AGENT}/#") as sub,
         AgentProcess(tmp_path / "agent", _site(mosquitto.port, sims.ports)) as agent,
     ):
-        agent.start()
         wait_status(agent, lambda d: all(v["polls_ok"] > 3 for v in d["devices"].values()))
         failed_before = agent.status()["devices"]["stuck"]["polls_failed"]
         _silence(sims, True)

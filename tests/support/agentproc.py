@@ -87,6 +87,8 @@ class AgentProcess:
 
     def start(self, wait: float = 20.0) -> Self:
         """Start and wait until the status endpoint answers."""
+        # A second start would orphan the first process (``with`` starts it already).
+        assert self.proc is None or self.proc.poll() is not None, "the agent is running"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "run", "-c", str(self.site_file)],
