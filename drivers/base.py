@@ -233,9 +233,25 @@ class SerialLine(StrictModel):
     stop_bits: Literal[1, 2] = Field(1, description="Stop bits per character.")
     byte_size: Literal[7, 8] = Field(8, description="Data bits per character.")
 
+    @property
+    def framing(self) -> str:
+        """Baud rate and character framing, ``9600 8N1``."""
+        return f"{self.baud} {self.byte_size}{self.parity}{self.stop_bits}"
+
+    def char_seconds(self) -> float:
+        """Seconds one character takes on the wire (start, data, parity, stop bits)."""
+        bits = 1 + self.byte_size + (0 if self.parity == "N" else 1) + self.stop_bits
+        return bits / self.baud
+
+    def load(self, seconds_per_second: float, kind: str) -> LineLoad:
+        """This line's share taken by one device (its options hold it under ``connection.kind``)."""
+        return LineLoad(
+            self.port, seconds_per_second, self.baud, self.framing, ("connection", kind)
+        )
+
     def endpoint(self, kind: str, detail: str = "") -> Endpoint:
         """Where this line is: a local port, or the TCP serial server of a pyserial URL."""
-        framing = f"{self.baud} {self.byte_size}{self.parity}{self.stop_bits}"
+        framing = self.framing
         text = f"{kind} {self.port} {framing}" + (f" {detail}" if detail else "")
         if "://" in self.port:  # socket://HOST:PORT, rfc2217://HOST:PORT
             url = urlsplit(self.port)
@@ -375,31 +391,19 @@ class ReportsCounters(Protocol):
         ...
 
 
-class LineLoad(Protocol):
-    """One device's share of a shared serial line, as a driver estimates it."""
+@dataclass(frozen=True, slots=True)
+class LineLoad:
+    """One device's share of a shared serial line, as its driver estimates it."""
 
-    @property
-    def link(self) -> str:
-        """The serial port: devices with the same value share the line."""
-        ...
-
-    @property
-    def seconds_per_second(self) -> float:
-        """Line time the polls need per second of wall time (1.0 = the whole line)."""
-        ...
-
-    @property
-    def baud(self) -> int: ...
-
-    @property
-    def framing(self) -> str:
-        """Baud rate and character framing (``9600 8N1``); devices on one line must agree."""
-        ...
-
-    @property
-    def settings(self) -> tuple[str, ...]:
-        """Where the line settings are in the device's options (``connection.modbus_rtu``)."""
-        ...
+    link: str
+    """The serial port: devices with the same value share the line."""
+    seconds_per_second: float
+    """Line time the polls need per second of wall time (1.0 = the whole line)."""
+    baud: int
+    framing: str
+    """Baud rate and character framing (``9600 8N1``); devices on one line must agree."""
+    settings: tuple[str, ...]
+    """Where the line settings are in the device's options (``connection.modbus_rtu``)."""
 
 
 @runtime_checkable
@@ -455,6 +459,22 @@ class EditsAddress(Protocol):
     def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
         """Write the typed address back into ``connection.<kind>``."""
         ...
+
+
+class SerialPortAddress:
+    """``EditsAddress`` for a driver whose device is found by its serial ``port`` alone."""
+
+    def address_label(self, kind: str) -> str:
+        """What ``edge-agent init`` asks for."""
+        return "serial port"
+
+    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
+        """The port of ``connection.<kind>``."""
+        return str(section.get("port", ""))
+
+    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
+        """Write a new port into ``connection.<kind>``."""
+        section["port"] = answer
 
 
 class BaseDriver:

@@ -13,10 +13,10 @@ pyserial is imported only when a driver is created, so validating stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from drivers.base import DeviceOptions, Driver, LineLoad, VectorOutcome
+from drivers.base import DeviceOptions, Driver, LineLoad, SerialPortAddress, VectorOutcome
 from drivers.dlt645.config import Dlt645Options, Dlt645Tag, parse_options
 
 __all__ = ["SPEC", "Dlt645Options", "Dlt645Spec", "Dlt645Tag"]
@@ -26,7 +26,7 @@ KINDS = ("dlt645",)
 """The connection kinds this driver serves (read by ``drivers.registry``)."""
 
 
-class Dlt645Spec:
+class Dlt645Spec(SerialPortAddress):
     """The DL/T 645 driver's :class:`drivers.base.DriverSpec`."""
 
     protocol = "dlt645"
@@ -61,18 +61,6 @@ class Dlt645Spec:
         from drivers.dlt645.vectors import decode_vector
 
         return decode_vector(profile, tag, raw)
-
-    def address_label(self, kind: str) -> str:
-        """What ``edge-agent init`` asks for."""
-        return "serial port"
-
-    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
-        """The port of ``connection.dlt645``."""
-        return str(section.get("port", ""))
-
-    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
-        """Write a new port into ``connection.dlt645``."""
-        section["port"] = answer
 
 
 SPEC = Dlt645Spec()

@@ -12,31 +12,14 @@ with Modbus RTU devices on the same port (``agent/site/loader.py`` sums them).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from drivers.base import LineLoad
 from drivers.dlt645.config import Dlt645Line, Dlt645Options, Dlt645Tag
 from drivers.dlt645.frame import FRAME_OVERHEAD
 
 DI_BYTES = 4
 TURNAROUND_S = 0.020
 """The shortest wait before a meter answers (20 ms in the standard; many take longer)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LinkLoad:
-    """One meter's share of a serial line (a :class:`drivers.base.LineLoad`)."""
-
-    link: str
-    seconds_per_second: float
-    baud: int
-    framing: str = ""
-    settings: tuple[str, ...] = ("connection", "dlt645")
-
-
-def char_time(line: Dlt645Line) -> float:
-    """Seconds one character takes on ``line``."""
-    bits = 1 + line.byte_size + (0 if line.parity == "N" else 1) + line.stop_bits
-    return bits / line.baud
 
 
 def exchange_bytes(tag: Dlt645Tag, preamble: int) -> tuple[int, int]:
@@ -49,7 +32,7 @@ def exchange_bytes(tag: Dlt645Tag, preamble: int) -> tuple[int, int]:
 def exchange_time(tag: Dlt645Tag, line: Dlt645Line, preamble: int, delay: float = 0.0) -> float:
     """Line time of one tag's read: both frames, the turnaround, the configured delay."""
     request, reply = exchange_bytes(tag, preamble)
-    return (request + reply) * char_time(line) + TURNAROUND_S + delay
+    return (request + reply) * line.char_seconds() + TURNAROUND_S + delay
 
 
 def poll_times(options: Dlt645Options) -> dict[str, float]:
@@ -62,9 +45,8 @@ def poll_times(options: Dlt645Options) -> dict[str, float]:
     return out
 
 
-def link_load(options: Dlt645Options, intervals: Mapping[str, float]) -> LinkLoad:
+def link_load(options: Dlt645Options, intervals: Mapping[str, float]) -> LineLoad:
     """The line time this meter's polls need per second of wall time."""
     line = options.connection.dlt645
     busy = sum(t / intervals[g] for g, t in poll_times(options).items() if g in intervals)
-    framing = f"{line.baud} {line.byte_size}{line.parity}{line.stop_bits}"
-    return LinkLoad(line.port, busy, line.baud, framing)
+    return line.load(busy, "dlt645")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from drivers.base import LineLoad
 from drivers.modbus.config import ModbusOptions, RtuConnection
 from drivers.modbus.plan import Request, plan_groups
 
@@ -22,35 +22,14 @@ REPLY_OVERHEAD_BYTES = 5  # unit, function, byte count, CRC (2)
 FRAME_GAP_CHARS = 3.5
 
 
-@dataclass(frozen=True, slots=True)
-class LinkLoad:
-    """One device's share of a serial line."""
-
-    link: str
-    """The serial port: devices with the same value share the line."""
-    seconds_per_second: float
-    """Line time the device's polls need per second of wall time (1.0 = the whole line)."""
-    baud: int
-    framing: str = ""
-    """Baud rate and character framing, ``9600 8N1``: one line has one framing."""
-    settings: tuple[str, ...] = ("connection", "modbus_rtu")
-    """Where the line settings are in the device's options, for locating a problem."""
-
-
-def char_time(line: RtuConnection) -> float:
-    """Seconds one character takes on ``line``."""
-    bits = 1 + line.byte_size + (0 if line.parity == "N" else 1) + line.stop_bits
-    return bits / line.baud
-
-
 def request_time(request: Request, line: RtuConnection, delay: float = 0.0) -> float:
     """Line time of one read: request, reply, the silences around both, the delay."""
     data = math.ceil(request.count / 8) if request.is_bits else 2 * request.count
     chars = REQUEST_BYTES + REPLY_OVERHEAD_BYTES + data + 2 * FRAME_GAP_CHARS
-    return chars * char_time(line) + delay
+    return chars * line.char_seconds() + delay
 
 
-def link_load(options: ModbusOptions, intervals: Mapping[str, float]) -> LinkLoad | None:
+def link_load(options: ModbusOptions, intervals: Mapping[str, float]) -> LineLoad | None:
     """The line time this device needs per second; None for Modbus TCP."""
     line = options.connection.modbus_rtu
     if line is None:
@@ -60,5 +39,4 @@ def link_load(options: ModbusOptions, intervals: Mapping[str, float]) -> LinkLoa
     for group, reads in plan_groups(options).items():
         per_poll = sum(request_time(r.request, line, delay) for r in reads)
         busy += per_poll / intervals[group]
-    framing = f"{line.baud} {line.byte_size}{line.parity}{line.stop_bits}"
-    return LinkLoad(line.port, busy, line.baud, framing)
+    return line.load(busy, "modbus_rtu")

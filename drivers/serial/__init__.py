@@ -6,10 +6,10 @@ pyserial is imported only when a driver is created, so validating a config stays
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from drivers.base import DeviceOptions, Driver, VectorOutcome
+from drivers.base import DeviceOptions, Driver, SerialPortAddress, VectorOutcome
 from drivers.serial.config import SerialOptions, SerialTag, parse_options
 
 __all__ = ["SPEC", "SerialOptions", "SerialSpec", "SerialTag"]
@@ -19,7 +19,7 @@ KINDS = ("serial",)
 """The connection kinds this driver serves (read by ``drivers.registry``)."""
 
 
-class SerialSpec:
+class SerialSpec(SerialPortAddress):
     """The serial driver's :class:`drivers.base.DriverSpec`."""
 
     protocol = "serial"
@@ -45,18 +45,6 @@ class SerialSpec:
         from drivers.serial.vectors import decode_vector
 
         return decode_vector(profile, tag, raw)
-
-    def address_label(self, kind: str) -> str:
-        """What ``edge-agent init`` asks for."""
-        return "serial port"
-
-    def get_address(self, kind: str, section: Mapping[str, Any]) -> str:
-        """The port of ``connection.serial``."""
-        return str(section.get("port", ""))
-
-    def set_address(self, kind: str, section: MutableMapping[str, Any], answer: str) -> None:
-        """Write a new port into ``connection.serial``."""
-        section["port"] = answer
 
 
 SPEC = SerialSpec()

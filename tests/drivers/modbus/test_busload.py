@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 
 from agent.site.loader import load_site
-from drivers.modbus.busload import char_time, request_time
+from drivers.modbus.busload import request_time
 from drivers.modbus.config import RtuConnection
 from drivers.modbus.plan import Request
 
 
 def test_character_time_counts_start_parity_and_stop_bits() -> None:
-    assert char_time(RtuConnection(port="x", baud=9600)) == pytest.approx(10 / 9600)
-    assert char_time(RtuConnection(port="x", baud=9600, parity="E")) == pytest.approx(11 / 9600)
-    assert char_time(RtuConnection(port="x", baud=19200, stop_bits=2)) == pytest.approx(11 / 19200)
+    assert RtuConnection(port="x", baud=9600).char_seconds() == pytest.approx(10 / 9600)
+    assert RtuConnection(port="x", baud=9600, parity="E").char_seconds() == pytest.approx(11 / 9600)
+    assert RtuConnection(port="x", baud=19200, stop_bits=2).char_seconds() == pytest.approx(
+        11 / 19200
+    )
 
 
 def test_one_register_read_is_request_reply_and_two_silences() -> None:
