@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from agent.north.dialects.common import Batch, Encoded, Packet
+from agent.north.dialects.common import Batch, Credentials, Encoded, Packet
 from agent.north.sparkplug.encode import Outgoing, TagSpec
 from drivers.base import Value
 
@@ -27,6 +27,7 @@ DIALECTS: tuple[Dialect, ...] = ("edge-json", "sparkplug-b", "thingsboard", "ali
 __all__ = [
     "DIALECTS",
     "Batch",
+    "Credentials",
     "DeviceFacts",
     "Dialect",
     "Encoded",
@@ -77,6 +78,14 @@ retry: not taken now (throttled, a fault): the packet and what follows are sent 
 
 class Session(Protocol):
     """One destination's dialect state; reused across the connections of one publisher."""
+
+    def credentials(self, now_ms: int) -> Credentials | None:
+        """CONNECT client id, user name and password for a connection made now.
+
+        None keeps the destination's configured ones. Alibaba and Huawei sign
+        the connect time, so theirs are computed afresh before each CONNECT.
+        """
+        ...
 
     def will(self, now_ms: int) -> Outgoing:
         """The Last Will for the next CONNECT (called once before each connection)."""
