@@ -38,3 +38,16 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev,demo]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+
+# Tahu's JavaScript decoder for the Sparkplug tests, pinned by its lock file. Installed
+# here, once, so that test workers never run npm side by side; a failed try is retried.
+js=tests/support/js
+if [ ! -d "$js/node_modules/sparkplug-payload" ]; then
+  for try in 1 2 3; do
+    rm -rf "$js/node_modules"
+    npm ci --prefix "$js" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null && break
+    echo "setup: npm ci in $js failed (try $try of 3)" >&2
+    [ "$try" -eq 3 ] && exit 1
+    sleep 2
+  done
+fi
