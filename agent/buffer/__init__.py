@@ -33,6 +33,17 @@ skipped range counts as dropped, also when the whole file was lost (a cut
 before its first checkpoint: the marker holds the seq the run started from;
 docs/decisions/0010-seq-after-power-loss.md).
 
+Destinations. A buffer opened with several destinations (``destinations=``,
+one per north connection) keeps one cursor per destination: ``buf.view(id)``
+fetches what that destination has not acknowledged and acks for it alone (a
+bit in ``batches.acked``); a row is deleted once every destination has acked
+it, so a destination that is down holds back only its own cursor. With one
+destination an ack deletes at once, as before. The cap still drops the oldest
+rows; per destination ``never_received`` counts the dropped batches it had
+not acknowledged (``destinations`` table, schema version 2; a version 1 file
+is upgraded on open). Destinations missing from the list on open are
+forgotten; a new one receives what the file still holds.
+
 Size. ``PRAGMA max_page_count`` (set on every open, it is not persistent) caps
 the main file at ``max_bytes``. Before inserting, the writer compares the pages
 the new rows need with the free pages (``page_count``/``freelist_count``) and
@@ -90,16 +101,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.buffer.records import SCHEMA_VERSION, BufferStats, OnFull, PendingBatch, Synchronous
+from agent.buffer.records import (
+    SCHEMA_VERSION,
+    BufferStats,
+    DestinationStats,
+    OnFull,
+    PendingBatch,
+    Synchronous,
+)
 
 if TYPE_CHECKING:
-    from agent.buffer.buffer import Buffer
+    from agent.buffer.buffer import Buffer, BufferView
     from agent.buffer.tools import export_pending, purge
 
 __all__ = [
     "SCHEMA_VERSION",
     "Buffer",
     "BufferStats",
+    "BufferView",
+    "DestinationStats",
     "OnFull",
     "PendingBatch",
     "Synchronous",
@@ -107,7 +127,8 @@ __all__ = [
     "purge",
 ]
 
-_LAZY = {"Buffer": "agent.buffer.buffer", "export_pending": "agent.buffer.tools",
+_LAZY = {"Buffer": "agent.buffer.buffer", "BufferView": "agent.buffer.buffer",
+         "export_pending": "agent.buffer.tools",
          "purge": "agent.buffer.tools"}  # fmt: skip
 
 

@@ -22,7 +22,14 @@ from typing import Any, Self, TypeVar
 from agent.buffer.inbox import Inbox, Put
 from agent.buffer.reader import connect_ro, fetch_rows, query_stats, translate
 from agent.buffer.reader import read_stats as read_file_stats
-from agent.buffer.records import BufferStats, OnFull, PendingBatch, StoreConfig, Synchronous
+from agent.buffer.records import (
+    MAX_DESTINATIONS,
+    BufferStats,
+    OnFull,
+    PendingBatch,
+    StoreConfig,
+    Synchronous,
+)
 from agent.buffer.split import split_batch
 from agent.buffer.writer import Writer
 from agent.errors import DiskFull, StorageError
@@ -53,6 +60,7 @@ class Buffer:
         commit_interval: float = 0.1,
         max_batch_rows: int = 5000,
         max_message_bytes: int | None = None,
+        destinations: Sequence[str] = ("mqtt",),
     ) -> None:
         if max_bytes < _MIN_MAX_BYTES:
             raise ValueError(f"buffer max_bytes must be at least {_MIN_MAX_BYTES}")
@@ -62,17 +70,25 @@ class Buffer:
             raise ValueError(f"buffer synchronous must be FULL or NORMAL, not {synchronous!r}")
         if commit_interval < 0 or max_batch_rows < 1:
             raise ValueError("buffer commit_interval must be >= 0 and max_batch_rows >= 1")
+        dests = tuple(destinations)
+        if not dests or len(set(dests)) != len(dests) or len(dests) > MAX_DESTINATIONS:
+            raise ValueError(
+                f"buffer destinations must be 1 to {MAX_DESTINATIONS} distinct ids, not {dests!r}"
+            )
         self.path = Path(path)
         self.agent_id = agent_id
         self.max_bytes = max_bytes
-        self._config = StoreConfig(self.path, agent_id, max_bytes, on_full, synchronous)
+        self._config = StoreConfig(self.path, agent_id, max_bytes, on_full, synchronous, dests)
+        self._views = {d: BufferView(self, i, d) for i, d in enumerate(dests)}
+        self._floors = dict.fromkeys(dests, 0)  # per destination: nothing pending below
+        self._masks: list[int] = [0] * len(dests)  # its acked bit, 0 while alone
         self._commit_interval = commit_interval
         self._max_batch_rows = max_batch_rows
         self.max_message_bytes = max_message_bytes
         """Largest message (payload) a batch may encode to; larger ones are split at put."""
         self.refused_readings = 0
         """Readings refused because one alone is larger than ``max_message_bytes``."""
-        self._inbox = Inbox()
+        self._inbox = Inbox(destinations=len(dests))
         self._writer: Writer | None = None
         self._reader: concurrent.futures.ThreadPoolExecutor | None = None
         self._ro: sqlite3.Connection | None = None  # touched only on the reader thread
@@ -119,7 +135,7 @@ class Buffer:
             raise StorageError(f"buffer {self.path} is already open")
         loop = asyncio.get_running_loop()
         ready: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._inbox = Inbox()
+        self._inbox = Inbox(destinations=len(self._views))
 
         def notify(n_ops: int, last_seq: int, error: StorageError | None, dead: bool) -> None:
             with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
@@ -181,26 +197,37 @@ class Buffer:
         new seqs (after the pending ones) and the old seq is acknowledged in
         the same or a later commit, so a crash in between leaves a duplicate,
         never a loss. Return the readings refused (too large even alone).
+        Of the first destination; see :meth:`BufferView.resplit`.
         """
+        return self._resplit(0, seq, device, payload, limit)
+
+    def _resplit(self, index: int, seq: int, device: str, payload: bytes, limit: int) -> int:
+        others = frozenset(range(len(self._views))) - {index}
         try:
             message = decode_message(payload)
             readings = [
                 Reading(r["ts"], r["values"], r.get("errors", {})) for r in message["readings"]
             ]
-            refused = self._put(device, readings, limit)
+            refused = self._put(device, readings, limit, others)
         except ValueError as exc:  # not our format: it cannot be cut, only refused
             log.warning("buffer: batch seq %d cannot be split (%s): dropped", seq, exc)
             self.refused_readings += 1
             refused = 1
-        self.ack([seq])
+        self._ack(index, [seq])
         return refused
 
-    def _put(self, device: str, readings: Sequence[Reading], limit: int | None) -> int:
+    def _put(
+        self,
+        device: str,
+        readings: Sequence[Reading],
+        limit: int | None,
+        had: frozenset[int] = frozenset(),
+    ) -> int:
         self._check_open()
         pieces, refused = split_batch(self.agent_id, device, readings, limit)
         created = now_ms()
         for head, tail, n_values in pieces:
-            if self._inbox.put(Put(device, head, tail, created, n_values)):
+            if self._inbox.put(Put(device, head, tail, created, n_values, had)):
                 self._submitted_one()
         if refused:
             self._refuse(device, len(refused), limit)
@@ -216,11 +243,17 @@ class Buffer:
         )  # fmt: skip
 
     def ack(self, seqs: Iterable[int]) -> None:
-        """Delete acknowledged batches in the writer's next commit (unknown seqs are ignored)."""
+        """Delete acknowledged batches in the writer's next commit (unknown seqs are ignored).
+
+        Of the first destination; see :meth:`BufferView.ack`.
+        """
+        self._ack(0, seqs)
+
+    def _ack(self, index: int, seqs: Iterable[int]) -> None:
         self._check_open()
         batch = frozenset(seqs)
         if batch:
-            self._inbox.ack(batch)
+            self._inbox.ack(batch, index)
             self._submitted_one()
 
     def unsynced_acks(self) -> int:
@@ -230,7 +263,7 @@ class Buffer:
         the writer with :meth:`flush`), so what a restart re-sends stays
         within ``max_inflight``.
         """
-        return self._inbox.unsynced()
+        return self._inbox.unsynced(0)
 
     def _submitted_one(self) -> None:
         self._submitted += 1
@@ -313,11 +346,21 @@ class Buffer:
     # ----------------------------------------------------------------- reading
 
     async def fetch(self, after_seq: int, limit: int) -> list[PendingBatch]:
-        """Committed, unacknowledged batches with ``seq > after_seq``, in seq order."""
+        """Committed, unacknowledged batches with ``seq > after_seq``, in seq order.
+
+        Of the first destination; see :meth:`BufferView.fetch`.
+        """
+        return await self._fetch(0, after_seq, limit)
+
+    async def _fetch(self, index: int, after_seq: int, limit: int) -> list[PendingBatch]:
         if not self._opened():
             return []  # opened later (a full disk at start): nothing readable yet
-        acked = self._inbox.acked()  # taken before the read: see fetch_rows
-        return await self._read(fetch_rows, after_seq, limit, acked)
+        acked = self._inbox.acked(index)  # taken before the read: see fetch_rows
+        if len(self._masks) == 1:
+            return await self._read(fetch_rows, after_seq, limit, acked)
+        if not self._masks[index]:
+            await self._read(_load_masks, self._masks, self._config)
+        return await self._read(fetch_rows, after_seq, limit, acked, self._masks[index])
 
     def _opened(self) -> bool:
         self._check_open()
@@ -325,8 +368,34 @@ class Buffer:
 
     async def first_pending_seq(self) -> int | None:
         """The lowest committed, unacknowledged seq, or None when nothing is pending."""
-        rows = await self.fetch(0, 1)
+        return await self._first_pending(0)
+
+    async def _first_pending(self, index: int) -> int | None:
+        dest = self._config.destinations[index]
+        floor = self._floors[dest]
+        rows = await self._fetch(index, max(0, floor - 1), 1)
+        if rows:  # nothing below it is pending for this destination, now or later
+            self._floors[dest] = max(self._floors[dest], rows[0].seq)
         return rows[0].seq if rows else None
+
+    def view(self, destination: str) -> BufferView:
+        """The buffer as one destination sees it: its own cursor and acks."""
+        try:
+            return self._views[destination]
+        except KeyError:
+            known = ", ".join(self._views)
+            msg = f"buffer has no destination {destination!r} (it has: {known})"
+            raise ValueError(msg) from None
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """The destinations, in the order given."""
+        return self._config.destinations
+
+    def _limits_changed(self) -> None:
+        limits = [v.max_message_bytes for v in self._views.values() if v.max_message_bytes]
+        if limits:
+            self.max_message_bytes = min(limits)
 
     async def stats(self) -> BufferStats:
         """Counts of the committed state, plus what waits in RAM (``held_batches``).
@@ -338,7 +407,7 @@ class Buffer:
         for _ in range(5):  # bounded: retried only if the writer took work during the read
             ram = self._inbox.snapshot()
             if self._opened():
-                stats = await self._read(query_stats, self.path)
+                stats = await self._read(query_stats, self.path, dict(self._floors))
             else:
                 stats = await self._read(_stats_unopened, self.path, self._last_seq)
             if self._inbox.takes() == ram.takes:
@@ -346,8 +415,14 @@ class Buffer:
         batches, refused = ram.batches, ram.refused
         if not ram.taken.landed(stats.last_seq, stats.dropped_batches):
             batches, refused = batches + ram.taken.batches, refused + ram.taken.refused
+        order = {d: i for i, d in enumerate(self._config.destinations)}
+        dests = sorted((d for d in stats.destinations if d.id in order), key=lambda d: order[d.id])
+        for d in dests:
+            if d.first_pending_seq is not None:
+                self._floors[d.id] = max(self._floors[d.id], d.first_pending_seq)
         return dataclasses.replace(
             stats,
+            destinations=tuple(dests),
             max_bytes=self.max_bytes,
             dropped_batches=stats.dropped_batches + refused,
             disk_full=self.disk_full,
@@ -382,6 +457,75 @@ class Buffer:
         if self._ro is not None:
             self._ro.close()
             self._ro = None
+
+
+class BufferView:
+    """One destination's side of the buffer: what the publisher of that destination uses.
+
+    Each destination fetches from its own cursor and acknowledges for itself; a
+    row is deleted when every destination has acknowledged it. The write side
+    (``put``), the commit (``flush``) and ``last_seq`` are the buffer's.
+    """
+
+    def __init__(self, buffer: Buffer, index: int, destination: str) -> None:
+        self._buffer = buffer
+        self._index = index
+        self.destination = destination
+        self._limit: int | None = None
+
+    @property
+    def last_seq(self) -> int:
+        """The highest committed seq (of the whole buffer)."""
+        return self._buffer.last_seq
+
+    @property
+    def max_message_bytes(self) -> int | None:
+        """This destination's message limit; the buffer cuts new batches below the smallest."""
+        return self._limit
+
+    @max_message_bytes.setter
+    def max_message_bytes(self, value: int | None) -> None:
+        self._limit = value
+        self._buffer._limits_changed()
+
+    async def wait_committed(self, after_seq: int, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until ``last_seq > after_seq``; False if ``timeout`` passed first."""
+        return await self._buffer.wait_committed(after_seq, timeout)
+
+    async def fetch(self, after_seq: int, limit: int) -> list[PendingBatch]:
+        """Batches after ``after_seq`` this destination has not acknowledged, in seq order."""
+        return await self._buffer._fetch(self._index, after_seq, limit)
+
+    async def first_pending_seq(self) -> int | None:
+        """The lowest seq this destination has not acknowledged; None when it has everything."""
+        return await self._buffer._first_pending(self._index)
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """This destination has these batches (after its broker's PUBACK, or the cloud's reply)."""
+        self._buffer._ack(self._index, seqs)
+
+    def unsynced_acks(self) -> int:
+        """This destination's acks not committed yet: a kill now would have it re-send them."""
+        return self._buffer._inbox.unsynced(self._index)
+
+    async def flush(self) -> None:
+        """Commit every put and ack made so far (the buffer's, not only this destination's)."""
+        await self._buffer.flush()
+
+    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+        """Cut a stored batch again for this destination only.
+
+        The pieces get new seqs and start acknowledged by every other
+        destination (each still gets the original seq), and the original is
+        acknowledged for this one: nobody receives the readings twice.
+        """
+        return self._buffer._resplit(self._index, seq, device, payload, limit)
+
+
+def _load_masks(conn: sqlite3.Connection, masks: list[int], config: StoreConfig) -> None:
+    """Fill ``masks`` with each destination's bit, as the writer set them up in the file."""
+    bits = dict(conn.execute("SELECT id, bit FROM destinations").fetchall())
+    masks[:] = [1 << bits[d] for d in config.destinations]
 
 
 def _stats_unopened(conn: sqlite3.Connection, path: Path, last_seq: int) -> BufferStats:

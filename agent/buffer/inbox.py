@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 RAM_LIMIT = 32 * 1024 * 1024
@@ -25,6 +25,9 @@ class Put:
     tail: bytes
     created_ms: int
     n_values: int
+    had: frozenset[int] = frozenset()
+    """Destinations (by index) that already have these readings: the row starts acked
+    by them (the pieces of a batch cut again for one destination)."""
 
     @property
     def size(self) -> int:
@@ -37,7 +40,8 @@ class Work:
     """What one commit applies; the writer keeps it and retries while the disk fails."""
 
     puts: list[Put] = field(default_factory=list)
-    acks: set[int] = field(default_factory=set)
+    acks: dict[int, set[int]] = field(default_factory=dict)
+    """Acked seqs per destination index."""
     n_ops: int = 0
     refused: int = 0
 
@@ -79,14 +83,14 @@ class Inbox:
     count, which is what ``flush()`` waits for.
     """
 
-    def __init__(self, ram_limit: int = RAM_LIMIT) -> None:
-        self._ops: deque[Put | frozenset[int]] = deque()
+    def __init__(self, ram_limit: int = RAM_LIMIT, destinations: int = 1) -> None:
+        self._ops: deque[Put | tuple[int, frozenset[int]]] = deque()
         self._lock = threading.Lock()
         self._ram_limit = ram_limit
         self._bytes = 0
         self._puts = 0
         self._refused = 0
-        self._unsynced: set[int] = set()
+        self._unsynced: list[set[int]] = [set() for _ in range(destinations)]
         self._taken = Held()
         self._taken_bytes = 0  # still counted in _bytes: a retried commit holds them
         self._takes = 0
@@ -106,11 +110,11 @@ class Inbox:
         self.wake.set()
         return True
 
-    def ack(self, seqs: frozenset[int]) -> None:
-        """Queue deletes; the seqs count as acked for readers until :meth:`synced`."""
+    def ack(self, seqs: frozenset[int], destination: int = 0) -> None:
+        """Queue acks of one destination; they count as acked for its reads until :meth:`synced`."""
         with self._lock:
-            self._unsynced |= seqs
-            self._ops.append(seqs)
+            self._unsynced[destination] |= seqs
+            self._ops.append((destination, seqs))
         self.wake.set()
 
     def take(self, max_puts: int, counters: tuple[int, int] = (0, 0)) -> Work:
@@ -127,7 +131,7 @@ class Inbox:
                     self._taken_bytes += op.size
                     self._puts -= 1
                 else:
-                    work.acks |= op
+                    work.acks.setdefault(op[0], set()).update(op[1])
                 work.n_ops += 1
             work.refused, self._refused = self._refused, 0
             self._taken = Held(len(work.puts), work.refused, *counters)
@@ -161,20 +165,21 @@ class Inbox:
         with self._lock:
             return bool(self._ops) or bool(self._refused)
 
-    def synced(self, seqs: Iterable[int]) -> None:
-        """The deletes of ``seqs`` are committed: readers no longer need to hide them."""
+    def synced(self, acks: Mapping[int, Iterable[int]]) -> None:
+        """The acks (per destination) are committed: readers no longer need to hide them."""
         with self._lock:
-            self._unsynced.difference_update(seqs)
+            for destination, seqs in acks.items():
+                self._unsynced[destination].difference_update(seqs)
 
-    def unsynced(self) -> int:
-        """How many acked seqs are not yet deleted in the database (cheap, no copy)."""
+    def unsynced(self, destination: int = 0) -> int:
+        """How many seqs a destination acked are not committed yet (cheap, no copy)."""
         with self._lock:
-            return len(self._unsynced)
+            return len(self._unsynced[destination])
 
-    def acked(self) -> frozenset[int]:
-        """Seqs acked but perhaps not yet deleted in the database."""
+    def acked(self, destination: int = 0) -> frozenset[int]:
+        """Seqs a destination acked whose ack is perhaps not committed yet."""
         with self._lock:
-            return frozenset(self._unsynced)
+            return frozenset(self._unsynced[destination])
 
     def close(self) -> None:
         """Ask the writer to commit what is left and stop."""

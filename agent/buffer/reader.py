@@ -8,11 +8,11 @@ checkpoint. Safe next to a running agent, and never creates the file.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.buffer.records import BUSY_TIMEOUT_MS, BufferStats, PendingBatch
+from agent.buffer.records import BUSY_TIMEOUT_MS, BufferStats, DestinationStats, PendingBatch
 from agent.errors import StorageError
 
 T = TypeVar("T")
@@ -43,35 +43,57 @@ def connect_ro(path: Path, *, immutable: bool = False) -> sqlite3.Connection:
 
 
 def fetch_rows(
-    conn: sqlite3.Connection, after_seq: int, limit: int, acked: frozenset[int]
+    conn: sqlite3.Connection, after_seq: int, limit: int, acked: frozenset[int], mask: int = 0
 ) -> list[PendingBatch]:
-    """Up to ``limit`` rows with ``seq > after_seq`` in seq order, skipping ``acked`` seqs."""
+    """Up to ``limit`` rows with ``seq > after_seq`` in seq order, skipping ``acked`` seqs.
+
+    ``mask``: the destination's bit when several share the file; rows with it
+    set are skipped (that destination has them, another has not yet).
+    """
     # ``acked`` holds seqs acked but maybe not committed yet. It was copied before
     # this read began, and the writer forgets a seq only after committing its
     # delete, so a row this snapshot still shows is always filtered out.
     out: list[PendingBatch] = []
     while len(out) < limit:
         want = limit - len(out)
-        rows = conn.execute(
-            "SELECT seq, device, created_ms, n_values, payload FROM batches"
-            " WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, want),
-        ).fetchall()
-        out.extend(PendingBatch(*row) for row in rows if row[0] not in acked)
+        if mask:
+            rows = conn.execute(
+                "SELECT seq, device, created_ms, n_values, payload, acked FROM batches"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, want),
+            ).fetchall()
+            out.extend(
+                PendingBatch(*row[:5]) for row in rows if not row[5] & mask and row[0] not in acked
+            )
+        else:
+            rows = conn.execute(
+                "SELECT seq, device, created_ms, n_values, payload FROM batches"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, want),
+            ).fetchall()
+            out.extend(PendingBatch(*row) for row in rows if row[0] not in acked)
         if len(rows) < want:
             break
         after_seq = rows[-1][0]
     return out
 
 
-def query_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
-    """The committed counters of the file behind ``conn``, read in one transaction."""
+def query_stats(
+    conn: sqlite3.Connection, path: Path, floors: Mapping[str, int] | None = None
+) -> BufferStats:
+    """The committed counters of the file behind ``conn``, read in one transaction.
+
+    ``floors``: per destination a seq below which it has nothing pending (a
+    hint that spares a scan over rows only others still need).
+    """
     conn.execute("BEGIN")
     try:
         meta = conn.execute(
             "SELECT pending_batches, pending_bytes, dropped_batches, last_seq, max_bytes FROM meta"
         ).fetchone()
         oldest = conn.execute("SELECT created_ms FROM batches ORDER BY seq LIMIT 1").fetchone()
+        if meta is not None:
+            dests = _destinations(conn, meta[2], floors or {})
     finally:
         conn.execute("COMMIT")
     if meta is None:
@@ -85,7 +107,34 @@ def query_stats(conn: sqlite3.Connection, path: Path) -> BufferStats:
         last_seq=last_seq,
         file_bytes=path.stat().st_size,
         max_bytes=max_bytes,
+        destinations=dests,
     )
+
+
+def _destinations(
+    conn: sqlite3.Connection, dropped: int, floors: Mapping[str, int]
+) -> tuple[DestinationStats, ...]:
+    try:
+        rows = conn.execute(
+            "SELECT id, bit, pending, spared FROM destinations ORDER BY bit"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a version 1 file (no such table): one implicit destination
+        return ()
+    out = []
+    single = len(rows) == 1
+    for dest, bit, pending, spared in rows:
+        first = conn.execute(
+            "SELECT seq, created_ms FROM batches WHERE seq >= ? AND (? OR acked & ? = 0)"
+            " ORDER BY seq LIMIT 1",
+            (floors.get(dest, 0), single, 1 << bit),
+        ).fetchone()
+        out.append(
+            DestinationStats(
+                dest, pending, None if first is None else first[1],
+                None if first is None else first[0], dropped - spared,
+            )
+        )  # fmt: skip
+    return tuple(out)
 
 
 def read_stats(path: Path, *, immutable: bool = False) -> BufferStats:

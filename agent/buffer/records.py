@@ -12,7 +12,9 @@ from typing import Literal
 OnFull = Literal["drop_oldest", "drop_newest"]
 Synchronous = Literal["FULL", "NORMAL"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``batches.acked`` and the ``destinations`` table (one cursor per destination)."""
+MAX_DESTINATIONS = 16
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -25,6 +27,21 @@ class PendingBatch:
     created_ms: int
     n_values: int
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStats:
+    """One destination's share of the buffer: what it still has to receive, what it never will."""
+
+    id: str
+    pending_batches: int
+    """Committed batches this destination has not acknowledged."""
+    oldest_created_ms: int | None
+    """When the oldest of them was polled; None when nothing is pending for it."""
+    first_pending_seq: int | None
+    never_received: int
+    """Batches this destination will never get: dropped (cap, RAM, skipped seqs)
+    before it acknowledged them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +59,8 @@ class BufferStats:
     """The disk under the buffer has no room: commits are retried, new batches wait in RAM."""
     held_batches: int = 0
     """Batches in RAM not yet committed (only grows while the disk is full or failing)."""
+    destinations: tuple[DestinationStats, ...] = ()
+    """Per destination, in the order the buffer was opened with (empty for a version 1 file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +72,5 @@ class StoreConfig:
     max_bytes: int
     on_full: OnFull
     synchronous: Synchronous
+    destinations: tuple[str, ...] = ("mqtt",)
+    """The destinations that each acknowledge every batch; a row goes when all have."""

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.buffer.records import BUSY_TIMEOUT_MS, SCHEMA_VERSION, StoreConfig
+from agent.buffer.records import BUSY_TIMEOUT_MS, MAX_DESTINATIONS, SCHEMA_VERSION, StoreConfig
 from agent.buffer.seqfile import SeqReservation
 from agent.errors import StorageError
 
@@ -29,13 +29,20 @@ _PAGE_SIZE = 4096
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
 _NO_SPACE_BELOW = 1024 * 1024
 
+_DESTINATIONS = """CREATE TABLE destinations (
+        id TEXT PRIMARY KEY,
+        bit INTEGER NOT NULL UNIQUE,  -- its bit in batches.acked
+        pending INTEGER NOT NULL,     -- rows it has not acknowledged
+        spared INTEGER NOT NULL)      -- of meta.dropped_batches, rows it had already"""
+
 _SCHEMA = (
     """CREATE TABLE batches (
         seq INTEGER PRIMARY KEY,   -- given explicitly from meta.last_seq, never by SQLite
         device TEXT NOT NULL,
         created_ms INTEGER NOT NULL,
         n_values INTEGER NOT NULL,
-        payload BLOB NOT NULL)""",
+        payload BLOB NOT NULL,
+        acked INTEGER NOT NULL DEFAULT 0)  -- bit per destination that has it (2 or more)""",
     """CREATE TABLE meta (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         agent_id TEXT NOT NULL,
@@ -44,6 +51,7 @@ _SCHEMA = (
         pending_batches INTEGER NOT NULL,
         pending_bytes INTEGER NOT NULL,
         max_bytes INTEGER NOT NULL)""",
+    _DESTINATIONS,
 )
 
 
@@ -163,6 +171,8 @@ def _prepare(conn: sqlite3.Connection, cfg: StoreConfig, start: tuple[int, int])
         )
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
+    elif version == 1:
+        _upgrade_v1(conn)
     elif version != SCHEMA_VERSION:
         raise StorageError(
             f"buffer {cfg.path} has schema version {version}; this agent knows "
@@ -174,6 +184,61 @@ def _prepare(conn: sqlite3.Connection, cfg: StoreConfig, start: tuple[int, int])
             "buffer %s was written by agent %s, now used by %s", cfg.path, old, cfg.agent_id
         )
     conn.execute("UPDATE meta SET agent_id = ?, max_bytes = ?", (cfg.agent_id, cfg.max_bytes))
+    sync_destinations(conn, cfg.destinations)
+
+
+def _upgrade_v1(conn: sqlite3.Connection) -> None:
+    """Version 1 (one destination, acked rows deleted) to 2: nothing to move, two additions."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("ALTER TABLE batches ADD COLUMN acked INTEGER NOT NULL DEFAULT 0")
+    conn.execute(_DESTINATIONS)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+
+
+def sync_destinations(conn: sqlite3.Connection, wanted: tuple[str, ...]) -> None:
+    """Make the ``destinations`` table hold ``wanted``, in one transaction when it changes.
+
+    A new destination gets a free bit and every row in the file as pending (it
+    receives what the buffer still holds). A removed one's bit is cleared, and
+    rows every remaining destination has are deleted. With one destination
+    left, acked rows are deleted at once, so no row carries its bit.
+    """
+    have = dict(conn.execute("SELECT id, bit FROM destinations").fetchall())
+    if set(have) == set(wanted):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for gone in set(have) - set(wanted):
+            mask = 1 << have.pop(gone)
+            conn.execute("UPDATE batches SET acked = acked & ? WHERE acked & ? != 0", (~mask, mask))
+            conn.execute("DELETE FROM destinations WHERE id = ?", (gone,))
+            log.info("buffer: destination %s removed; its cursor is gone", gone)
+        rows = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
+        dropped = conn.execute("SELECT dropped_batches FROM meta").fetchone()[0]
+        free = (bit for bit in range(MAX_DESTINATIONS) if bit not in have.values())
+        for new in (d for d in wanted if d not in have):
+            have[new] = next(free)
+            conn.execute(
+                "INSERT INTO destinations VALUES (?, ?, ?, ?)", (new, have[new], rows, dropped)
+            )
+        full = sum(1 << bit for bit in have.values())
+        n, nbytes = conn.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM batches WHERE acked & ? = ?",
+            (full, full),
+        ).fetchone()
+        if n:
+            conn.execute("DELETE FROM batches WHERE acked & ? = ?", (full, full))
+            conn.execute(
+                "UPDATE meta SET pending_batches = pending_batches - ?,"
+                " pending_bytes = pending_bytes - ?",
+                (n, nbytes),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True, slots=True)

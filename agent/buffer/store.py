@@ -23,7 +23,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.buffer.inbox import Put, Work
@@ -52,6 +52,8 @@ class _Counters:
     dropped: int
     pending: int
     pending_bytes: int
+    dest_pending: list[int] = field(default_factory=list)  # per destination index
+    dest_spared: list[int] = field(default_factory=list)
 
 
 class Store:
@@ -75,6 +77,10 @@ class Store:
 
     def _start(self, unclean: str | None) -> None:
         config = self.config
+        bits = dict(self.conn.execute("SELECT id, bit FROM destinations").fetchall())
+        self.masks = [1 << bits[d] for d in config.destinations]
+        self.full = sum(self.masks)
+        self.single = len(self.masks) == 1
         page_size = int(self._one("PRAGMA page_size"))
         self.max_pages = config.max_bytes // page_size
         self.reserve_pages = 4 + self.max_pages // 50  # schema, meta, interior b-tree pages
@@ -206,6 +212,12 @@ class Store:
                 "UPDATE meta SET last_seq=?, dropped_batches=?, pending_batches=?, pending_bytes=?",
                 (c.last_seq, c.dropped, c.pending, c.pending_bytes),
             )
+            if self.single:
+                c.dest_pending[0] = c.pending
+            self.conn.executemany(
+                "UPDATE destinations SET pending=?, spared=? WHERE id=?",
+                zip(c.dest_pending, c.dest_spared, self.config.destinations, strict=True),
+            )
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:  # SQLITE_FULL may already have rolled it back
@@ -214,7 +226,40 @@ class Store:
         return c
 
     def _apply(self, c: _Counters, work: Work, extra_pages: int, *, reserve: bool = True) -> None:
-        for low, high in seq_ranges(work.acks):
+        for index, seqs in work.acks.items():
+            if self.single:
+                self._delete_acked(c, seqs)
+            else:
+                self._mark_acked(c, index, seqs)
+        c.dropped += work.refused
+        puts = self._admit(c, work.puts, extra_pages)
+        if not puts:
+            return
+        first = c.last_seq + 1
+        rows = [
+            (seq, p.device, p.created_ms, p.n_values, splice_seq(p.head, seq, p.tail),
+             self._had_mask(p))
+            for seq, p in enumerate(puts, first)
+        ]  # fmt: skip
+        c.last_seq = first + len(rows) - 1
+        if reserve:  # durable before the commit that uses the seqs
+            self.seqfile.ensure(c.last_seq)
+        self.conn.executemany(
+            "INSERT INTO batches (seq, device, created_ms, n_values, payload, acked)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        c.pending += len(rows)
+        c.pending_bytes += sum(len(row[4]) for row in rows)
+        for index, mask in enumerate(self.masks):
+            c.dest_pending[index] += sum(1 for row in rows if not row[5] & mask)
+
+    def _had_mask(self, put: Put) -> int:
+        return sum(self.masks[i] for i in put.had) if put.had and not self.single else 0
+
+    def _delete_acked(self, c: _Counters, seqs: set[int]) -> None:
+        """One destination: an acked row is done, deleted at once."""
+        for low, high in seq_ranges(seqs):
             n, nbytes = self.conn.execute(
                 "SELECT count(*), coalesce(sum(length(payload)), 0) FROM batches"
                 " WHERE seq BETWEEN ? AND ?",
@@ -223,21 +268,29 @@ class Store:
             self.conn.execute("DELETE FROM batches WHERE seq BETWEEN ? AND ?", (low, high))
             c.pending -= n
             c.pending_bytes -= nbytes
-        c.dropped += work.refused
-        puts = self._admit(c, work.puts, extra_pages)
-        if not puts:
-            return
-        first = c.last_seq + 1
-        rows = [
-            (seq, p.device, p.created_ms, p.n_values, splice_seq(p.head, seq, p.tail))
-            for seq, p in enumerate(puts, first)
-        ]
-        c.last_seq = first + len(rows) - 1
-        if reserve:  # durable before the commit that uses the seqs
-            self.seqfile.ensure(c.last_seq)
-        self.conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?)", rows)
-        c.pending += len(rows)
-        c.pending_bytes += sum(len(row[4]) for row in rows)
+
+    def _mark_acked(self, c: _Counters, index: int, seqs: set[int]) -> None:
+        """Several destinations: set this one's bit; a row every destination has is deleted."""
+        mask, full = self.masks[index], self.full
+        for low, high in seq_ranges(seqs):
+            marked = self.conn.execute(
+                "UPDATE batches SET acked = acked | ? WHERE seq BETWEEN ? AND ? AND acked & ? = 0",
+                (mask, low, high, mask),
+            ).rowcount
+            c.dest_pending[index] -= marked
+            if not marked:
+                continue
+            n, nbytes = self.conn.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM batches"
+                " WHERE seq BETWEEN ? AND ? AND acked = ?",
+                (low, high, full),
+            ).fetchone()
+            if n:
+                self.conn.execute(
+                    "DELETE FROM batches WHERE seq BETWEEN ? AND ? AND acked = ?", (low, high, full)
+                )
+                c.pending -= n
+                c.pending_bytes -= nbytes
 
     def _admit(self, c: _Counters, puts: list[Put], extra_pages: int) -> list[Put]:
         """Make room for ``puts`` under the cap, or refuse some; count every drop."""
@@ -271,10 +324,22 @@ class Store:
                 freed += self.space.row_pages(plen, dlen)
                 if freed >= deficit:
                     break
+            self._count_spared(c, upto, n)
             self.conn.execute("DELETE FROM batches WHERE seq <= ?", (upto,))
             c.pending -= n
             c.pending_bytes -= nbytes
             c.dropped += n
+
+    def _count_spared(self, c: _Counters, upto: int, n: int) -> None:
+        """Rows up to ``upto`` (``n`` of them) go: per destination, what it had already."""
+        if self.single:
+            return  # its pending follows meta's; every dropped row was pending for it
+        for index, mask in enumerate(self.masks):
+            had = self.conn.execute(
+                "SELECT count(*) FROM batches WHERE seq <= ? AND acked & ? != 0", (upto, mask)
+            ).fetchone()[0]
+            c.dest_spared[index] += had
+            c.dest_pending[index] -= n - had
 
     def _note_full(self, c: _Counters, *, dropping: bool) -> None:
         if dropping and not self._full:
@@ -312,7 +377,15 @@ class Store:
         row = self.conn.execute(
             "SELECT last_seq, dropped_batches, pending_batches, pending_bytes FROM meta"
         ).fetchone()
-        return _Counters(*row)
+        dests = {
+            d: (p, s)
+            for d, p, s in self.conn.execute("SELECT id, pending, spared FROM destinations")
+        }
+        mine = [dests[d] for d in self.config.destinations]
+        last_seq, dropped, pending, pending_bytes = row
+        return _Counters(
+            last_seq, dropped, pending, pending_bytes, [p for p, _ in mine], [s for _, s in mine]
+        )
 
     def _one(self, sql: str) -> Any:
         return self.conn.execute(sql).fetchone()[0]

@@ -67,11 +67,17 @@ def purge(path: Path) -> int:
 def _purge_rows(conn: sqlite3.Connection, path: Path) -> int:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous=FULL")
-    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-        raise StorageError(f"{path} is not a buffer of schema version {SCHEMA_VERSION}")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (1, SCHEMA_VERSION):
+        raise StorageError(f"{path} is not a buffer of schema version 1 or {SCHEMA_VERSION}")
     conn.execute("BEGIN IMMEDIATE")
     try:
         n = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
+        if version == SCHEMA_VERSION:  # what a destination had already is not lost to it
+            conn.execute(
+                "UPDATE destinations SET pending = 0, spared = spared + (SELECT count(*)"
+                " FROM batches WHERE batches.acked & (1 << destinations.bit) != 0)"
+            )
         conn.execute("DELETE FROM batches")
         conn.execute(
             "UPDATE meta SET dropped_batches = dropped_batches + ?,"
