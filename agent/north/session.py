@@ -87,8 +87,11 @@ class Session(Protocol):
         """
         ...
 
-    def will(self, now_ms: int) -> Outgoing:
-        """The Last Will for the next CONNECT (called once before each connection)."""
+    def will(self, now_ms: int) -> Outgoing | None:
+        """The Last Will for the next CONNECT (called once before each connection).
+
+        None: CONNECT without a Will (Alibaba and Huawei support none).
+        """
         ...
 
     def subscriptions(self) -> Sequence[tuple[str, int]]:

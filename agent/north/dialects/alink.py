@@ -277,8 +277,16 @@ class Reply:
     verdict: Verdict
 
 
-REFUSED_CODES = frozenset({460})
-"""Empty data, a malformed parameter or too many parameters (device error codes)."""
+REFUSED_CODES = frozenset(
+    {460, 6106, 6207, 6300, 6450, 6320, 6321, 6302, 6304}
+    | {6306, 6307, 6308, 6309, 6310, 6311, 6312, 6322, 6324, 6325, 6328}
+)
+"""Codes about the content itself, from Alibaba's device error codes: 460 empty data,
+a malformed parameter or too many; 6106 more than 200 properties; 6207 not JSON;
+6300, 6450 no method; 6320, 6321 a property the thing model lacks; 6302-6328 a
+value that does not match the thing model's type, range or length. Throttling
+(429, 6452), platform faults (400, 500, 6313, 6760) and sub-device session errors
+(520) are retried."""
 
 
 def parse_reply(payload: bytes) -> Reply:
