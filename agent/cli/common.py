@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 if TYPE_CHECKING:
     from agent.site.loader import Site
+    from agent.site.models import MqttSection
 
 EXIT_OK: Final = 0
 EXIT_RUNTIME: Final = 1
@@ -58,10 +59,17 @@ def print_summary(config: Path, site: Site) -> None:
 
     out = sys.stdout
     n_tags = sum(len(d.options.tags) for d in site.devices)
+    where = (
+        f"broker {site.mqtt.host}:{site.mqtt.port}"
+        if not site.north
+        else f"{len(site.north) + site.mqtt_is_destination} destinations"
+    )
     out.write(
         f"{config}: valid: agent {site.agent.id}, {len(site.devices)} devices, "
-        f"{n_tags} tags, broker {site.mqtt.host}:{site.mqtt.port}\n"
+        f"{n_tags} tags, {where}\n"
     )
+    for line in destination_lines(site) if site.north else []:
+        out.write(f"  {line}\n")
     for device in site.devices:
         profile = f"{device.profile}@{device.profile_hash}" if device.profile else "(no profile)"
         state = "" if device.enabled else " (disabled)"
@@ -77,3 +85,28 @@ def print_summary(config: Path, site: Site) -> None:
     out.flush()
     for warning in [*site.warnings, *readable_by_others(site)]:
         sys.stderr.write(f"warning: {warning}\n")
+
+
+def destination_lines(site: Site) -> list[str]:
+    """One line per destination: id, dialect, broker and what names the agent there."""
+    lines = []
+    if site.mqtt_is_destination:
+        lines.append(f"destination mqtt: edge-json, broker {_broker(site.mqtt)}")
+    for dest in site.north:
+        text = f"destination {dest.id}: {dest.dialect}, broker {_broker(dest)}"
+        if dest.sparkplug is not None:
+            node = dest.sparkplug.edge_node_id or site.agent.id
+            text += f", edge node {dest.sparkplug.group_id}/{node}"
+            if dest.sparkplug.primary_host:
+                text += f", primary host {dest.sparkplug.primary_host}"
+        elif dest.alink is not None:
+            text += f", gateway {dest.alink.product_key}/{dest.alink.device_name}"
+            text += f", sub-devices: {len(dest.alink.subdevices)}"
+        elif dest.iotda is not None:
+            text += f", gateway {dest.iotda.gateway_id}, sub-devices: {len(dest.iotda.subdevices)}"
+        lines.append(text)
+    return lines
+
+
+def _broker(section: MqttSection) -> str:
+    return f"{section.host}:{section.port}" + (" (TLS)" if section.tls is not None else "")

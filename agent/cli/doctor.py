@@ -3,8 +3,9 @@
 One line per check, ``PASS``/``WARN``/``FAIL`` (``SKIP`` for what cannot be
 checked): the site file, the data directory, every device's link (a TCP
 connect, or opening the serial port; no protocol traffic, so equipment sees
-nothing but a connection), the broker (one MQTT CONNECT with our credentials
-and TLS, see :mod:`agent.north.probe`), the clock, and who can read the config
+nothing but a connection), each destination's broker (one MQTT CONNECT with
+our credentials and TLS, see :mod:`agent.north.probe`; a TCP connect for
+Alink and IoTDA), the clock, and who can read the config
 and key files. Exit 0 when nothing FAILed, 1 otherwise, 2 for an invalid site
 file.
 """
@@ -25,13 +26,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agent.clock import kernel_synced
 from agent.paths import SERVICE_DATA_DIR, UNIT_FILE
 from agent.site.loader import DeviceConfig, Site, load_site
+from agent.site.north import secret_files
 from agent.site.source import ConfigFileError
 from drivers.base import CLOCK_FLOOR_MS, HasEndpoint
+
+if TYPE_CHECKING:
+    from agent.north.destination import Destination
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -80,21 +85,53 @@ def run(config: Path, timeout: float, echo: Callable[[str], None]) -> int:
 
 
 async def _network_checks(site: Site, seconds: float) -> list[Check]:
-    from agent.north.probe import probe
-    from agent.runtime.agent import mqtt_options
+    from agent.runtime.destinations import destinations
 
-    options = mqtt_options(site)
-    broker_task = asyncio.ensure_future(probe(options, seconds))
+    found = destinations(site)
+    tokens = {i for i, secrets in site.north_secrets.items() if secrets.access_token}
+    brokers = [
+        asyncio.ensure_future(check_destination(d, seconds, _label(site, d.id), d.id in tokens))
+        for d in found
+    ]
     device_checks = await asyncio.gather(*(check_device(d, seconds) for d in site.devices))
-    broker_error = await broker_task
+    return [*device_checks, *[await b for b in brokers]]
+
+
+def _label(site: Site, destination_id: str) -> str:
+    """``broker`` for a site without north (as before north existed), else ``broker <id>``."""
+    return f"broker {destination_id}" if site.north else "broker"
+
+
+async def check_destination(
+    destination: Destination, seconds: float, name: str, secret_user: bool = False
+) -> Check:
+    """One MQTT CONNECT with the destination's credentials; a TCP connect for Alink and IoTDA.
+
+    Alibaba and Huawei allow one connection per device and sign the client id:
+    a CONNECT as the gateway would end the running agent's session, so the
+    doctor only checks that the broker's port answers. ``secret_user``: the
+    user name is a secret (a ThingsBoard access token) and is not shown.
+    """
+    from agent.north.probe import probe
+
+    options = destination.mqtt
     where = f"{options.host}:{options.port}" + (" (TLS)" if options.tls else "")
+    if destination.dialect in ("alink", "iotda"):
+        error = await tcp_connect(options.host, options.port, seconds)
+        if error is not None:
+            return Check("FAIL", name, f"{destination.dialect} {where}: {error}")
+        return Check(
+            "PASS",
+            name,
+            f"{destination.dialect} {where} accepts connections (credentials not tried: "
+            "the platform allows one connection per device)",
+        )
+    error = await probe(options, seconds)
+    if error is not None:
+        return Check("FAIL", name, error)
     user = f" as {options.username}" if options.username else ""
-    broker = (
-        Check("PASS", "broker", f"{where} accepted us{user}")
-        if broker_error is None
-        else Check("FAIL", "broker", broker_error)
-    )
-    return [*device_checks, broker]
+    user = " with the access token" if secret_user else user
+    return Check("PASS", name, f"{where} accepted us{user}")
 
 
 # --------------------------------------------------------------------------- data dir
@@ -250,9 +287,14 @@ def check_files(site: Site) -> list[Check]:
     """Config and key files: not readable by others; key files readable by the service user."""
     tls = site.mqtt.tls
     secret = [p for p in (site.mqtt.password_file, tls.key if tls else None) if p is not None]
+    tls_files = [p for p in (tls.ca, tls.cert, tls.key) if p is not None] if tls else []
+    base = site.file.resolve().parent
+    for dest in site.north:  # relative to the site file, as the loader reads them
+        secret += [base / path for path, _ in secret_files(dest)]
+        if dest.tls is not None:
+            tls_files += [base / p for p in (dest.tls.ca, dest.tls.cert, dest.tls.key) if p]
     checks = [_file_mode(path, secret=path in secret) for path in [site.file, *secret]]
     service = _service_user()
-    tls_files = [p for p in (tls.ca, tls.cert, tls.key) if p is not None] if tls else []
     if service is not None:
         checks.extend(
             Check(

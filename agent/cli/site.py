@@ -90,8 +90,17 @@ def site_dump(site: Site) -> str:
         devices.append(entry)
     data = {
         "agent": site.agent.model_dump(mode="json", exclude_none=True),
-        "mqtt": site.mqtt.model_dump(mode="json", exclude_none=True),
+        **(
+            {"mqtt": site.mqtt.model_dump(mode="json", exclude_none=True)}
+            if site.mqtt_is_destination
+            else {}
+        ),
         "buffer": site.buffer.model_dump(mode="json", exclude_none=True),
+        **(
+            {"north": [d.model_dump(mode="json", exclude_none=True) for d in site.north]}
+            if site.north
+            else {}
+        ),
         "resolved_paths": {
             "data_dir": str(site.data_dir),
             "status_socket": str(site.status_socket),

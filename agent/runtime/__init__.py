@@ -7,6 +7,7 @@ module        what it answers
 ============  ==============================================================
 process       the foreground process: signals, sd_notify, the watchdog pets
 agent         ``Agent``: wires buffer, publisher, pollers, status; reload, snapshot
+destinations  ``destinations(site)``: the Destination records; broker options per section
 poller        ``DevicePoller``: one task per device, deadlines, backoff, isolation
 stats         per-device counters, the poll-duration histogram, latest values
 reload        what a SIGHUP may change live, and what needs a restart

@@ -20,10 +20,11 @@ from agent import __version__, logs
 from agent.buffer import Buffer
 from agent.clock import system_clock
 from agent.errors import StorageError
-from agent.north.link import MqttOptions, Publisher, TlsOptions
+from agent.north.link import MqttOptions, Publisher
 from agent.north.options import payload_budget
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.private import private_dir
+from agent.runtime.destinations import connection_options
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
@@ -42,31 +43,8 @@ FLUSH_TIMEOUT_S = 20.0
 
 
 def mqtt_options(site: Site) -> MqttOptions:
-    """The publisher's options from a site's ``mqtt`` section."""
-    mqtt = site.mqtt
-    tls = None
-    if mqtt.tls is not None:
-        # relative to the site file, as validation checked them (the cwd is / under systemd)
-        base = site.file.resolve().parent
-        ca, cert, key = (
-            None if p is None else base / p for p in (mqtt.tls.ca, mqtt.tls.cert, mqtt.tls.key)
-        )
-        tls = TlsOptions(ca=ca, cert=cert, key=key, insecure=mqtt.tls.insecure)
-    return MqttOptions(
-        host=mqtt.host,
-        port=mqtt.port,
-        client_id=mqtt.client_id or f"edge-agent-{site.agent.id}",
-        username=mqtt.username,
-        password=site.mqtt_password,
-        tls=tls,
-        keepalive=mqtt.keepalive,
-        topic=mqtt.topic,
-        status_topic=mqtt.status_topic,
-        qos=mqtt.qos,
-        max_inflight=mqtt.max_inflight,
-        reconnect_max=mqtt.reconnect_max,
-        max_message_size=mqtt.max_message_size,
-    )
+    """The publisher's options from a site's ``mqtt`` section (the ``mqtt`` destination's)."""
+    return connection_options(site, site.mqtt, password=site.mqtt_password)
 
 
 def message_budget(site: Site) -> int:

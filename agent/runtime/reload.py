@@ -6,8 +6,8 @@ settings, a changed ``mqtt`` section reconnects the publisher, and a changed
 ``agent.log_level`` applies from the next log line. Nothing in
 the buffer is touched, so nothing buffered is lost. The agent id and the
 buffer's settings define what is already on disk (the messages carry the agent
-id, the cap bounds the file), and the metrics endpoint is bound once: changing
-those needs a restart, and a reload
+id, the cap bounds the file), the metrics endpoint is bound once, and the
+``north:`` destinations are set up at start: changing those needs a restart, and a reload
 that asks for it is refused as a whole, keeping the running config.
 """
 
@@ -71,6 +71,12 @@ def plan_reload(running: Site, new: Site) -> ReloadPlan:
         restart.append("agent.status_socket")
     if new.metrics != running.metrics:
         restart.append("metrics settings")
+    if (new.north, new.mqtt_is_destination, new.north_secrets) != (
+        running.north,
+        running.mqtt_is_destination,
+        running.north_secrets,
+    ):
+        restart.append("north destinations")
     old_devices = {d.id: d for d in running.devices}
     new_devices = {d.id: d for d in new.devices}
     return ReloadPlan(

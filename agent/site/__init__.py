@@ -12,6 +12,7 @@ models       pydantic models of a site file and of a profile (unknown keys refus
 loader       ``load_site``: profiles merged, drivers asked, every problem located;
              ``Site``, serial line capacity, secrets masked in problems
 device       one device: its profile + the site's overrides, each change recorded
+north        the ``north:`` destinations: blocks, credentials, sub-devices; secret files
 profiles     profile lookup, ``extends`` chains, content hashes and pins
 params       ``${param.X}`` values and safe expressions (no eval)
 schema       JSON schemas of site files and profiles (``edge-agent schema``)

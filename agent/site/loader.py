@@ -21,12 +21,21 @@ from agent.paths import ETC_PROFILES, SHIPPED_PROFILES, default_data_dir
 from agent.secretmask import mask, secret_values
 from agent.site import models as cfg
 from agent.site.device import DEFAULT_GROUP_INTERVAL, DeviceConfig, merge_device
+from agent.site.north import (
+    DestinationSecrets,
+    check_north,
+    check_tls_files,
+    literal_secrets,
+    mqtt_is_destination,
+    read_secret,
+)
 from agent.site.profiles import load_profile
 from agent.site.source import ConfigFileError, Path_, Problem, Source, Where, dotted, load
 from drivers.base import EstimatesLineLoad, problems_from_validation_error
 
 __all__ = [  # DeviceConfig and load_profile live elsewhere; callers import them from here too
     "DEFAULT_GROUP_INTERVAL",
+    "DestinationSecrets",
     "DeviceConfig",
     "LinkUse",
     "Site",
@@ -70,25 +79,37 @@ class Site:
     """Every secret value of the configuration (passwords, tokens), to mask in output."""
     links: tuple[LinkUse, ...] = ()
     metrics: cfg.MetricsSection = field(default_factory=cfg.MetricsSection)
+    north: tuple[cfg.NorthSection, ...] = ()
+    """The ``north:`` destinations as written (the ``mqtt`` one is not among them)."""
+    mqtt_is_destination: bool = True
+    """The ``mqtt`` section is published to: no ``north:``, or ``mqtt:`` written too."""
+    north_secrets: Mapping[str, DestinationSecrets] = field(default_factory=dict, repr=False)
+    """Destination id -> its secrets, files read (:mod:`agent.site.north`)."""
+    notes: tuple[str, ...] = ()
+    """Warnings found while loading (a secret written in the file), part of :attr:`warnings`."""
 
     @property
     def warnings(self) -> list[str]:
         """Things that are valid but will not work well: an overloaded serial line."""
-        return [
-            f"serial line {u.link} at {u.baud} baud needs {u.utilisation:.0%} of its capacity "
-            f"for {', '.join(u.devices)}: polls will overrun; poll less often, read fewer "
-            "registers, or raise the baud rate"
-            for u in self.links
-            if u.utilisation > 1.0
-        ] + [
-            f"{what} {name!r} contains '.': it is part of every topic, and NATS closes the "
-            "connection on such a topic while RabbitMQ turns the dot into '/'; use '-' or '_'"
-            for what, name in [
-                ("agent id", self.agent.id),
-                *(("device", d.id) for d in self.devices),
+        return (
+            [*self.notes]
+            + [
+                f"serial line {u.link} at {u.baud} baud needs {u.utilisation:.0%} of its capacity "
+                f"for {', '.join(u.devices)}: polls will overrun; poll less often, read fewer "
+                "registers, or raise the baud rate"
+                for u in self.links
+                if u.utilisation > 1.0
             ]
-            if "." in name
-        ]
+            + [
+                f"{what} {name!r} contains '.': it is part of every topic, and NATS closes the "
+                "connection on such a topic while RabbitMQ turns the dot into '/'; use '-' or '_'"
+                for what, name in [
+                    ("agent id", self.agent.id),
+                    *(("device", d.id) for d in self.devices),
+                ]
+                if "." in name
+            ]
+        )
 
     def device(self, device_id: str) -> DeviceConfig:
         """The device named ``device_id``; ``KeyError`` if there is none."""
@@ -163,8 +184,10 @@ class _SiteBuilder:
                     )
                 ]
             )
-        sections = {k: v for k, v in data.items() if k != "devices"}
+        # devices and destinations one by one: a bad entry hides no problem of the others
+        sections = {k: v for k, v in data.items() if k not in ("devices", "north")}
         top = _validate(cfg.SiteFile, {**sections, "devices": []}, (), self.source, self.problems)
+        north = self._north(data.get("north"), mqtt_given="mqtt" in data)
         raw_devices = data.get("devices") or []
         if not isinstance(raw_devices, list):
             self._problem(("devices",), "must be a list of devices")
@@ -173,13 +196,34 @@ class _SiteBuilder:
         devices = self._devices(raw_devices, folders)
         password = self._password(top.mqtt) if top else None
         if top is not None and top.mqtt.tls is not None:
-            self._check_tls_files(top.mqtt.tls)
+            check_tls_files(self.site_dir, top.mqtt.tls, ("mqtt",), self._problem)
+        secrets: dict[str, DestinationSecrets] = {}
         if top is not None:
             self._check_socket(top.agent, *self._places(top)[:2])
+            secrets = check_north(top, north, devices, self.site_dir, self._problem)
         self._check_shared_lines(devices)
         if self.problems or top is None:
-            raise ConfigFileError(mask_problems(self.problems, self._secrets(password)))
-        return self._site(top, devices, password)
+            raise ConfigFileError(mask_problems(self.problems, self._secrets(password, secrets)))
+        return self._site(top, devices, password, north, secrets)
+
+    def _north(self, raw: Any, *, mqtt_given: bool) -> dict[int, cfg.NorthSection] | None:
+        """The valid ``north`` entries by index; None when the site has no ``north``."""
+        if raw is None:
+            return None
+        if not isinstance(raw, list):
+            self._problem(("north",), "must be a list of destinations")
+            return {}
+        if not raw and not mqtt_given:
+            self._problem(
+                ("north",),
+                "no destination: name at least one, or leave north out to publish to mqtt",
+            )
+        found = {}
+        for index, entry in enumerate(raw):
+            dest = _validate(cfg.NorthSection, entry, ("north", index), self.source, self.problems)
+            if dest is not None:
+                found[index] = dest
+        return found
 
     def _places(self, top: cfg.SiteFile) -> tuple[Path, Path, Path]:
         """The data dir, the status socket and the buffer file."""
@@ -246,7 +290,14 @@ class _SiteBuilder:
                     "baud, parity, stop_bits and byte_size",
                 )
 
-    def _site(self, top: cfg.SiteFile, devices: list[DeviceConfig], password: str | None) -> Site:
+    def _site(
+        self,
+        top: cfg.SiteFile,
+        devices: list[DeviceConfig],
+        password: str | None,
+        north: dict[int, cfg.NorthSection] | None,
+        secrets: dict[str, DestinationSecrets],
+    ) -> Site:
         data_dir, socket, buffer_path = self._places(top)
         return Site(
             file=self.source.file,
@@ -258,18 +309,27 @@ class _SiteBuilder:
             status_socket=socket,
             buffer_path=buffer_path,
             mqtt_password=password,
-            secrets=self._secrets(password),
+            secrets=self._secrets(password, secrets),
             links=_link_uses(devices),
             metrics=top.metrics,
+            north=tuple((north or {}).values()),
+            mqtt_is_destination=mqtt_is_destination(top, north),
+            north_secrets=secrets,
+            notes=tuple(literal_secrets(self.source)),
         )
 
-    def _secrets(self, password: str | None) -> frozenset[str]:
-        """The password read from password_file and every value under a secret key.
+    def _secrets(
+        self, password: str | None, north: Mapping[str, DestinationSecrets]
+    ) -> frozenset[str]:
+        """The secrets read from files and every value under a secret key.
 
         Literal or from ``${ENV}``, wherever it is (mqtt.password, an OPC UA
-        connection's password...): all of them are masked in logs and errors.
+        connection's password, a destination's device secret...): all of them
+        are masked in logs and errors.
         """
         found = {password} if password else set()
+        for secrets in north.values():
+            found.update(secrets.values())
         found.update(secret_values(self.source.data))
         return frozenset(found)
 
@@ -279,19 +339,8 @@ class _SiteBuilder:
     def _password(self, mqtt: cfg.MqttSection) -> str | None:
         if mqtt.password_file is None:
             return mqtt.password
-        try:
-            return self._path(mqtt.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            self._problem(
-                ("mqtt", "password_file"), f"cannot read {mqtt.password_file}: {exc.strerror}"
-            )
-            return None
-
-    def _check_tls_files(self, tls: cfg.TlsSection) -> None:
-        for key in ("ca", "cert", "key"):
-            path = getattr(tls, key)
-            if path is not None and not self._path(path).is_file():
-                self._problem(("mqtt", "tls", key), f"file not found: {self._path(path)}")
+        path = ("mqtt", "password_file")
+        return read_secret(self.site_dir, mqtt.password_file, path, self._problem)
 
     def _problem(self, path: Path_, message: str, source: Source | None = None) -> None:
         src = source or self.source

@@ -142,6 +142,172 @@ class MqttSection(StrictModel):
         return self
 
 
+NorthDialect = Literal["edge-json", "sparkplug-b", "thingsboard", "alink", "iotda"]
+"""The dialects a destination may speak (the same names as ``agent.north.session.DIALECTS``)."""
+
+DIALECT_BLOCKS: dict[str, str | None] = {
+    "edge-json": None,
+    "sparkplug-b": "sparkplug",
+    "thingsboard": "thingsboard",
+    "alink": "alink",
+    "iotda": "iotda",
+}
+"""The options block each dialect takes (edge-json has none)."""
+
+
+def check_topic_level(value: str) -> str:
+    """A name that is one whole MQTT topic level: not empty, no '/', '+' or '#'."""
+    if not value or any(c in value for c in "/+#"):
+        raise ValueError("must be one MQTT topic level: not empty, no '/', '+' or '#'")
+    return value
+
+
+class SparkplugBlock(StrictModel):
+    """Sparkplug B 3.0: the agent is one Edge Node; each device is a Sparkplug device."""
+
+    group_id: str = Field(description="Sparkplug group id (the second topic level).")
+    edge_node_id: str | None = Field(None, description="Edge node id; default: the agent id.")
+    primary_host: str | None = Field(
+        None,
+        description="Host application id: publish only while its STATE is online "
+        "(spBv1.0/STATE/<id>). Unset: publish whenever connected.",
+    )
+    data_qos: Literal[0, 1] = Field(
+        1,
+        description="QoS of DBIRTH/DDATA/DDEATH. The specification says 0; 1 keeps "
+        "at-least-once delivery from the buffer.",
+    )
+
+    @field_validator("group_id", "edge_node_id", "primary_host")
+    @classmethod
+    def _level(cls, value: str | None) -> str | None:
+        return None if value is None else check_topic_level(value)
+
+
+class ThingsboardBlock(StrictModel):
+    """ThingsBoard gateway API: one gateway device speaks for every device of the site."""
+
+    access_token: str | None = Field(
+        None,
+        repr=False,
+        description="The gateway device's access token (sent as the MQTT user name). "
+        "Prefer ${ENV} or access_token_file; or use username/password or a TLS "
+        "client certificate instead.",
+    )
+    access_token_file: Path | None = Field(None, description="File holding the access token.")
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Device id -> ThingsBoard device name; unlisted devices keep their id.",
+    )
+    seq_key: str | None = Field(
+        "edge_seq",
+        description="Telemetry key carrying the buffer seq of each sample; null leaves it out.",
+    )
+
+
+class AlinkSubDeviceBlock(StrictModel):
+    """The Alibaba Cloud identity of one device (a sub-device of the gateway)."""
+
+    product_key: str = Field(min_length=1, description="ProductKey of the sub-device.")
+    device_name: str = Field(min_length=1, description="DeviceName of the sub-device.")
+    device_secret: str | None = Field(
+        None, repr=False, description="DeviceSecret (signs topo add and login); prefer ${ENV}."
+    )
+    device_secret_file: Path | None = Field(None, description="File holding the DeviceSecret.")
+    identifiers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tag name -> thing-model identifier; unlisted tags keep their name.",
+    )
+    float_tags: list[str] = Field(
+        default_factory=list,
+        description="Tags whose thing-model property is float or double (sent as 10.0, never 10).",
+    )
+
+
+class AlinkBlock(StrictModel):
+    """Alibaba Cloud IoT Platform (Alink JSON): the agent is a gateway device."""
+
+    product_key: str = Field(min_length=1, description="ProductKey of the gateway device.")
+    device_name: str = Field(min_length=1, description="DeviceName of the gateway device.")
+    device_secret: str | None = Field(
+        None, repr=False, description="DeviceSecret of the gateway; prefer ${ENV}."
+    )
+    device_secret_file: Path | None = Field(None, description="File holding the DeviceSecret.")
+    sign_method: Literal["hmacsha256", "hmacsha1", "hmacmd5"] = Field(
+        "hmacsha256", description="HMAC of the CONNECT password."
+    )
+    subdevices: dict[str, AlinkSubDeviceBlock] = Field(
+        default_factory=dict,
+        description="Device id -> its cloud identity; every enabled device needs one.",
+    )
+    seq_property: str | None = Field(
+        "edge_seq",
+        description="Thing-model property carrying the buffer seq; null leaves it out.",
+    )
+
+
+class IotdaSubDeviceBlock(StrictModel):
+    """The Huawei IoTDA identity of one device (a sub-device of the gateway)."""
+
+    device_id: str = Field(
+        min_length=1, description="Platform device id (usually <product_id>_<node_id>)."
+    )
+    service_id: str = Field(min_length=1, description="Service of the product model reported.")
+    identifiers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tag name -> property name in the product model; unlisted tags keep theirs.",
+    )
+
+
+class IotdaBlock(StrictModel):
+    """Huawei Cloud IoTDA: the agent is a gateway device (secret authentication)."""
+
+    gateway_id: str = Field(min_length=1, description="Platform device id of the gateway.")
+    secret: str | None = Field(
+        None, repr=False, description="Device secret of the gateway; prefer ${ENV}."
+    )
+    secret_file: Path | None = Field(None, description="File holding the device secret.")
+    subdevices: dict[str, IotdaSubDeviceBlock] = Field(
+        default_factory=dict,
+        description="Device id -> its platform identity; every enabled device needs one.",
+    )
+    seq_property: str | None = Field(
+        "edge_seq",
+        description="Product-model property carrying the buffer seq; null leaves it out.",
+    )
+
+
+class _DestinationHead(StrictModel):
+    """What names a destination; comes first in :class:`NorthSection`."""
+
+    id: str = Field(
+        description="Destination id, unique in the site (its cursor in the buffer, its status). "
+        "'mqtt' is the mqtt section's when that section is given."
+    )
+    dialect: NorthDialect = Field(description="What is sent and how (see docs/NORTH.md).")
+
+    _check_id = field_validator("id")(check_id)
+
+
+class NorthSection(MqttSection, _DestinationHead):
+    """One destination: a broker connection (the keys of ``mqtt``) and a dialect.
+
+    ``topic`` and ``status_topic`` are edge-json's (the other dialects' topics are
+    fixed by the cloud); exactly the block of the dialect may be given.
+    """
+
+    host: str = Field(description="Broker host name or address.")
+    client_id: str | None = Field(
+        None,
+        description="Default: edge-agent-<agent id>-<destination id> (edge-agent-<agent id> "
+        "for the id 'mqtt'). Alink and IoTDA compute their own.",
+    )
+    sparkplug: SparkplugBlock | None = Field(None, description="Options of sparkplug-b.")
+    thingsboard: ThingsboardBlock | None = Field(None, description="Options of thingsboard.")
+    alink: AlinkBlock | None = Field(None, description="Options of alink (required there).")
+    iotda: IotdaBlock | None = Field(None, description="Options of iotda (required there).")
+
+
 class BufferSection(StrictModel):
     """The local SQLite buffer; see docs/decisions for the durability trade."""
 
@@ -277,7 +443,16 @@ class SiteFile(StrictModel):
     """The top level of a site file."""
 
     agent: AgentSection = Field(description="Who this agent is.")
-    mqtt: MqttSection = Field(default_factory=MqttSection, description="The broker.")
+    mqtt: MqttSection = Field(
+        default_factory=MqttSection,
+        description="The broker (an edge-json destination with the id 'mqtt'). With north "
+        "and no mqtt key, the agent publishes to the north destinations only.",
+    )
+    north: list[NorthSection] | None = Field(
+        None,
+        description="Destinations, each a broker and a dialect. Unset: the mqtt section is "
+        "the only one.",
+    )
     buffer: BufferSection = Field(default_factory=BufferSection, description="The local buffer.")
     metrics: MetricsSection = Field(
         default_factory=MetricsSection, description="Metrics endpoint and summary."

@@ -1,7 +1,8 @@
 """Warn when the site file or a file holding a secret can be read by every user.
 
 The site file may hold a password (or name where one is), ``mqtt.password_file``
-holds one, the TLS key is the box's identity toward the broker, and a
+holds one (so do a destination's password, token and device secret files), the
+TLS key is the box's identity toward the broker, and a
 driver's client key (OPC UA ``private_key``) its identity toward a device. Any of
 them readable by others lets every local account read it. ``edge-agent run``
 logs one warning per such file at start-up and ``edge-agent validate`` prints
@@ -14,6 +15,7 @@ import stat
 from pathlib import Path
 
 from agent.site.loader import Site
+from agent.site.north import secret_files
 from drivers.base import NamesSecretFiles
 
 
@@ -25,6 +27,8 @@ def sensitive_files(site: Site) -> list[tuple[Path, str]]:
         files.append((site.mqtt.password_file, "the MQTT password"))
     if site.mqtt.tls is not None and site.mqtt.tls.key is not None:
         files.append((site.mqtt.tls.key, "the TLS client key"))
+    for dest in site.north:
+        files.extend(secret_files(dest))
     files = [(p if p.is_absolute() else base / p, what) for p, what in files]
     for device in site.devices:  # paths as the driver reads them
         if isinstance(device.options, NamesSecretFiles):

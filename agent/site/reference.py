@@ -94,6 +94,30 @@ _RULES = """\
   poll interval (at least 0.5s, at most 2s), doubles on each failed attempt
   up to 30s, with +-25 % jitter; the first good poll resets it. Not
   configurable; other devices are not delayed.
+- **Destinations (`north`)**: each entry is one broker connection (the keys of
+  `mqtt`) speaking one `dialect`, with the block of that dialect only
+  (`sparkplug`, `thingsboard`, `alink`, `iotda`; edge-json takes none).
+  Without `north` the agent publishes to `mqtt` as always. With `north` and
+  an `mqtt` key (even `mqtt: {}`), `mqtt` is one more edge-json destination
+  with the id `mqtt`; with `north` and no `mqtt` key, only the `north`
+  entries are published to (one of them may then take the id `mqtt`, to keep
+  that destination's place in the buffer). `alink` and `iotda` need a
+  `subdevices` entry for every enabled device, and sign their own client id,
+  user name and password; `topic` and `status_topic` are edge-json's. A
+  Sparkplug destination keeps its bdSeq in `<data_dir>/sparkplug-<id>.bdseq`.
+  Secrets: `password`, `access_token`, `device_secret` and `secret` take
+  `${ENV}`, or the matching `*_file` key names a file holding it.
+
+  ```yaml
+  north:
+    - id: county
+      dialect: sparkplug-b
+      host: scada.county.example
+      port: 8883
+      tls: {}
+      sparkplug: {group_id: county-plants, primary_host: county-scada}
+  ```
+
 - **Permissions**: `validate` and `run` warn when the site file, the MQTT
   password file or a key file is readable by every user
   (`... is readable by every user (mode -rw-r--r--): chmod 640 FILE`). Fix it
