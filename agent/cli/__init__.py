@@ -15,6 +15,7 @@ status       ``status`` (table, JSON, watch) and ``metrics``
 statustext   the plain-text status table (standard library only: fast)
 read         ``read`` (commissioning, ``--raw``)
 doctor       ``doctor``
+listen       ``listen``: what reaches a broker, decoded
 buffer       ``buffer stats|export|purge``
 profile      ``profile list|show|diff|test``
 vectors      ``profile test``: a profile's vectors through the driver's decoder

@@ -174,6 +174,64 @@ def doctor(
     raise typer.Exit(run_doctor(config, seconds, typer.echo))
 
 
+@app.command()
+def listen(
+    broker: Annotated[str, typer.Option("--broker", help="The broker, HOST:PORT.")],
+    topics: Annotated[
+        list[str] | None, typer.Argument(help="Topic filters (default: the dialect's topics).")
+    ] = None,
+    dialect: Annotated[
+        str,
+        typer.Option(
+            help="edge-json, sparkplug-b, thingsboard, alink, iotda, or auto (guess by topic)."
+        ),
+    ] = "edge-json",
+    username: Annotated[str | None, typer.Option(help="MQTT user name.")] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", metavar="VAR", help="Read the password from $VAR."),
+    ] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="TLS, the system's CAs.")] = False,
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", metavar="FILE", help="TLS, this CA file.")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="Client id (default: edge-agent-listen-PID).")
+    ] = None,
+    seq_key: Annotated[
+        str, typer.Option(help="The buffer-seq key of the cloud dialects.")
+    ] = "edge_seq",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    count: Annotated[int | None, typer.Option(help="Stop after N messages.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop after S seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Show what reaches a broker, decoded: check a destination without the cloud's console.
+
+    One line per message, a WARNING line when a seq skips or repeats, a summary
+    at the end. Exit 0; 1 if the broker cannot be reached; 2 bad input.
+    """
+    from agent.cli.listen import listen as run_listen
+
+    raise typer.Exit(
+        run_listen(
+            broker=broker,
+            topics=topics or [],
+            dialect=dialect,
+            username=username,
+            password_env=password_env,
+            tls=tls,
+            tls_ca=tls_ca,
+            client_id=client_id,
+            seq_key=seq_key,
+            as_json=as_json,
+            count=count,
+            timeout=timeout,
+        )
+    )
+
+
 def _add_buffer_commands() -> None:
     from agent.cli.buffer import buffer_app  # typer only; the commands import lazily
 
