@@ -50,8 +50,9 @@ broker shows a smaller one) is never published: the batches of that run are
 queued again by the buffer in halves under new seqs (``oversized_split``),
 and the session's ``on_connect`` is sent again before the next data, since
 its state (a Sparkplug seq, a device born) moved on for packets that did not
-go out. A reading too large even alone is refused by the buffer, counted,
-never dropped silently.
+go out. A batch of one reading cannot be cut: it is refused, counted in
+``refused_by_dialect`` with ``last_error`` saying so, and logged; never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ from agent.message import decode_message
 from agent.north.dialects.common import Batch, Credentials, Encoded, Packet
 from agent.north.health import STABLE_S, LinkEnd, LinkHealth
 from agent.north.options import (
-    MIN_MESSAGE_SIZE,
     BatchLike,
     BatchSource,
     Link,
@@ -506,7 +506,10 @@ class PublishLoop:
                     async with asyncio.timeout(1.0):  # re-checked: a reaction sets it
                         await self._ready.wait()
                 continue
-            self._births(link)
+            try:
+                self._births(link)
+            except LinkDown:
+                return
             held = self._held()
             acked = held - self._open
             if acked >= max(1, window // 2):
@@ -554,19 +557,30 @@ class PublishLoop:
     ) -> None:
         """Encode one run of batches and publish its packets (all or, if one is too large, none)."""
         decoded: list[Batch] = []
+        kept: list[BatchLike] = []
         values: dict[int, int] = {}
         for stored in run:
             batch = self._decode(stored)
             if batch is not None:
                 decoded.append(batch)
+                kept.append(stored)
                 values[stored.seq] = stored.n_values
+        if not decoded:
+            return
         self._open += len(decoded)
-        encoded = session.encode(decoded, now_ms(), historical=historical)
+        try:
+            encoded = session.encode(decoded, now_ms(), historical=historical)
+        except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
+            log.exception("%s cannot encode batches %d..%d", self.stats.dialect,
+                          decoded[0].seq, decoded[-1].seq)  # fmt: skip
+            self._aborted = True
+            link.abort(f"{self.stats.dialect} cannot encode batch seq {decoded[0].seq}: {exc}")
+            raise LinkDown(str(exc)) from exc
         packets = self._complete(encoded, [b.seq for b in decoded])
         limit = self._health.limit
         sizes = [packet_size(p.topic, len(p.payload)) for p in packets]
         if any(size > limit for size in sizes):
-            self._withhold(run, max(sizes))
+            self._withhold(kept, decoded, max(sizes))
             return
         self._count_refused(encoded)
         self._ack_now(encoded.idle)
@@ -619,18 +633,31 @@ class PublishLoop:
         last = encoded.packets[-1]
         return (*encoded.packets[:-1], Packet(last.topic, last.payload, (*last.done, *missing)))
 
-    def _withhold(self, run: Sequence[BatchLike], size: int) -> None:
-        """A packet above the broker's limit: the run is queued again in halves, never sent."""
+    def _withhold(self, run: Sequence[BatchLike], batches: Sequence[Batch], size: int) -> None:
+        """A packet above the broker's limit: the run is queued again in halves, never sent.
+
+        Each stored batch is cut to half its size, so every pass makes progress;
+        a batch of one reading cannot be cut: it is refused, counted and logged.
+        """
         limit = self._health.limit
         refused = 0
-        for stored in run:
-            budget = max(MIN_MESSAGE_SIZE // 2, len(stored.payload) // 2)
-            refused += self._source.resplit(stored.seq, stored.device, stored.payload, budget)
+        for stored, batch in zip(run, batches, strict=True):
+            if len(batch.readings) > 1:
+                budget = len(stored.payload) // 2
+                refused += self._source.resplit(stored.seq, stored.device, stored.payload, budget)
+            else:
+                refused += 1
+                self.stats.refused_by_dialect += 1
+                self.stats.last_error = (
+                    f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
+                    f"{self.stats.dialect} message above the {limit:,}-byte limit: refused"
+                )
+                self._source.ack([stored.seq])
             self.stats.oversized_split += 1
         self._open = max(0, self._open - len(run))
         self._births_due = True  # the session's state moved on for packets not sent
         (log.warning if self.stats.oversized_split == len(run) else log.debug)(
-            "a %s packet of %s bytes is above the %s-byte message limit: batches %d..%d "
+            "a %s message of %s bytes is above the %s-byte message limit: batches %d..%d "
             "queued again in smaller batches under new seqs%s",
             self.stats.dialect, f"{size:,}", f"{limit:,}", run[0].seq, run[-1].seq,
             f", {refused} reading(s) too large alone were refused" if refused else "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -18,6 +19,7 @@ from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, Ref
 from agent.north.link import Publisher
 from agent.north.session import Reaction, ReplyVerdict
 from agent.north.sparkplug.encode import Outgoing
+from drivers.base import Reading
 from tests.agent.north.test_publisher import AGENT, MemorySource, options, running, until
 from tests.support.mosquitto import Mosquitto, Subscriber
 
@@ -263,3 +265,44 @@ async def test_without_a_session_the_wire_is_unchanged(mosquitto: Mosquitto) -> 
     assert [m.topic for m in msgs] == [f"edge/{AGENT}/status", f"edge/{AGENT}/dev"]
     assert pub.stats.dialect == "edge-json"
     assert pub.stats.packets_published == 0
+
+
+class WideSession(FakeSession):
+    """400 bytes per reading, accepted by PUBACK alone: a six-reading batch is too large."""
+
+    def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        packets = []
+        for batch in batches:
+            body = {"seq": batch.seq, "n": [r.values["n"] for r in batch.readings]}
+            padding = "x" * (400 * len(batch.readings))
+            packets.append(
+                Packet(DATA, json.dumps({**body, "pad": padding}).encode(), (batch.seq,))
+            )
+        return Encoded(tuple(packets))
+
+    def reply_key(self, packet: Packet) -> str | None:
+        return None
+
+
+async def test_a_packet_above_the_limit_is_never_sent_its_batch_is_cut(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from agent.buffer import Buffer
+
+    session = WideSession()
+    async with Buffer(tmp_path / "buffer.db", agent_id=AGENT, commit_interval=0.02) as buf:
+        buf.put("dev", [Reading(1764270000000 + i, {"n": i}) for i in range(6)])
+        await buf.flush()
+        with Subscriber(mosquitto.port, "fake/#") as sub:
+            pub = Publisher(options(mosquitto.port, max_message_size=2048), buf, AGENT, session)
+            async with running(pub):
+                msgs = await sub.wait_for_async(
+                    lambda m: sorted(n for x in m if x.topic == DATA
+                                     for n in json.loads(x.payload)["n"]) == list(range(6))
+                )  # fmt: skip
+                await until(lambda: pub.stats.messages_published >= 2, what="pieces acked")
+    data = [json.loads(m.payload) for m in msgs if m.topic == DATA]
+    assert all(len(d["n"]) < 6 for d in data)  # the whole batch never went out
+    assert min(d["seq"] for d in data) > 1  # the pieces have new seqs
+    assert pub.stats.oversized_split == 1
+    assert [m.topic for m in msgs].count(HELLO) == 2  # on_connect again before the pieces
