@@ -29,6 +29,7 @@ import array
 import asyncio
 import fcntl
 import termios
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,6 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import PublishError
+from agent.north.dialects.common import Credentials
 from agent.north.options import (
     REFUSALS,
     BatchLike,
@@ -50,6 +52,7 @@ from agent.north.options import (
     missing_tls_file,
 )
 from agent.north.publisher import PublishLoop
+from agent.north.sparkplug.encode import Outgoing
 
 __all__ = [
     "BatchLike",
@@ -65,9 +68,18 @@ __all__ = [
 class _Link:
     """One paho client for one connection; thrown away when the connection ends."""
 
-    def __init__(self, opts: MqttOptions, will: bytes, status_topic: str) -> None:
+    def __init__(
+        self,
+        opts: MqttOptions,
+        will: Outgoing,
+        credentials: Credentials | None = None,
+        on_message: Callable[[str, bytes], None] | None = None,
+        side_messages: int = 2,
+    ) -> None:
         self._opts = opts
         self._loop = asyncio.get_running_loop()
+        self._on_message_cb = on_message
+        self._subacks: dict[int, asyncio.Future[list[str]]] = {}
         self.ended: asyncio.Future[str] = self._loop.create_future()
         # a ReasonCode, or why the connection ended first (a result, not an exception:
         # nobody may be waiting any more, and an unretrieved exception would be logged)
@@ -77,16 +89,18 @@ class _Link:
         # clean session: the broker must not replay anything; the buffer decides what is resent
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=opts.client_id,
+            client_id=opts.client_id if credentials is None else credentials.client_id,
             clean_session=True,
             reconnect_on_failure=False,
         )
-        # status messages (birth, offline) may be in flight next to the data window;
-        # beyond that paho refuses instead of queueing in RAM
-        c.max_inflight_messages_set(opts.max_inflight + 2)
-        c.max_queued_messages_set(opts.max_inflight + 2)
+        # side messages (status, births, replies) may be in flight next to the data
+        # window; beyond that paho refuses instead of queueing in RAM
+        c.max_inflight_messages_set(opts.max_inflight + side_messages)
+        c.max_queued_messages_set(opts.max_inflight + side_messages)
         c.connect_timeout = opts.connect_timeout
-        if opts.username is not None:
+        if credentials is not None:
+            c.username_pw_set(credentials.username, credentials.password)
+        elif opts.username is not None:
             c.username_pw_set(opts.username, opts.password)
         if opts.tls is not None:
             t = opts.tls
@@ -100,10 +114,13 @@ class _Link:
             )
             if t.insecure:
                 c.tls_insecure_set(True)
-        c.will_set(status_topic, will, qos=1, retain=True)
+        c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        if on_message is not None:
+            c.on_message = self._on_message
         self.client = c
 
     async def open(self) -> None:
@@ -181,6 +198,41 @@ class _Link:
         self._acks[info.mid] = fut
         return fut
 
+    async def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
+        """Subscribe and wait for the SUBACK; :class:`PublishError` if a filter is refused.
+
+        Raise :class:`LinkDown` if the link ends first. Waits at most
+        ``connect_timeout``: a broker that never answers is a failed connection.
+        """
+        if not topics:
+            return
+        rc, mid = self.client.subscribe([(t, q) for t, q in topics])
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            reason = f"subscribe failed: {mqtt.error_string(rc)}"
+            self.abort(reason)
+            raise LinkDown(reason)
+        fut: asyncio.Future[list[str]] = self._loop.create_future()
+        self._subacks[mid] = fut
+        o = self._opts
+        try:
+            async with asyncio.timeout(o.connect_timeout):
+                waiting: list[asyncio.Future[Any]] = [fut, self.ended]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            raise PublishError(
+                f"no SUBACK from broker {o.host}:{o.port} within {o.connect_timeout:g} s"
+            ) from None
+        finally:
+            self._subacks.pop(mid, None)
+        if not fut.done():
+            raise LinkDown(self.ended.result())
+        refused = [t for (t, _), code in zip(topics, fut.result(), strict=False) if code]
+        if refused:
+            raise PublishError(
+                f"broker {o.host}:{o.port} refused the subscription to {', '.join(refused)} "
+                f"(an ACL on these topics?)"
+            )
+
     def misc(self) -> None:
         """Keepalive pings and paho's own PINGRESP timeout."""
         if self.client.socket() is not None:
@@ -234,6 +286,7 @@ class _Link:
             if not fut.done():
                 fut.set_exception(LinkDown(reason))
         self._acks.clear()
+        self._on_message_cb = None  # nothing more is delivered from an ended link
 
     # --- paho callbacks and socket events, all on the loop thread
 
@@ -289,6 +342,26 @@ class _Link:
             detail = "" if name == "Unspecified error" else f" ({name.lower()})"
             self._end(f"the connection to the broker was lost{detail}")
 
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        props: Any,
+    ) -> None:
+        fut = self._subacks.get(mid)
+        if fut is not None and not fut.done():
+            # one entry per filter: empty when granted, the refusal's name otherwise
+            fut.set_result([r.getName() if r.is_failure else "" for r in reasons])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        callback = self._on_message_cb
+        if callback is not None:
+            # handled on the loop after paho's read returns: a reaction may publish or
+            # end this link, which must not happen inside paho's own read
+            self._loop.call_soon(callback, message.topic, bytes(message.payload))
+
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Properties
     ) -> None:
@@ -315,8 +388,17 @@ class Publisher(PublishLoop):
     disconnects cleanly; cancelling ``run`` instead drops the socket, and the
     broker publishes the Last Will ("offline", retained).
 
-    Build it with ``Publisher(options, source, agent_id)``.
+    Build it with ``Publisher(options, source, agent_id)`` for edge-json, or
+    ``Publisher(options, source, agent_id, session)`` to speak a dialect through
+    a :class:`agent.north.session.Session` (see :mod:`agent.north.publisher`).
     """
 
-    def _make_link(self, will: bytes) -> _Link:
-        return _Link(self._o, will, self._status_topic)
+    def _make_link(
+        self,
+        will: Outgoing,
+        credentials: Credentials | None = None,
+        on_message: Callable[[str, bytes], None] | None = None,
+    ) -> _Link:
+        # a dialect's births, device messages and replies come on top of the data window
+        side = 2 if self._session is None else 2 + 4 * self._o.max_inflight + 1024
+        return _Link(self._o, will, credentials, on_message, side)

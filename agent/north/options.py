@@ -39,6 +39,8 @@ class Link(Protocol):
     def publish(
         self, topic: str, payload: bytes, qos: int, retain: bool
     ) -> asyncio.Future[None]: ...
+    # subscribe and wait for the SUBACK (PublishError if refused, LinkDown if the link ends)
+    async def subscribe(self, topics: Sequence[tuple[str, int]]) -> None: ...
     def misc(self) -> None: ...  # keepalive work, called every tick
     def uplink_moved(self) -> bool: ...  # the kernel's send queue shrank since the last call
     async def disconnect(self) -> None: ...  # clean DISCONNECT
@@ -139,7 +141,13 @@ class MqttOptions:
 
 @dataclass
 class PublisherStats:
-    """Counters for status and metrics. ``messages_published`` counts PUBACKed batches."""
+    """Counters for status and metrics. ``messages_published`` counts confirmed batches.
+
+    With edge-json a batch is one packet, confirmed by its PUBACK. With a dialect
+    session a batch is confirmed once the packet finishing it (and every earlier
+    one) has its PUBACK and, where the cloud replies, its reply; ``packets_published``
+    counts the dialect's data packets that got their PUBACK.
+    """
 
     connected: bool = False
     last_error: str | None = None
@@ -150,6 +158,10 @@ class PublisherStats:
     last_publish_ms: int | None = None
     early_disconnects: int = 0  # connections that ended soon after the broker accepted them
     oversized_split: int = 0  # stored batches cut again because they were too large
+    packets_published: int = 0  # a dialect's data packets PUBACKed (edge-json: not counted)
+    refused_by_cloud: int = 0  # values in packets the cloud replied it will never take
+    refused_by_dialect: int = 0  # readings the dialect cannot carry (a value out of width...)
+    dialect: str = "edge-json"
 
 
 MIN_MESSAGE_SIZE = 1024  # below this even the status messages may not fit

@@ -4,6 +4,55 @@
 module holds what does not touch the wire: the in-flight window in ``seq``
 order, acks to the buffer, reconnect backoff, dead-link detection, drain on
 stop, and the one-warning/one-info logging of the broker link.
+
+Without a session (edge-json) each stored payload is one PUBLISH on
+``mqtt.topic``, acked after its PUBACK; the retained status message is the
+birth and the Last Will.
+
+With a :class:`agent.north.session.Session` the publisher speaks the session's
+dialect and keeps everything else. The contract, per connection:
+
+1. before CONNECT: ``credentials(now)`` (None keeps the configured ones) and
+   ``will(now)``, the Last Will; no edge-json status messages at all.
+2. after CONNACK: SUBSCRIBE to ``subscriptions()`` and wait for the SUBACK, so
+   no reply or command is missed; a refused filter fails the connection.
+3. nothing but inbound handling while ``ready()`` is False (checked again on
+   ``Reaction.ready_changed``); once ready, ``on_connect(now)`` is published in
+   order, then data.
+4. data: committed batches in seq order (window ``max_inflight`` seqs, as
+   edge-json), each stored payload decoded into a
+   :class:`~agent.north.dialects.common.Batch` and given to ``encode`` in runs:
+   ``historical=True`` for batches committed before this connection started
+   (a backlog). Packets are published in order at ``mqtt.qos``. A seq is
+   acknowledged to the buffer once the packet naming it in ``done`` and every
+   earlier packet are confirmed: PUBACK, and the cloud's reply when
+   ``reply_key(packet)`` is not None. Replies come back as
+   ``Reaction.replies``: ``accepted`` confirms; ``refused`` confirms and counts
+   the values of the packet's finished batches in ``stats.refused_by_cloud``;
+   ``retry`` drops the link, so everything unconfirmed is sent again after the
+   backoff. A reply missing for 2 x keepalive after the PUBACK drops the link
+   like a missing PUBACK. ``Encoded.idle`` seqs are acked at once;
+   ``Encoded.refused`` readings are counted in ``stats.refused_by_dialect`` and
+   logged once (then at debug).
+5. inbound: ``on_message`` -> ``Reaction``: ``send`` published at once,
+   ``rebirth`` publishes ``on_connect`` again before further data, ``note``
+   goes to ``stats.last_error`` and the log, ``reconnect`` ends the connection
+   cleanly and connects again at once.
+6. :meth:`PublishLoop.device_state` asks ``device_state`` and publishes its
+   messages on the current link, after what was already sent; with no link
+   (or before ``on_connect`` went out) they are dropped: the session keeps the
+   state and its next ``on_connect`` says it.
+7. a clean stop publishes ``goodbye(now)``, then DISCONNECT.
+
+Sizes: a dialect cuts its own packets to the cloud's limits (``encode``). A
+packet above the broker's limit (``mqtt.max_message_size``, lowered when the
+broker shows a smaller one) is never published: the batches of that run are
+queued again by the buffer in halves under new seqs (``oversized_split``),
+and the session's ``on_connect`` is sent again before the next data, since
+its state (a Sparkplug seq, a device born) moved on for packets that did not
+go out. A batch of one reading cannot be cut: it is refused, counted in
+``refused_by_dialect`` with ``last_error`` saying so, and logged; never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -13,12 +62,16 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import orjson
 
 from agent.errors import PublishError, StorageError
+from agent.message import decode_message
+from agent.north.dialects.common import Batch, Credentials, Encoded, Packet
 from agent.north.health import STABLE_S, LinkEnd, LinkHealth
 from agent.north.options import (
     BatchLike,
@@ -32,7 +85,9 @@ from agent.north.options import (
     packet_size,
     payload_budget,
 )
-from drivers.base import now_ms
+from agent.north.session import Reaction, ReplyVerdict, Session
+from agent.north.sparkplug.encode import Outgoing
+from drivers.base import Reading, now_ms
 
 __all__ = ["PublishLoop"]
 
@@ -50,11 +105,47 @@ class _InFlight:
     size: int  # bytes of the PUBLISH packet
 
 
+@dataclass(slots=True)
+class _Sent:
+    """One data packet of a dialect session, until it is confirmed."""
+
+    first_seq: int  # the oldest batch it may carry (what health names at a link's end)
+    topic: str
+    future: asyncio.Future[None]
+    sent: float
+    size: int
+    done: tuple[int, ...]
+    values: int  # values of the batches it finishes
+    key: str | None  # the reply that confirms it, besides its PUBACK
+    acked_at: float | None = None  # its PUBACK, monotonic
+    verdict: ReplyVerdict | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.acked_at is not None and (self.key is None or self.verdict is not None)
+
+
+_NOTES_KEPT = 64  # distinct notes logged at warning before they go to debug
+_RECONNECT = "the dialect asked for a new connection"
+
+
 class PublishLoop:
     """Everything of :class:`agent.north.link.Publisher` but the wire (``_make_link``)."""
 
-    def __init__(self, options: MqttOptions, source: BatchSource, agent_id: str) -> None:
+    def __init__(
+        self,
+        options: MqttOptions,
+        source: BatchSource,
+        agent_id: str,
+        session: Session | None = None,
+        *,
+        dialect: str | None = None,
+    ) -> None:
         self.stats = PublisherStats()
+        self.stats.dialect = dialect or (
+            "edge-json" if session is None else str(getattr(session, "dialect", "session"))
+        )
+        self._session = session
         self._o = options
         self._source = source
         self._agent = agent_id
@@ -80,6 +171,17 @@ class PublishLoop:
         self._run_task: asyncio.Task[None] | None = None
         self._link: Link | None = None  # the connection being served, for side messages
         self._hurry: asyncio.Task[None] | None = None  # a commit of acked deletes, asked now
+        # --- with a session only
+        self._sent: deque[_Sent] = deque()  # data packets not yet confirmed, in order
+        self._by_key: dict[str, _Sent] = {}
+        self._open = 0  # seqs handed to encode and not yet acked, idle or cut
+        self._up_ms = 0  # wall clock at this connection's CONNACK: older batches are backlog
+        self._births_due = False  # on_connect() not yet published on this connection
+        self._birthed = False  # on_connect() went out on this connection
+        self._ready = asyncio.Event()
+        self._reconnect = False  # the session asked for a new connection
+        self._notes: set[str] = set()
+        self._refusals_logged = False
 
     async def run(self) -> None:
         """Publish until cancelled or stopped; reconnect on every failure."""
@@ -155,17 +257,13 @@ class PublishLoop:
         self._up_at = self._moved_at = time.monotonic()
         self._stable = self._aborted = False
         reason = await self._serve(link)
-        if reason is None:
-            self._stable = True  # a stop, not a failure
+        if reason is None or reason is _RECONNECT:
+            self._stable = True  # a stop or a reconnect asked for, not a failure
             await self._say_goodbye(link)
+            if reason is _RECONNECT:
+                self._note_down(self.stats.last_error or _RECONNECT, warn=False)
             return
-        head = next(iter(self._inflight.values()), None)
-        end = LinkEnd(
-            reason,
-            time.monotonic() - self._up_at,
-            self._aborted,
-            None if head is None else (head.seq, head.size),
-        )
+        end = LinkEnd(reason, time.monotonic() - self._up_at, self._aborted, self._head())
         limit = self._health.limit
         self._note_down(self._health.ended(end))
         if self._health.limit < limit:
@@ -178,24 +276,43 @@ class PublishLoop:
         current = self._source.max_message_bytes
         self._source.max_message_bytes = budget if current is None else min(current, budget)
 
+    def _head(self) -> tuple[int, int] | None:
+        """(seq, packet bytes) of the oldest unconfirmed packet."""
+        if self._session is not None:
+            sent = self._sent[0] if self._sent else None
+            return None if sent is None else (sent.first_seq, sent.size)
+        head = next(iter(self._inflight.values()), None)
+        return None if head is None else (head.seq, head.size)
+
     def _drained(self) -> bool:
         """Connected, everything committed so far sent, and nothing left in flight."""
-        return self.stats.connected and not self._inflight and self._after >= self._source.last_seq
+        if not self.stats.connected or self._after < self._source.last_seq:
+            return False
+        return not self._sent and not self._open if self._session else not self._inflight
 
     # --- connection lifecycle
 
-    def _make_link(self, will: bytes) -> Link:
-        """A new, unopened connection whose Last Will is ``will``."""
+    def _make_link(
+        self,
+        will: Outgoing,
+        credentials: Credentials | None = None,
+        on_message: Callable[[str, bytes], None] | None = None,
+    ) -> Link:
+        """A new, unopened connection: its Last Will, CONNECT identity, inbound handler."""
         raise NotImplementedError
 
     async def _connect(self) -> Link | None:
-        offline = self._status_payload("offline")
         link: Link | None = None
         try:
-            link = self._make_link(offline)
-            await link.open()
-            # birth message: ordered before any data on this connection, its PUBACK unused
-            _ignore(link.publish(self._status_topic, self._status_payload("online"), 1, True))
+            if self._session is None:
+                offline = Outgoing(self._status_topic, self._status_payload("offline"), 1, True)
+                link = self._make_link(offline)
+                await link.open()
+                # birth message: ordered before any data on this connection, its PUBACK unused
+                online = self._status_payload("online")
+                _ignore(link.publish(self._status_topic, online, 1, True))
+            else:
+                link = await self._open_session_link(self._session)
         except (PublishError, LinkDown) as exc:
             self._note_down(str(exc))
         except (OSError, ValueError) as exc:  # TLS files unreadable while building the client
@@ -206,6 +323,21 @@ class PublishLoop:
         if link is not None:
             link.close()
         return None
+
+    async def _open_session_link(self, session: Session) -> Link:
+        now = now_ms()
+        credentials = session.credentials(now)
+        will = session.will(now)
+        check_topic(will.topic)
+        self._births_due, self._birthed, self._reconnect = True, False, False
+        # the handler is bound to this link: a late message from an older one is ignored
+        holder: list[Link] = []
+        link = self._make_link(will, credentials, lambda t, p: self._inbound(holder[0], t, p))
+        holder.append(link)
+        await link.open()
+        await link.subscribe(list(session.subscriptions()))
+        self._up_ms = now_ms()
+        return link
 
     def _note_up(self) -> None:
         o = self._o
@@ -223,10 +355,11 @@ class PublishLoop:
             o = self._o
             log.info("MQTT broker %s:%d is reachable again", o.host, o.port)
 
-    def _note_down(self, reason: str) -> None:
+    def _note_down(self, reason: str, *, warn: bool = True) -> None:
         self.stats.connected = False
         self.stats.last_error = reason
-        self._health.log_down(reason)
+        if warn:
+            self._health.log_down(reason)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self._o.reconnect_max, self._o.reconnect_min * 2 ** min(attempt - 1, 30))
@@ -239,8 +372,9 @@ class PublishLoop:
 
     async def _serve(self, link: Link) -> str | None:
         """Publish over ``link`` until it ends (the reason) or stop is asked (None)."""
+        pumping = self._pump(link) if self._session is None else self._pump_session(link)
         async with asyncio.TaskGroup() as group:
-            pump = group.create_task(self._pump(link), name="mqtt-publish")
+            pump = group.create_task(pumping, name="mqtt-publish")
             acker = group.create_task(self._ack_loop(), name="mqtt-ack")
             reason = await self._watch(link)
             pump.cancel()
@@ -254,6 +388,8 @@ class PublishLoop:
                 return link.ended.result()
             if self._stop.is_set():
                 return None
+            if self._reconnect:
+                return _RECONNECT
             await asyncio.wait([link.ended], timeout=_TICK_S)
             if link.ended.done():
                 continue
@@ -263,21 +399,51 @@ class PublishLoop:
                 self._note_stable()
             if link.uplink_moved():
                 self._moved_at = now  # a slow link that moves bytes is not dead
-            oldest = next(iter(self._inflight.values()), None)
-            if oldest is not None and now - max(oldest.sent, self._moved_at) > stall_s:
+            if self._session is not None:
+                self._check_replies(link, now, stall_s)
+                oldest_sent = next((s.sent for s in self._sent if s.acked_at is None), None)
+            else:
+                oldest = next(iter(self._inflight.values()), None)
+                oldest_sent = None if oldest is None else oldest.sent
+            if oldest_sent is not None and now - max(oldest_sent, self._moved_at) > stall_s:
                 self._aborted = True
                 link.abort(f"no PUBACK and no bytes moving for {stall_s} s, the link looks dead")
+
+    def _check_replies(self, link: Link, now: float, timeout_s: int) -> None:
+        """A cloud reply missing for ``timeout_s`` after the PUBACK ends the link."""
+        for sent in self._sent:
+            late = sent.key is not None and sent.verdict is None and sent.acked_at is not None
+            if late and sent.acked_at is not None and now - sent.acked_at > timeout_s:
+                self._aborted = True
+                link.abort(
+                    f"no reply from the cloud to a message on {sent.topic} within {timeout_s} s "
+                    f"of its PUBACK: sent again on the next connection"
+                )
+                return
 
     async def _say_goodbye(self, link: Link) -> None:
         with contextlib.suppress(LinkDown, TimeoutError):
             async with asyncio.timeout(_GOODBYE_TIMEOUT_S):
-                await link.publish(self._status_topic, self._status_payload("offline"), 1, True)
+                if self._session is None:
+                    offline = self._status_payload("offline")
+                    await link.publish(self._status_topic, offline, 1, True)
+                else:
+                    futures = [
+                        link.publish(m.topic, m.payload, m.qos, m.retain)
+                        for m in self._session.goodbye(now_ms())
+                    ]
+                    for fut in futures:
+                        await fut
                 await link.disconnect()
 
     def _drop_link(self, link: Link) -> None:
         link.close()
         # in flight on a dead link: forgotten, resent from the buffer on the next connection
         self._inflight.clear()
+        self._sent.clear()
+        self._by_key.clear()
+        self._open = 0
+        self._birthed = False
         self._flush_acks()
         self.stats.inflight = 0
         self.stats.connected = False
@@ -321,7 +487,305 @@ class PublishLoop:
 
         A crash re-sends exactly these, so the window bounds them all.
         """
-        return len(self._inflight) + len(self._acked) + self._source.unsynced_acks()
+        sent = len(self._inflight) if self._session is None else self._open
+        return sent + len(self._acked) + self._source.unsynced_acks()
+
+    # --- the publishing window of a dialect session
+
+    async def _pump_session(self, link: Link) -> None:
+        session = self._session
+        assert session is not None
+        window = self._o.max_inflight
+        floor = self._source.last_seq
+        first = await self._source.first_pending_seq()
+        self._after = floor if first is None else first - 1
+        while not link.ended.done():
+            if not session.ready():
+                self._ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):  # re-checked: a reaction sets it
+                        await self._ready.wait()
+                continue
+            try:
+                self._births(link)
+            except LinkDown:
+                return
+            held = self._held()
+            acked = held - self._open
+            if acked >= max(1, window // 2):
+                self._hurry_deletes()
+            if held >= window:
+                if acked:
+                    await asyncio.shield(self._hurry_deletes())
+                else:
+                    self._space.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._space.wait()
+                continue
+            floor = self._source.last_seq
+            batches = await self._source.fetch(self._after, window - held)
+            if link.ended.done():
+                return
+            if not batches:
+                self._after = max(self._after, floor)
+                self._progress.set()
+                await self._source.wait_committed(self._after, timeout=1.0)
+                continue
+            if not session.ready():
+                continue  # the host went away during the fetch: sent once it is back
+            try:
+                self._births(link)  # a rebirth asked during the fetch goes first
+                for run, historical in _runs(batches, self._up_ms):
+                    self._send_run(link, session, run, historical)
+                    self._after = run[-1].seq
+            except LinkDown:
+                return
+
+    def _births(self, link: Link) -> None:
+        """Publish ``on_connect`` if due and the session is ready (in order, before data)."""
+        session = self._session
+        if session is None or not self._births_due or not session.ready():
+            return
+        self._births_due = False
+        for message in session.on_connect(now_ms()):
+            _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
+        self._birthed = True
+
+    def _send_run(
+        self, link: Link, session: Session, run: Sequence[BatchLike], historical: bool
+    ) -> None:
+        """Encode one run of batches and publish its packets (all or, if one is too large, none)."""
+        decoded: list[Batch] = []
+        kept: list[BatchLike] = []
+        values: dict[int, int] = {}
+        for stored in run:
+            batch = self._decode(stored)
+            if batch is not None:
+                decoded.append(batch)
+                kept.append(stored)
+                values[stored.seq] = stored.n_values
+        if not decoded:
+            return
+        self._open += len(decoded)
+        try:
+            encoded = session.encode(decoded, now_ms(), historical=historical)
+        except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
+            log.exception("%s cannot encode batches %d..%d", self.stats.dialect,
+                          decoded[0].seq, decoded[-1].seq)  # fmt: skip
+            self._aborted = True
+            link.abort(f"{self.stats.dialect} cannot encode batch seq {decoded[0].seq}: {exc}")
+            raise LinkDown(str(exc)) from exc
+        packets = self._complete(encoded, [b.seq for b in decoded])
+        limit = self._health.limit
+        sizes = [packet_size(p.topic, len(p.payload)) for p in packets]
+        if any(size > limit for size in sizes):
+            self._withhold(kept, decoded, max(sizes))
+            return
+        self._count_refused(encoded)
+        self._ack_now(encoded.idle)
+        first = decoded[0].seq if decoded else 0
+        for packet, size in zip(packets, sizes, strict=True):
+            fut = link.publish(packet.topic, packet.payload, self._o.qos, False)
+            sent = _Sent(
+                first, packet.topic, fut, time.monotonic(), size, packet.done,
+                sum(values.get(seq, 0) for seq in packet.done), session.reply_key(packet),
+            )  # fmt: skip
+            if packet.done:
+                first = packet.done[-1] + 1
+            self._sent.append(sent)
+            if sent.key is not None:
+                self._by_key[sent.key] = sent
+            fut.add_done_callback(partial(self._on_packet_acked, sent))
+        self.stats.inflight = len(self._sent)
+
+    def _decode(self, stored: BatchLike) -> Batch | None:
+        """The readings of a stored edge-json payload; None (acked, counted) if unreadable."""
+        try:
+            message = decode_message(stored.payload)
+            readings = [
+                Reading(r["ts"], r["values"], r.get("errors", {}), r.get("clock"))
+                for r in message["readings"]
+            ]
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            return Batch(stored.seq, stored.device, readings)
+        self.stats.refused_by_dialect += max(1, stored.n_values)
+        self.stats.last_error = f"batch seq {stored.seq} of {stored.device} is unreadable"
+        log.error("batch seq %d of %s is unreadable, dropped: %s", stored.seq, stored.device,
+                  problem)  # fmt: skip
+        self._acked.append(stored.seq)
+        self._ack_ready.set()
+        return None
+
+    def _complete(self, encoded: Encoded, seqs: list[int]) -> tuple[Packet, ...]:
+        """The packets, with any seq the session left unfinished put in the last ``done``."""
+        finished = {s for p in encoded.packets for s in p.done} | set(encoded.idle)
+        missing = tuple(s for s in seqs if s not in finished)
+        if not missing:
+            return encoded.packets
+        log.error("dialect %s left seqs %s unfinished: acked with its last packet",
+                  self.stats.dialect, missing)  # fmt: skip
+        if not encoded.packets:
+            self._ack_now(missing)
+            return ()
+        last = encoded.packets[-1]
+        return (*encoded.packets[:-1], Packet(last.topic, last.payload, (*last.done, *missing)))
+
+    def _withhold(self, run: Sequence[BatchLike], batches: Sequence[Batch], size: int) -> None:
+        """A packet above the broker's limit: the run is queued again in halves, never sent.
+
+        Each stored batch is cut to half its size, so every pass makes progress;
+        a batch of one reading cannot be cut: it is refused, counted and logged.
+        """
+        limit = self._health.limit
+        refused = 0
+        for stored, batch in zip(run, batches, strict=True):
+            if len(batch.readings) > 1:
+                budget = len(stored.payload) // 2
+                refused += self._source.resplit(stored.seq, stored.device, stored.payload, budget)
+            else:
+                refused += 1
+                self.stats.refused_by_dialect += 1
+                self.stats.last_error = (
+                    f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
+                    f"{self.stats.dialect} message above the {limit:,}-byte limit: refused"
+                )
+                self._source.ack([stored.seq])
+            self.stats.oversized_split += 1
+        self._open = max(0, self._open - len(run))
+        self._births_due = True  # the session's state moved on for packets not sent
+        (log.warning if self.stats.oversized_split == len(run) else log.debug)(
+            "a %s message of %s bytes is above the %s-byte message limit: batches %d..%d "
+            "queued again in smaller batches under new seqs%s",
+            self.stats.dialect, f"{size:,}", f"{limit:,}", run[0].seq, run[-1].seq,
+            f", {refused} reading(s) too large alone were refused" if refused else "",
+        )  # fmt: skip
+
+    def _count_refused(self, encoded: Encoded) -> None:
+        if not encoded.refused:
+            return
+        self.stats.refused_by_dialect += len(encoded.refused)
+        first = encoded.refused[0]
+        self.stats.last_error = (
+            f"{self.stats.dialect} cannot carry a reading of {first.device}: {first.reason}"
+        )
+        (log.debug if self._refusals_logged else log.warning)(
+            "%s: %d reading(s) refused by the dialect (counted in refused_by_dialect), "
+            "first: batch seq %d of %s: %s",
+            self.stats.dialect, len(encoded.refused), first.seq, first.device, first.reason,
+        )  # fmt: skip
+        self._refusals_logged = True
+
+    def _ack_now(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            self._open = max(0, self._open - len(seqs))
+            self._acked.extend(seqs)
+            self._ack_ready.set()
+
+    def _on_packet_acked(self, sent: _Sent, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the link ended; its batches stay in the buffer
+        self._moved_at = sent.acked_at = time.monotonic()
+        self._health.largest_acked = max(self._health.largest_acked, sent.size)
+        self.stats.packets_published += 1
+        self.stats.last_publish_ms = now_ms()
+        self._confirm()
+
+    def _confirm(self) -> None:
+        """Ack the finished seqs of every confirmed packet at the head, in order."""
+        moved = False
+        while self._sent and self._sent[0].confirmed:
+            sent = self._sent.popleft()
+            moved = True
+            if sent.done:
+                self._ack_now(sent.done)
+                self.stats.messages_published += len(sent.done)
+                if sent.verdict == "refused":
+                    self.stats.refused_by_cloud += sent.values
+                else:
+                    self.stats.values_published += sent.values
+        if moved:
+            self.stats.inflight = len(self._sent)
+            self._space.set()
+            self._progress.set()
+
+    # --- inbound messages and device state (dialect sessions)
+
+    def _inbound(self, link: Link, topic: str, payload: bytes) -> None:
+        session = self._session
+        if session is None or link is not self._link or link.ended.done():
+            return
+        try:
+            reaction = session.on_message(topic, payload, now_ms())
+        except Exception as exc:  # a session must not end the publisher over one message
+            log.exception("%s: the message on %s could not be handled", self.stats.dialect, topic)
+            reaction = Reaction(note=f"a message on {topic} could not be handled: {exc}")
+        self._react(link, session, reaction)
+
+    def _react(self, link: Link, session: Session, reaction: Reaction) -> None:
+        if reaction.note is not None:
+            self._note(reaction.note)
+        try:
+            for message in reaction.send:
+                _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
+        except LinkDown:
+            return
+        for key, verdict in reaction.replies:
+            self._reply(link, key, verdict, reaction.note)
+        if reaction.rebirth:
+            self._births_due = True
+        if reaction.reconnect:
+            self._reconnect = True
+            return
+        if session.ready():
+            self._ready.set()
+            try:
+                self._births(link)
+            except LinkDown:
+                return
+
+    def _reply(self, link: Link, key: str, verdict: ReplyVerdict, note: str | None) -> None:
+        sent = self._by_key.pop(key, None)
+        if sent is None:
+            log.debug("%s: a reply to %s matches no packet in flight", self.stats.dialect, key)
+            return
+        if verdict == "retry":
+            self._aborted = True
+            link.abort(f"the cloud asked to send again ({note or key}): a new connection")
+            return
+        sent.verdict = verdict
+        if verdict == "refused":
+            self.stats.last_error = note or f"the cloud refused the message {key}"
+        self._confirm()
+
+    def _note(self, note: str) -> None:
+        self.stats.last_error = note
+        if note in self._notes or len(self._notes) >= _NOTES_KEPT:
+            log.debug("%s: %s", self.stats.dialect, note)
+            return
+        self._notes.add(note)
+        log.warning("%s: %s", self.stats.dialect, note)
+
+    def device_state(self, device: str, online: bool) -> None:
+        """Tell the dialect a device stopped answering (or answers again); nothing for edge-json.
+
+        The messages go out on the current link after everything already sent
+        for that device. Without a link, or before the session's ``on_connect``
+        went out on it, they are dropped: the session remembers the state and
+        says it when it connects again.
+        """
+        session = self._session
+        if session is None:
+            return
+        messages = session.device_state(device, online, now_ms())
+        link = self._link
+        if link is None or link.ended.done() or not self._birthed:
+            return
+        with contextlib.suppress(LinkDown):
+            for message in messages:
+                _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
 
     def _hurry_deletes(self) -> asyncio.Task[None]:
         """Have the buffer commit the deletes acked so far now, not at its next budgeted commit.
@@ -400,6 +864,21 @@ class PublishLoop:
 
     def _status_payload(self, state: str) -> bytes:
         return orjson.dumps({"state": state, "agent": self._agent, "ts": now_ms()})
+
+
+def _runs(batches: Sequence[BatchLike], up_ms: int) -> Iterator[tuple[list[BatchLike], bool]]:
+    """Consecutive batches split where "committed before this connection" changes."""
+    run: list[BatchLike] = []
+    historical = False
+    for batch in batches:
+        old = batch.created_ms < up_ms
+        if run and old != historical:
+            yield run, historical
+            run = []
+        historical = old
+        run.append(batch)
+    if run:
+        yield run, historical
 
 
 def _ignore(fut: asyncio.Future[None]) -> None:

@@ -69,6 +69,11 @@ class Reaction:
     """A sentence for the destination's status (a refused post, a host gone offline)."""
     replies: tuple[tuple[str, ReplyVerdict], ...] = ()
     """Application replies to packets sent earlier, by :meth:`Session.reply_key`."""
+    reconnect: bool = False
+    """End this connection cleanly (:meth:`Session.goodbye`, DISCONNECT) and connect again.
+
+    Sparkplug: an Edge Node leaves the broker when its primary host goes offline.
+    What is unconfirmed is sent again on the next connection."""
 
 
 ReplyVerdict = Literal["accepted", "refused", "retry"]

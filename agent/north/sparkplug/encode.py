@@ -216,6 +216,11 @@ class EdgeSession:
         device = self._devices.get(device_id)
         return bool(device and device.born)
 
+    def born_tags(self, device_id: str) -> Mapping[str, int]:
+        """Tag name -> datatype of every tag ``device_id`` was born with (empty if never)."""
+        device = self._devices.get(device_id)
+        return {} if device is None else {n: kind for n, (_, kind) in device.tags.items()}
+
     def parse_ncmd(self, data: bytes) -> Command:
         """An NCMD for this node, its aliases resolved against the NBIRTH's."""
         names = {alias: name for name, (alias, _) in self._node_aliases.items()}
