@@ -19,6 +19,38 @@ _STATE: Final = {"connected": "green", "backoff": "yellow", "error": "red", "dis
 _CLOCK: Final = {"synced": "green", "unknown": "", "unsynced": "yellow", "unset": "red"}
 
 
+def _link_lines(doc: StatusDocument, link: str, paint: _Paint) -> list[str]:
+    """One line for the broker, or one per destination when there are several or a dialect."""
+    broker = doc["broker"]
+    dests = doc.get("destinations") or {}
+    if len(dests) <= 1 and all(d["dialect"] == "edge-json" for d in dests.values()):
+        return [
+            f"broker {broker['host']}:{broker['port']} {link}, "
+            f"{broker['messages_published']} messages / {broker['values_published']} values "
+            f"published, {broker['reconnects']} reconnects"
+            + (f", last error: {broker['last_error']}" if broker["last_error"] else "")
+        ]
+    lines = []
+    for name, d in dests.items():
+        if not d["connected"]:
+            state = paint("disconnected", "red")
+        elif not d["ready"]:
+            state = paint("connected, waiting", "yellow")
+        else:
+            state = paint("connected", "green")
+        age = d["oldest_pending_age_s"]
+        lines.append(
+            f"destination {paint(name, 'bold')} ({d['dialect']}) {d['host']}:{d['port']} "
+            f"{state}, {d['messages_published']} batches / {d['values_published']} values "
+            f"confirmed, {d['pending_batches']} pending"
+            + ("" if age is None else f" (oldest {age} s)")
+            + (f", {d['never_received']} never received" if d["never_received"] else "")
+            + (f", {d['refused_by_cloud']} values refused" if d["refused_by_cloud"] else "")
+            + (f", last error: {d['last_error']}" if d["last_error"] else "")
+        )
+    return lines
+
+
 def render(doc: StatusDocument, colour: bool | None = None) -> str:
     """The whole status as text; ``colour`` defaults to: stdout is a terminal, no NO_COLOR."""
     if colour is None:
@@ -30,10 +62,7 @@ def render(doc: StatusDocument, colour: bool | None = None) -> str:
     lines = [
         f"{paint(agent['id'], 'bold')} edge-agent {agent['version']}, pid {agent['pid']}, "
         f"up {agent['uptime_s']:.0f} s, config {agent['config']}",
-        f"broker {broker['host']}:{broker['port']} {link}, "
-        f"{broker['messages_published']} messages / {broker['values_published']} values "
-        f"published, {broker['reconnects']} reconnects"
-        + (f", last error: {broker['last_error']}" if broker["last_error"] else ""),
+        *_link_lines(doc, link, paint),
         f"buffer {buffer['pending_batches']} batches pending "
         f"({buffer['pending_bytes']} bytes{'' if age is None else f', oldest {age} s'}), "
         f"{buffer['dropped_batches']} dropped, last seq {buffer['last_seq']}"

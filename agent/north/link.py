@@ -71,7 +71,7 @@ class _Link:
     def __init__(
         self,
         opts: MqttOptions,
-        will: Outgoing,
+        will: Outgoing | None,
         credentials: Credentials | None = None,
         on_message: Callable[[str, bytes], None] | None = None,
         side_messages: int = 2,
@@ -114,7 +114,8 @@ class _Link:
             )
             if t.insecure:
                 c.tls_insecure_set(True)
-        c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -395,7 +396,7 @@ class Publisher(PublishLoop):
 
     def _make_link(
         self,
-        will: Outgoing,
+        will: Outgoing | None,
         credentials: Credentials | None = None,
         on_message: Callable[[str, bytes], None] | None = None,
     ) -> _Link:

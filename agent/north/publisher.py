@@ -294,11 +294,12 @@ class PublishLoop:
 
     def _make_link(
         self,
-        will: Outgoing,
+        will: Outgoing | None,
         credentials: Credentials | None = None,
         on_message: Callable[[str, bytes], None] | None = None,
     ) -> Link:
-        """A new, unopened connection: its Last Will, CONNECT identity, inbound handler."""
+        """A new, unopened connection: its Last Will (None: none), CONNECT identity, inbound
+        handler."""
         raise NotImplementedError
 
     async def _connect(self) -> Link | None:
@@ -327,8 +328,9 @@ class PublishLoop:
     async def _open_session_link(self, session: Session) -> Link:
         now = now_ms()
         credentials = session.credentials(now)
-        will = session.will(now)
-        check_topic(will.topic)
+        will = session.will(now)  # None: a dialect without a Will (Alink, IoTDA, ThingsBoard)
+        if will is not None:
+            check_topic(will.topic)
         self._births_due, self._birthed, self._reconnect = True, False, False
         # the handler is bound to this link: a late message from an older one is ignored
         holder: list[Link] = []
@@ -767,6 +769,11 @@ class PublishLoop:
             return
         self._notes.add(note)
         log.warning("%s: %s", self.stats.dialect, note)
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the dialect lets data flow (a Sparkplug primary host online...)."""
+        return self.stats.connected and (self._session is None or self._session.ready())
 
     def device_state(self, device: str, online: bool) -> None:
         """Tell the dialect a device stopped answering (or answers again); nothing for edge-json.

@@ -1,9 +1,15 @@
-"""The running agent: buffer, publisher, device pollers and the status endpoint.
+"""The running agent: buffer, one publisher per destination, device pollers, status.
 
-Start order is buffer, publisher, devices; stop is the reverse: pollers stop,
-everything read so far is committed, the publisher drains what it can within
-a bounded time, then the buffer closes. Whatever is not published stays in the
-buffer for the next start.
+Start order is buffer, publishers, devices; stop is the reverse: pollers stop,
+everything read so far is committed, the publishers drain what they can within
+a bounded time (side by side), then the buffer closes. Whatever a destination
+has not confirmed stays in the buffer for its next start.
+
+Each destination (:mod:`agent.runtime.destinations`) publishes from its own
+view of the one buffer: a destination that is down holds back only its own
+cursor. A device that stops answering (or answers again) is told to every
+publisher, so the dialects that announce it (Sparkplug DDEATH/DBIRTH, gateway
+sub-device status) can.
 """
 
 from __future__ import annotations
@@ -17,22 +23,31 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import __version__, logs
-from agent.buffer import Buffer
+from agent.buffer import Buffer, BufferStats
 from agent.clock import system_clock
 from agent.errors import StorageError
+from agent.north.destination import Destination
 from agent.north.link import MqttOptions, Publisher
-from agent.north.options import payload_budget
+from agent.north.options import PublisherStats, payload_budget
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.private import private_dir
-from agent.runtime.destinations import connection_options
+from agent.runtime.destinations import connection_options, destinations
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
 from agent.runtime.reload import ReloadPlan, plan_reload
+from agent.runtime.sessions import device_facts, make_session
+from agent.site.device import DeviceConfig
 from agent.site.loader import Site, load_site
 from agent.site.permissions import readable_by_others
 from agent.site.source import ConfigFileError
-from agent.status.document import DeviceStatus, StatusDocument, buffer_status
+from agent.status.document import (
+    BrokerStatus,
+    DestinationStatus,
+    DeviceStatus,
+    StatusDocument,
+    buffer_status,
+)
 from agent.status.server import StatusServer
 from drivers.base import DeviceOptions, HasEndpoint, now_ms
 
@@ -53,6 +68,13 @@ def message_budget(site: Site) -> int:
     return payload_budget(site.mqtt.max_message_size, longest)
 
 
+def destination_budget(destination: Destination, agent_id: str) -> int:
+    """The largest stored payload an edge-json destination takes as one PUBLISH."""
+    mqtt = destination.mqtt
+    longest = mqtt.topic.format(agent=agent_id, device="d" * 64)  # ids: <= 64 chars
+    return payload_budget(mqtt.max_message_size, longest)
+
+
 class Agent:
     """One agent process for one site file."""
 
@@ -60,6 +82,7 @@ class Agent:
         self.site = site
         self.started = time.monotonic()
         self.started_ms = now_ms()
+        self.destinations = destinations(site)
         self.buffer = Buffer(
             site.buffer_path,
             agent_id=site.agent.id,
@@ -68,9 +91,10 @@ class Agent:
             synchronous=site.buffer.synchronous,
             commit_interval=site.buffer.commit_interval,
             max_message_bytes=message_budget(site),
+            destinations=[d.id for d in self.destinations],
         )
-        self.publisher = Publisher(mqtt_options(site), self.buffer, site.agent.id)
-        self.pollers = [DevicePoller(d, self.buffer) for d in site.devices]
+        self.publishers = {d.id: self._make_publisher(d, site) for d in self.destinations}
+        self.pollers = [self._poller(d) for d in site.devices]
         self.metrics = MetricsService(
             site.metrics, site.agent.id, self.metrics_state, self._publish_side
         )
@@ -78,10 +102,35 @@ class Agent:
         self._stop = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._publishing: asyncio.Task[None] | None = None
+        self._publishing: dict[str, asyncio.Task[None]] = {}
         self._reloading = asyncio.Lock()
         self.ready = asyncio.Event()
         """Set once the buffer is open and every task runs; cleared when stopping."""
+
+    @property
+    def publisher(self) -> Publisher:
+        """The first destination's publisher (the ``mqtt`` section's when it publishes)."""
+        return next(iter(self.publishers.values()))
+
+    def _make_publisher(self, destination: Destination, site: Site) -> Publisher:
+        """A publisher for ``destination`` on its view of the buffer.
+
+        Raise ``ValueError`` (and the like) for a topic it cannot format.
+        """
+        view = self.buffer.view(destination.id)
+        session = make_session(destination, site.agent.id, device_facts(site.devices))
+        if session is None:  # the stored message is sent as it is: cut below its limit
+            view.max_message_bytes = destination_budget(destination, site.agent.id)
+        return Publisher(
+            destination.mqtt, view, site.agent.id, session, dialect=destination.dialect
+        )
+
+    def _poller(self, device: DeviceConfig) -> DevicePoller:
+        return DevicePoller(device, self.buffer, on_state=self._device_state)
+
+    def _device_state(self, device: str, answers: bool) -> None:
+        for publisher in self.publishers.values():
+            publisher.device_state(device, answers)
 
     def request_stop(self) -> None:
         """Ask the agent to stop (signal handlers call this)."""
@@ -116,19 +165,33 @@ class Agent:
                 logs.add_secrets(new.secrets)
             # built before anything changes: a broker setting no publisher can be
             # made from refuses the reload instead of leaving the agent without one
-            publisher = self._publisher_for(new) if plan.mqtt_changed else None
-            if plan.mqtt_changed and publisher is None:
+            publishers = self._publishers_for(plan, new)
+            if publishers is None:
                 return False
-            await self._apply(plan, new, publisher)
+            await self._apply(plan, new, publishers)
             log.info("reloaded %s: %s", self.site.file, plan.summary())
             return True
 
-    def _publisher_for(self, new: Site) -> Publisher | None:
-        try:
-            return Publisher(mqtt_options(new), self.buffer, new.agent.id)
-        except (ValueError, KeyError, IndexError) as exc:  # a topic it cannot format
-            log.error("reload refused, the running config is kept: mqtt: %r", exc)  # noqa: TRY400
-            return None
+    def _publishers_for(self, plan: ReloadPlan, new: Site) -> dict[str, Publisher] | None:
+        """The publishers a reload replaces: the ``mqtt`` one when its section changed, and
+        every dialect destination when devices changed (its births and facts name them)."""
+        devices_changed = bool(plan.added or plan.removed or plan.changed)
+        replace = {}
+        for destination in destinations(new):
+            edge_json = destination.dialect == "edge-json"
+            mqtt = destination.id == "mqtt" and edge_json
+            if (mqtt and plan.mqtt_changed) or (not edge_json and devices_changed):
+                replace[destination.id] = destination
+        made = {}
+        for dest_id, destination in replace.items():
+            try:
+                made[dest_id] = self._make_publisher(destination, new)
+            except (ValueError, KeyError, IndexError) as exc:  # a topic it cannot format
+                log.error(  # noqa: TRY400
+                    "reload refused, the running config is kept: %s: %r", dest_id, exc
+                )
+                return None
+        return made
 
     def _load_new(self) -> Site | None:
         problems: list[Any] = []
@@ -145,7 +208,7 @@ class Agent:
             log.error("  %s", problem)
         return None
 
-    async def _apply(self, plan: ReloadPlan, new: Site, publisher: Publisher | None) -> None:
+    async def _apply(self, plan: ReloadPlan, new: Site, publishers: dict[str, Publisher]) -> None:
         assert self._group is not None
         gone = {*plan.removed, *(d.id for d in plan.changed)}
         stopping = [self._tasks.pop(i) for i in gone if i in self._tasks]
@@ -154,18 +217,25 @@ class Agent:
         await asyncio.gather(*stopping, return_exceptions=True)
         self.pollers = [p for p in self.pollers if p.device.id not in gone]
         for device in (*plan.added, *plan.changed):
-            self._start_poller(DevicePoller(device, self.buffer))
+            self._start_poller(self._poller(device))
         self.site = new
+        self.destinations = destinations(new)  # the same ids: changing those needs a restart
         if plan.log_level is not None:
             logs.set_level(plan.log_level[1])
-        if publisher is not None:
+        for dest_id, publisher in publishers.items():
             with contextlib.suppress(Exception):
-                await self.publisher.stop(drain_timeout=1.0)
-            if self._publishing is not None:
-                self._publishing.cancel()
-            self.publisher = publisher
-            self.buffer.max_message_bytes = message_budget(new)
-            self._publishing = self._group.create_task(self.publisher.run(), name="publisher")
+                await self.publishers[dest_id].stop(drain_timeout=1.0)
+            old = self._publishing.pop(dest_id, None)
+            if old is not None:
+                old.cancel()
+            self.publishers[dest_id] = publisher
+            self._start_publisher(dest_id)
+
+    def _start_publisher(self, dest_id: str) -> None:
+        assert self._group is not None
+        self._publishing[dest_id] = self._group.create_task(
+            self.publishers[dest_id].run(), name=f"publisher:{dest_id}"
+        )
 
     def _start_poller(self, poller: DevicePoller) -> None:
         assert self._group is not None
@@ -204,7 +274,8 @@ class Agent:
     async def _run_tasks(self, on_ready: Callable[[], object] | None) -> None:
         async with asyncio.TaskGroup() as group:
             self._group = group
-            self._publishing = group.create_task(self.publisher.run(), name="publisher")
+            for dest_id in self.publishers:
+                self._start_publisher(dest_id)
             reporting = group.create_task(self.metrics.run(), name="metrics")
             pollers, self.pollers = self.pollers, []
             for poller in pollers:
@@ -212,11 +283,12 @@ class Agent:
             for warning in [*self.site.warnings, *readable_by_others(self.site)]:
                 log.warning("%s", warning)
             log.info(
-                "agent %s started: %d devices, broker %s:%d",
+                "agent %s started: %d devices, publishing to %s",
                 self.site.agent.id,
                 len(self.pollers),
-                self.site.mqtt.host,
-                self.site.mqtt.port,
+                ", ".join(
+                    f"{d.id} ({d.dialect}, {d.mqtt.host}:{d.mqtt.port})" for d in self.destinations
+                ),
             )
             self.ready.set()
             if on_ready is not None:
@@ -239,17 +311,19 @@ class Agent:
                         "commit interval may be lost",
                         exc or "timeout",
                     )
-                with contextlib.suppress(Exception):
-                    await self.publisher.stop(drain_timeout=DRAIN_TIMEOUT_S)
-                if self._publishing is not None:
-                    self._publishing.cancel()
+                await asyncio.gather(
+                    *(p.stop(drain_timeout=DRAIN_TIMEOUT_S) for p in self.publishers.values()),
+                    return_exceptions=True,
+                )
+                for task in self._publishing.values():
+                    task.cancel()
         log.info("agent %s stopped", self.site.agent.id)
 
     async def snapshot(self) -> StatusDocument:
         """The status document (:mod:`agent.status.document`)."""
         now = now_ms()
         buffer = await self.buffer.stats()
-        pub = self.publisher.stats
+        first = self.destinations[0]
         return {
             "agent": {
                 "id": self.site.agent.id,
@@ -259,18 +333,12 @@ class Agent:
                 "config": str(self.site.file),
             },
             "devices": {p.device.id: _device_status(p, now) for p in self.pollers},
-            "broker": {
-                "host": self.site.mqtt.host,
-                "port": self.site.mqtt.port,
-                "connected": pub.connected,
-                "last_error": pub.last_error,
-                "messages_published": pub.messages_published,
-                "values_published": pub.values_published,
-                "reconnects": pub.reconnects,
-                "inflight": pub.inflight,
-                "early_disconnects": pub.early_disconnects,
-                "oversized_split": pub.oversized_split,
-                "oversized_refused": self.buffer.refused_readings,  # at put and at a cut
+            "broker": _broker_status(
+                first, self.publishers[first.id].stats, self.buffer.refused_readings
+            ),
+            "destinations": {
+                d.id: _destination_status(d, self.publishers[d.id], buffer, now)
+                for d in self.destinations
             },
             "buffer": buffer_status(buffer, str(self.site.buffer_path), now),
             "metrics": self.metrics.describe(),
@@ -286,7 +354,12 @@ class Agent:
         }
 
     def _publish_side(self, topic: str, payload: bytes) -> bool:
-        return self.publisher.publish_side(topic, payload)  # a reload may replace the publisher
+        # the metrics summary is edge-json: to the first edge-json destination, if any
+        # (looked up each time: a reload may replace the publisher)
+        for d in self.destinations:
+            if d.dialect == "edge-json":
+                return self.publishers[d.id].publish_side(topic, payload)
+        return False
 
     async def metrics_state(self) -> MetricsState:
         """Every counter at this moment, for the metrics endpoint and summaries."""
@@ -298,7 +371,49 @@ class Agent:
             devices={p.device.id: p.stats for p in self.pollers},
             publisher=self.publisher.stats,
             buffer=await self.buffer.stats(),
+            publishers={d: p.stats for d, p in self.publishers.items()},
         )
+
+
+def _broker_status(d: Destination, pub: PublisherStats, refused_readings: int) -> BrokerStatus:
+    return {
+        "host": d.mqtt.host,
+        "port": d.mqtt.port,
+        "connected": pub.connected,
+        "last_error": pub.last_error,
+        "messages_published": pub.messages_published,
+        "values_published": pub.values_published,
+        "reconnects": pub.reconnects,
+        "inflight": pub.inflight,
+        "early_disconnects": pub.early_disconnects,
+        "oversized_split": pub.oversized_split,
+        "oversized_refused": refused_readings,  # at put and at a cut
+    }
+
+
+def _destination_status(
+    d: Destination, publisher: Publisher, buffer: BufferStats, now: int
+) -> DestinationStatus:
+    pub = publisher.stats
+    mine = next((x for x in buffer.destinations if x.id == d.id), None)
+    oldest = None if mine is None else mine.oldest_created_ms
+    return {
+        "dialect": d.dialect,
+        "host": d.mqtt.host,
+        "port": d.mqtt.port,
+        "connected": pub.connected,
+        "ready": publisher.ready,
+        "last_error": pub.last_error,
+        "messages_published": pub.messages_published,
+        "values_published": pub.values_published,
+        "packets_published": pub.packets_published,
+        "refused_by_cloud": pub.refused_by_cloud,
+        "reconnects": pub.reconnects,
+        "inflight": pub.inflight,
+        "pending_batches": buffer.pending_batches if mine is None else mine.pending_batches,
+        "oldest_pending_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
+        "never_received": buffer.dropped_batches if mine is None else mine.never_received,
+    }
 
 
 def _device_status(poller: DevicePoller, now: int) -> DeviceStatus:

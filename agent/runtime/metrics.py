@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 
 from agent.runtime.stats import State
@@ -41,6 +41,8 @@ class MetricsState:
     devices: Mapping[str, DeviceStats]
     publisher: PublisherStats
     buffer: BufferStats
+    publishers: Mapping[str, PublisherStats] = field(default_factory=dict)
+    """Every destination's publisher by id (``publisher`` is the first of them)."""
 
 
 # --------------------------------------------------------------------------- text format
@@ -171,6 +173,44 @@ def _publisher_families(p: PublisherStats) -> Iterator[_Family]:
         yield family
 
 
+def _destination_families(state: MetricsState) -> Iterator[_Family]:
+    """Per destination, labelled by its id and dialect: its link and its share of the buffer."""
+    if not state.publishers:
+        return
+    mine = {d.id: d for d in state.buffer.destinations}
+    rows: list[tuple[str, str, str]] = [
+        ("connected", "gauge", "1 while this destination's broker link is up."),
+        ("messages_total", "counter", "Batches this destination confirmed."),
+        ("values_total", "counter", "Values in the batches this destination confirmed."),
+        ("packets_total", "counter", "Data messages this destination confirmed."),
+        ("refused_by_cloud_total", "counter", "Values the cloud answered it will never take."),
+        ("reconnects_total", "counter", "Connections to this destination after the first."),
+        ("pending_batches", "gauge", "Batches this destination has not confirmed yet."),
+        ("oldest_pending_age_seconds", "gauge", "Age of its oldest unconfirmed batch (0 if none)."),
+        ("never_received_total", "counter", "Batches dropped before this destination had them."),
+    ]
+    families = {name: _Family(f"edge_agent_destination_{name}", k, h) for name, k, h in rows}
+    for dest, p in state.publishers.items():
+        labels: Labels = (("destination", dest), ("dialect", p.dialect))
+        b = mine.get(dest)
+        oldest = None if b is None else b.oldest_created_ms
+        age = 0.0 if oldest is None else max(0.0, (state.now_ms - oldest) / 1000)
+        values = {
+            "connected": int(p.connected),
+            "messages_total": p.messages_published,
+            "values_total": p.values_published,
+            "packets_total": p.packets_published,
+            "refused_by_cloud_total": p.refused_by_cloud,
+            "reconnects_total": p.reconnects,
+            "pending_batches": state.buffer.pending_batches if b is None else b.pending_batches,
+            "oldest_pending_age_seconds": age,
+            "never_received_total": state.buffer.dropped_batches if b is None else b.never_received,
+        }
+        for name, value in values.items():
+            families[name].add(value, labels)
+    yield from families.values()
+
+
 def render_prometheus(state: MetricsState) -> str:
     """The Prometheus text exposition (format 0.0.4) of ``state``."""
     info = _Family("edge_agent_info", "gauge", "Version and id of this agent (always 1).")
@@ -183,6 +223,7 @@ def render_prometheus(state: MetricsState) -> str:
         *_device_families(state.devices),
         *_buffer_families(state.buffer, state.now_ms),
         *_publisher_families(state.publisher),
+        *_destination_families(state),
     ]
     return "\n".join(line for f in families for line in f.lines) + "\n"
 

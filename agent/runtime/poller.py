@@ -118,9 +118,11 @@ class DevicePoller:
         driver_factory: Callable[[DeviceConfig], Driver] | None = None,
         backoff_max: float = 30.0,
         clock: ClockWatch | None = None,
+        on_state: Callable[[str, bool], object] | None = None,
     ) -> None:
         self.device = device
         self.sink = sink
+        self._on_state = on_state  # (device id, answers): an outage begins or ends
         self._clock = clock or system_clock()
         self.stats = DeviceStats(state="connecting" if device.enabled else "disabled")
         self._factory = driver_factory or (lambda d: d.spec.create(d.id, d.options))
@@ -177,6 +179,7 @@ class DevicePoller:
         if self._down:
             log.info("device %s: connected again", self.device.id)
             self._down = False
+            self._tell(answers=True)
 
     async def _poll(self, driver: Driver) -> None:
         groups = {g: self.device.poll_groups[g] for g in self._groups()}
@@ -248,6 +251,15 @@ class DevicePoller:
             # garbled line...): that tag is bad, the rest of the reading goes on.
             self.sink.put(self.device.id, [encodable(reading)])
 
+    def _tell(self, *, answers: bool) -> None:
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(self.device.id, answers)
+        except Exception:  # the north side's problem must not stop polling
+            log.exception("device %s: telling the north side it %s failed", self.device.id,
+                          "answers again" if answers else "stopped answering")  # fmt: skip
+
     async def _failed(self, driver: Driver, exc: Exception, groups: list[str]) -> None:
         stats = self.stats
         reason = str(exc) or type(exc).__name__
@@ -264,6 +276,7 @@ class DevicePoller:
             tags = [n for n, t in self.device.options.tags.items() if t.group in groups]
             self._put(Reading(now_ms(), {}, dict.fromkeys(tags, reason)))
             self._down = True
+            self._tell(answers=False)
         else:
             log.debug("device %s: still unavailable: %s", self.device.id, reason)
         delay = self._backoff.next_delay()

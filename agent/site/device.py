@@ -43,6 +43,9 @@ class DeviceConfig:
     profile: str | None = None
     profile_hash: str | None = None
     changes: tuple[str, ...] = ()
+    vendor: str | None = None
+    """The profile's equipment maker and model, for the cloud's device attributes."""
+    model: str | None = None
 
 
 def merge_device(
@@ -118,6 +121,8 @@ class _DeviceBuilder:
             profile=profile.name if profile else None,
             profile_hash=profile.short_hash if profile else None,
             changes=tuple(self.changes),
+            vendor=profile.model.vendor if profile else None,
+            model=profile.model.model if profile else None,
         )
 
     def _profile(self) -> Profile | None:

@@ -8,7 +8,7 @@ added or renamed for all of them. Standard library only.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, TypedDict, TypeGuard, cast
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, TypeGuard, cast
 
 
 class AgentInfo(TypedDict):
@@ -58,6 +58,27 @@ class BrokerStatus(TypedDict):
     oversized_refused: int  # readings refused: larger than mqtt.max_message_size alone
 
 
+class DestinationStatus(TypedDict):
+    """One place the agent publishes to: its link, and its own share of the buffer."""
+
+    dialect: str
+    host: str
+    port: int
+    connected: bool
+    ready: bool
+    """Connected and allowed to send data (a Sparkplug primary host online, Alink logged in)."""
+    last_error: str | None
+    messages_published: int  # batches confirmed (PUBACK, and the cloud's reply where it sends one)
+    values_published: int
+    packets_published: int  # MQTT messages of data confirmed (a dialect packs or cuts batches)
+    refused_by_cloud: int  # values the cloud answered it will never take
+    reconnects: int
+    inflight: int
+    pending_batches: int  # batches this destination has not confirmed yet
+    oldest_pending_age_s: float | None
+    never_received: int  # batches dropped (cap, RAM) before this destination had them
+
+
 class BufferStatus(TypedDict):
     """The buffer file: what waits in it and what was dropped."""
 
@@ -104,6 +125,9 @@ class StatusDocument(TypedDict):
     agent: AgentInfo
     devices: dict[str, DeviceStatus]
     broker: BrokerStatus
+    """The first destination's link (the ``mqtt`` section's when it publishes)."""
+    destinations: NotRequired[dict[str, DestinationStatus]]
+    """Every destination by id, in the site file's order (an older agent leaves it out)."""
     buffer: BufferStatus
     metrics: dict[str, Any]
     serial_lines: dict[str, SerialLineStatus]

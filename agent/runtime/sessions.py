@@ -1,0 +1,84 @@
+"""Which dialect session a destination gets, and what it may say about each device.
+
+A destination's dialect decides its :class:`~agent.north.session.Session`
+(``edge-json`` has none: the stored message is sent as it is). The facts a
+session announces (Sparkplug DBIRTH metrics, ThingsBoard attributes, the
+device type) come from the merged site: each device's profile and its tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agent import __version__
+from agent.north.destination import (
+    AlinkOptions,
+    Destination,
+    IotdaOptions,
+    SparkplugOptions,
+    ThingsboardOptions,
+)
+from agent.north.dialects import alink, iotda
+from agent.north.dialects import thingsboard as tb
+from agent.north.dialects.alink_session import AlinkSession
+from agent.north.dialects.iotda_session import IotdaSession
+from agent.north.dialects.tb_session import TbSession
+from agent.north.options import payload_budget
+from agent.north.session import DeviceFacts, Session, TagSpec
+from agent.north.sparkplug.session import SparkplugSession
+from agent.site.device import DeviceConfig
+
+__all__ = ["device_facts", "make_session"]
+
+
+def device_facts(devices: list[DeviceConfig]) -> dict[str, DeviceFacts]:
+    """What each enabled device is, for the dialects that announce devices."""
+    facts: dict[str, DeviceFacts] = {}
+    for device in devices:
+        if not device.enabled:
+            continue
+        profile = (
+            f"{device.profile}@{device.profile_hash}" if device.profile else f"({device.kind})"
+        )
+        tags = tuple(TagSpec(name, None, tag.unit) for name, tag in device.options.tags.items())
+        facts[device.id] = DeviceFacts(
+            device=device.id,
+            profile=profile,
+            vendor=device.vendor,
+            model=device.model,
+            tags=tags,
+            static={"agent_version": __version__, "driver": device.kind},
+        )
+    return facts
+
+
+def make_session(
+    destination: Destination, agent_id: str, facts: Mapping[str, DeviceFacts]
+) -> Session | None:
+    """The session of ``destination``'s dialect; None for ``edge-json``.
+
+    Each session cuts its packets to the smaller of the cloud's own limit and
+    the destination's ``max_message_size`` (the PUBLISH header included).
+    """
+    o, mqtt = destination.options, destination.mqtt
+    limit = mqtt.max_message_size
+
+    def budget(cloud: int) -> int:
+        # the longest topic of these dialects stays well under 512 bytes
+        return min(cloud, payload_budget(limit, "t" * 512))
+
+    if destination.dialect == "edge-json":
+        return None
+    if destination.dialect == "sparkplug-b" and isinstance(o, SparkplugOptions):
+        return SparkplugSession(o, agent_id, facts, max_message_size=limit)
+    if destination.dialect == "thingsboard" and isinstance(o, ThingsboardOptions):
+        return TbSession(o, agent_id, facts, max_bytes=budget(tb.MAX_BYTES))
+    if destination.dialect == "alink" and isinstance(o, AlinkOptions):
+        return AlinkSession(
+            o, agent_id, facts, tls=mqtt.tls is not None, max_bytes=budget(alink.MAX_BYTES)
+        )
+    if destination.dialect == "iotda" and isinstance(o, IotdaOptions):
+        return IotdaSession(o, agent_id, facts, max_bytes=budget(iotda.MAX_BYTES))
+    raise ValueError(
+        f"destination {destination.id}: dialect {destination.dialect} has no options of its kind"
+    )
