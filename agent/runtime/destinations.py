@@ -12,6 +12,7 @@ or their files); nothing here reads a file.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from agent.north.destination import (
@@ -100,13 +101,11 @@ def destinations(site: Site) -> list[Destination]:
             password=secrets.password,
             username=secrets.access_token if section.dialect == "thingsboard" else None,
         )
+        options = _dialect_options(site, section, secrets)
+        if isinstance(options, SparkplugOptions):  # DDATA goes at the connection's QoS
+            connection = dataclasses.replace(connection, qos=options.data_qos)
         found.append(
-            Destination(
-                id=section.id,
-                dialect=section.dialect,
-                mqtt=connection,
-                options=_dialect_options(site, section, secrets),
-            )
+            Destination(id=section.id, dialect=section.dialect, mqtt=connection, options=options)
         )
     return found
 

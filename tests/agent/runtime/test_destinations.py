@@ -80,6 +80,8 @@ def test_north_only_leaves_the_mqtt_section_out(tmp_path: Path) -> None:
         "own-id",
     )
     assert (found[1].mqtt.topic, found[1].options) == ("f/{agent}/{device}", None)
+    # DDATA goes at the connection's QoS: data_qos 0 is what the publisher sends with
+    assert (found[0].mqtt.qos, found[1].mqtt.qos) == (0, 1)
 
 
 def test_one_code_path_for_every_broker_section(tmp_path: Path) -> None:
