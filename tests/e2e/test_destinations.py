@@ -109,6 +109,9 @@ def test_a_destination_that_is_down_holds_back_only_itself(tmp_path: Path) -> No
                     )
                     assert list(doc["destinations"]) == ["mqtt", "county"]
                     assert doc["destinations"]["county"]["dialect"] == "sparkplug-b"
+                    text = agent.command("status", "-c", str(agent.site_file)).stdout
+                    assert "destination mqtt (edge-json)" in text, text
+                    assert "destination county (sparkplug-b)" in text, text
                     assert wait_for(lambda: len(host.all_seqs()) >= 10, 30), host.types
                     county.stop()
                     wait_status(agent, lambda d: not d["destinations"]["county"]["connected"], 15)
@@ -117,6 +120,7 @@ def test_a_destination_that_is_down_holds_back_only_itself(tmp_path: Path) -> No
                     assert checker.wait_for_count(before + 30, timeout=15)
                     doc = agent.status()
                     assert doc["destinations"]["county"]["pending_batches"] > 0
+                    assert doc["destinations"]["county"]["last_error"]
                     assert doc["destinations"]["mqtt"]["pending_batches"] < 20
                     county.start()
                     wait_status(agent, lambda d: d["destinations"]["county"]["connected"], 30)

@@ -170,6 +170,42 @@ def test_exposition_parses_and_follows_the_naming_conventions() -> None:
     assert value(families, "edge_agent_publish_inflight") == 3
 
 
+def test_each_destination_has_its_own_labelled_families() -> None:
+    import dataclasses
+
+    from agent.buffer import DestinationStats
+    from agent.north.link import PublisherStats
+
+    base = _state()
+    spark = PublisherStats(connected=False, messages_published=40, values_published=400)
+    spark.dialect, spark.packets_published, spark.refused_by_cloud = "sparkplug-b", 41, 3
+    mine = (
+        DestinationStats("mqtt", 5, 1_000_000, 95, 2),
+        DestinationStats("county", 60, 990_000, 40, 7),
+    )
+    state = dataclasses.replace(
+        base,
+        buffer=dataclasses.replace(base.buffer, destinations=mine),
+        publishers={"mqtt": base.publisher, "county": spark},
+    )
+    families = parse(render_prometheus(state))
+    for family in families.values():
+        assert (family.kind == "counter") == family.name.endswith("_total"), family.name
+    county = {"destination": "county", "dialect": "sparkplug-b"}
+    mqtt = {"destination": "mqtt", "dialect": "edge-json"}
+    assert value(families, "edge_agent_destination_connected", **county) == 0
+    assert value(families, "edge_agent_destination_connected", **mqtt) == 1
+    assert value(families, "edge_agent_destination_messages_total", **county) == 40
+    assert value(families, "edge_agent_destination_packets_total", **county) == 41
+    assert value(families, "edge_agent_destination_refused_by_cloud_total", **county) == 3
+    assert value(families, "edge_agent_destination_pending_batches", **county) == 60
+    assert value(families, "edge_agent_destination_pending_batches", **mqtt) == 5
+    assert value(families, "edge_agent_destination_oldest_pending_age_seconds", **county) == 14.5
+    assert value(families, "edge_agent_destination_never_received_total", **county) == 7
+    # the unlabelled families stay the first destination's
+    assert value(families, "edge_agent_publish_messages_total") == 94
+
+
 def test_histogram_exposition_is_cumulative_and_ends_at_inf() -> None:
     families = parse(render_prometheus(_state()))
     latency = families["edge_agent_device_poll_duration_seconds"]
