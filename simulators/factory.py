@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulators.dlt645_meter import Meter, MeterLine, PtyMeters
+from simulators.faults import FaultSwitch
 from simulators.packaging_line import run_packaging_line
 from simulators.run import SimDevice, run_simulators
 from simulators.serial_devices import TorqueToolSim
@@ -50,6 +51,8 @@ class Factory:
 
     addresses: dict[str, str | int] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    faults: dict[str, FaultSwitch] = field(default_factory=dict)
+    """The fault switch of each Modbus machine (TCP and RTU), by device id."""
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +107,7 @@ async def run_factory(ports: FactoryPorts = FactoryPorts()) -> AsyncIterator[Fac
         for name in ("press-motor-1", "saw-motor-2", "main-meter"):
             factory.addresses[name] = sims.ports[name]
         factory.addresses["spindle-motor-3"] = str(rtu_agent)
+        factory.faults = {name: running.faults for name, running in sims.devices.items()}
         factory.addresses["packaging-line"] = line.endpoint
         factory.addresses["torque-tool"] = torque.path
         factory.addresses["office-meter"] = dlt645.path

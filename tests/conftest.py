@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mosquitto import Mosquitto, find_mosquitto
+from tests.support.tahu import Decode, tahu_decoder
 
 # --------------------------------------------------------------------------- tools
 # The suite runs against real tools. Each fixture or test that runs one asks
@@ -26,6 +27,7 @@ _GROUPS = {
     "tests/e2e/test_broker_support.py": "faults",
     "tests/install/": "install",
     "tests/agent/north/sparkplug/": "sparkplug",
+    "tests/e2e/test_demo_dialects.py": "sparkplug",
 }
 
 
@@ -54,6 +56,18 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+# --------------------------------------------------------------------------- Tahu decoder
+# Eclipse Tahu's Sparkplug decoder, run with Node.js (tests/support/tahu.py);
+# installed once, under a lock, if scripts/setup.sh did not. A test using it
+# belongs to the "sparkplug" group above.
+
+
+@pytest.fixture(scope="session")
+def tahu_decode() -> Decode:
+    """Decode payloads with Tahu's decoder: one JSON object (64-bit ints as strings) each."""
+    return tahu_decoder()
 
 
 # --------------------------------------------------------------------------- (next section)

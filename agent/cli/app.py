@@ -130,18 +130,51 @@ def demo(
         float | None, typer.Option(help="Stop by itself after this many seconds.")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the demo keeps its buffer.")] = None,
+    dialect: Annotated[
+        str,
+        typer.Option(
+            help="What the agent speaks: edge-json (its own JSON), sparkplug-b (an Edge Node of "
+            "group demo) or thingsboard (a gateway). alink and iotda are not offered: their "
+            "gateways sign in to the vendor's own cloud broker, which a local one cannot "
+            "stand in for."
+        ),
+    ] = "edge-json",
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DIALECT",
+            help="One more destination on the same broker speaking DIALECT (its own client "
+            "id); may be given twice.",
+        ),
+    ] = None,
+    outage: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DEVICE=AT+FOR",
+            help="A simulated Modbus machine stops answering AT seconds after the start, "
+            "for FOR seconds (e.g. saw-motor-2=20+10); may be repeated.",
+        ),
+    ] = None,
 ) -> None:
-    """A sample factory on this machine: simulators, a broker, the agent, live values."""
+    """A sample factory on this machine: simulators, a broker, the agent, live values.
+
+    It prints the edge-agent listen command that shows each destination's messages.
+    """
     import asyncio
 
     from agent import logs
-    from agent.cli.demo import run_demo
+    from agent.cli.demo import Outage, demo_dialects, run_demo
 
     logs.setup("warning")
     if broker is not None and not broker.rpartition(":")[2].isdigit():
         fail(f"--broker {broker!r}: expected HOST:PORT")
     try:
-        code = asyncio.run(run_demo(broker, duration, data_dir))
+        dialects = demo_dialects(dialect, also or [])
+        outages = [Outage.parse(text) for text in outage or []]
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        code = asyncio.run(run_demo(broker, duration, data_dir, dialects, outages))
     except (OSError, AgentError) as exc:
         fail(f"demo failed: {exc}", EXIT_RUNTIME)
     raise typer.Exit(code)

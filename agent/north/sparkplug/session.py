@@ -30,7 +30,10 @@ Per connection:
   this connection, or a tag not in its DBIRTH, gets a DBIRTH first (every tag
   with name, alias, datatype, ``engUnit``, last known value). A backlog batch
   (``historical``) has ``is_historical`` on its metrics. Data of a device
-  announced offline (a backlog) is followed by its DDEATH again.
+  announced offline (a backlog) is followed by its DDEATH again. The reading
+  of the failure itself (every tag an error), which reaches the session after
+  the DDEATH went out, is acknowledged without a packet: the DDEATH says it,
+  and a DBIRTH for it would tell the host the device is back.
 - a value the tag's datatype cannot carry (out of width, wrong type) is sent
   as a bad-quality null with the reason, and counted as refused by the
   publisher; a tag with neither a declared datatype nor any value so far
@@ -116,6 +119,7 @@ class SparkplugSession:
         for device, fact in facts.items():
             self._devices[device] = _Device(specs={t.name: t for t in fact.tags})
         self._offline: set[str] = set()
+        self._buried: set[str] = set()  # DDEATH sent on this connection, no DBIRTH since
         self._host_online = options.primary_host is None
         self._host_ts = -1  # the newest STATE timestamp seen
         self._birthed = False  # NBIRTH published on this connection
@@ -144,6 +148,7 @@ class SparkplugSession:
                 log.warning("cannot keep the next Sparkplug bdSeq in %s (%s): a restart may "
                             "repeat this one", self._o.state_file, exc)  # fmt: skip
         self._birthed = False
+        self._buried.clear()
         if self._state is not None:
             self._host_online = False  # each connection hears the host's STATE again
         for device in self._devices.values():
@@ -224,9 +229,11 @@ class SparkplugSession:
             self._offline.add(device)
             if self._birthed and self._edge.is_born(device):
                 known.birth = frozenset()
+                self._buried.add(device)
                 return [self._qos(self._edge.ddeath(device, now_ms))]
             return []
         self._offline.discard(device)
+        self._buried.discard(device)
         if self._birthed and not self._edge.is_born(device) and (known.values or _typed(known)):
             return [self._dbirth(device, known, now_ms)]
         return []
@@ -246,6 +253,10 @@ class SparkplugSession:
                 idle.append(batch.seq)
                 continue
             device = self._devices.setdefault(batch.device, _Device())
+            if batch.device in self._buried and _errors_only(batch):
+                self._remember(device, batch)  # its DDEATH already says so
+                idle.append(batch.seq)
+                continue
             readings = self._learn(batch, device, refused)
             if not self._edge.is_born(batch.device) or not _tags(readings) <= device.birth:
                 born = self._dbirth(batch.device, device, now_ms)
@@ -263,6 +274,7 @@ class SparkplugSession:
             if batch.device in self._offline:  # backlog of a device gone: it stays gone
                 death = self._edge.ddeath(batch.device, now_ms)
                 device.birth = frozenset()
+                self._buried.add(batch.device)
                 packets.append(Packet(death.topic, death.payload))
         return Encoded(tuple(packets), tuple(refused), tuple(idle))
 
@@ -332,6 +344,10 @@ class SparkplugSession:
     def _qos(self, out: Outgoing) -> Outgoing:
         kind = out.topic.split("/")[2]
         return replace(out, qos=self._o.data_qos) if kind in DEVICE_TYPES else out
+
+
+def _errors_only(batch: Batch) -> bool:
+    return not any(r.values for r in batch.readings)
 
 
 def _typed(device: _Device) -> bool:

@@ -7,8 +7,8 @@ from typing import Any
 from agent.north.decoding import Decoder
 from agent.north.sparkplug.encode import EdgeSession
 from drivers.base import Reading
-from tests.agent.north.sparkplug.conftest import Decode
 from tests.agent.north.sparkplug.test_tahu import NOW, TAGS, VALUES
+from tests.support.tahu import Decode
 
 
 def _same(ours: dict[str, Any], tahu: dict[str, Any], name: str | None) -> None:

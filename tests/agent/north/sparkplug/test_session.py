@@ -22,10 +22,10 @@ from agent.north.sparkplug import sparkplug_b_pb2 as pb
 from agent.north.sparkplug.encode import EDGE_SEQ, REBIRTH, TagSpec
 from agent.north.sparkplug.session import SparkplugSession, load_next_bd_seq
 from drivers.base import Reading
-from tests.agent.north.sparkplug.conftest import Decode
 from tests.agent.north.sparkplug.host import Host
 from tests.agent.north.test_publisher import AGENT, MemorySource, options, running, until
 from tests.support.mosquitto import Mosquitto, Received, Subscriber
+from tests.support.tahu import Decode
 
 GROUP, NODE = "plant", "box-1"
 NODE_TOPICS = f"spBv1.0/{GROUP}/"

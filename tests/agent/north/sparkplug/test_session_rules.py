@@ -109,3 +109,50 @@ def test_the_bd_seq_file_is_read_back_and_a_bad_one_starts_at_0(tmp_path: Path) 
     assert load_next_bd_seq(tmp_path / "bd") == 0
     (tmp_path / "bd").write_text("junk")
     assert load_next_bd_seq(tmp_path / "bd") == 0
+
+
+def test_the_outage_reading_after_a_ddeath_is_not_a_birth_and_a_second_death(
+    tmp_path: Path,
+) -> None:
+    """A device stops answering: the DDEATH goes out at once, its all-bad reading after it.
+
+    That reading says nothing the DDEATH did not: it is acknowledged without a
+    packet, never a DBIRTH (the device alive again) followed by a second DDEATH.
+    """
+    session, host = _session(tmp_path), Host()
+    _born(session, host)
+    first = session.encode([Batch(1, "m1", [Reading(NOW, {"small": 5})])], NOW, historical=False)
+    for p in first.packets:
+        host.receive(p.topic, p.payload)
+    for out in session.device_state("m1", False, NOW + 1):
+        host.receive(out.topic, out.payload)
+    assert "m1" not in host.nodes[("g", "n")].devices
+    bad = Reading(NOW + 1, {}, {"small": "timeout"})
+    encoded = session.encode([Batch(2, "m1", [bad])], NOW + 1, historical=False)
+    assert (encoded.packets, encoded.idle) == ((), (2,))
+    # back: its DBIRTH shows the tag as bad (the last reading), its next data as it is
+    births = session.device_state("m1", True, NOW + 2)
+    for out in births:
+        host.receive(out.topic, out.payload)
+    (birth,) = births
+    payload = pb.Payload()
+    payload.ParseFromString(birth.payload)
+    assert [m.is_null for m in payload.metrics if m.name == "small"] == [True]
+    data = session.encode([Batch(3, "m1", [Reading(NOW + 3, {"small": 6})])], NOW, historical=False)
+    for p in data.packets:
+        host.receive(p.topic, p.payload)
+    assert host.values[("m1", "small")] == 6
+
+
+def test_data_of_a_device_gone_still_goes_out_between_a_birth_and_a_death(
+    tmp_path: Path,
+) -> None:
+    """A backlog with values, encoded after its device's DDEATH, is sent (and it stays gone)."""
+    session, host = _session(tmp_path), Host()
+    _born(session, host)
+    session.encode([Batch(1, "m1", [Reading(NOW, {"small": 5})])], NOW, historical=False)
+    session.device_state("m1", False, NOW + 1)
+    late = session.encode([Batch(2, "m1", [Reading(NOW, {"small": 7})])], NOW, historical=True)
+    kinds = [p.topic.split("/")[2] for p in late.packets]
+    assert kinds == ["DBIRTH", "DDATA", "DDEATH"]
+    assert late.idle == ()

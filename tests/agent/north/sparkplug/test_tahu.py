@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.north.sparkplug.encode import QUALITY_BAD, EdgeSession, TagSpec
 from drivers.base import Reading, Value
-from tests.agent.north.sparkplug.conftest import Decode
+from tests.support.tahu import Decode
 
 TAGS = [
     TagSpec("run", None), TagSpec("speed_rpm", "Int16", "rpm"), TagSpec("count", None),
