@@ -4,5 +4,6 @@
 module    what it answers
 ========  ==================================================================
 deadband  report by exception: a tag's deadband and heartbeat
+facts     the records of machine facts: state intervals, counter steps
 ========  ==================================================================
 """
