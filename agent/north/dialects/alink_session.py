@@ -9,7 +9,10 @@ One MQTT connection is the gateway's device certificate
 - After CONNACK: ``thing.topo.add`` (30 sub-devices a request, each signed with
   its own secret), then one ``combine.login`` per sub-device that answers.
   Data waits (:meth:`AlinkSession.ready` is False) until every one of them has
-  a successful ``login_reply``. A login refused because the topology was not
+  a successful ``login_reply``. Before that, from :meth:`AlinkSession.credentials`
+  (asked before each CONNECT) until :meth:`AlinkSession.on_connect`, ``ready``
+  is True: the publisher sends ``on_connect`` only to a ready session, and here
+  those messages are what makes it ready. A login refused because the topology was not
   there yet (6401) is sent once more when a ``topo/add_reply`` succeeds; any
   other refusal keeps the destination waiting, with a note naming the device,
   the code and the message, until the next connection.
@@ -105,6 +108,8 @@ class AlinkSession:
         self._next_id = 0
         self._offline: set[str] = set()
         self._topo_ok = False
+        self._greeting_due = False
+        """A CONNECT is under way whose topo add and logins were not sent yet."""
         self.topics = {
             "topo": f"/sys/{pk}/{dn}/thing/topo/add_reply",
             "login": f"/ext/session/{pk}/{dn}/combine/login_reply",
@@ -122,6 +127,7 @@ class AlinkSession:
 
     # -- the Session protocol -------------------------------------------------
     def credentials(self, now_ms: int) -> Credentials | None:
+        self._greeting_due = True  # asked before each CONNECT: a new connection
         o = self.options
         return alink.connect_credentials(
             o.product_key,
@@ -139,6 +145,7 @@ class AlinkSession:
         return [(topic, 1) for topic in self.topics.values()]
 
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
+        self._greeting_due = False
         self._topo_ok = False
         for device, sub in self._subs.items():
             sub.state = "offline" if device in self._offline else "pending"
@@ -160,6 +167,8 @@ class AlinkSession:
         return out
 
     def ready(self) -> bool:
+        if self._greeting_due:
+            return True  # only on_connect may go: its logins are what makes data wait
         return all(sub.state in ("online", "offline") for sub in self._subs.values())
 
     def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:

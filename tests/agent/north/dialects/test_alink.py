@@ -52,48 +52,79 @@ def test_tls_is_securemode_2_and_the_default_client_id_is_pk_dot_dn() -> None:
     assert "password" not in repr(creds)  # a secret-derived value is never printed
 
 
-def _sdk_client() -> object:
+SDK_INPUTS = [
+    # product key, device name, device secret, TLS
+    ("a1pk", "gw01", "gwsecret", False),
+    ("a1B2c3D4e5F", "gateway-01", "0123456789abcdef0123456789abcdef", True),
+    ("a1pk", "line_3.meter", "s3cr&t|with=odd,chars", False),
+    ("a1Xy", "dev", "\u5bc6\u94a5-secret", True),  # a non-ASCII secret: UTF-8 on both sides
+]
+
+
+def _sdk_client(
+    product_key: str = "a1pk",
+    device_name: str = "gw01",
+    device_secret: str = "gwsecret",
+    tls: bool = False,
+) -> object:
+    """aliyun-iot-linkkit's client, configured as for a connect (no connection is made)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's paho 1 style constructor
         from linkkit import linkkit
 
         kit = linkkit.LinkKit(
-            host_name="127.0.0.1", product_key="a1pk", device_name="gw01", device_secret="gwsecret"
+            host_name="127.0.0.1",
+            product_key=product_key,
+            device_name=device_name,
+            device_secret=device_secret,
         )
-        kit.config_mqtt(port=1883, secure="")
+        kit.config_mqtt(port=1883, secure="TLS" if tls else "")
+        # the SDK's own function that computes the client id, user name and password
         kit._LinkKit__config_mqtt_client_internal()
     return kit
 
 
-def test_connect_password_equals_the_official_python_sdk() -> None:
-    """aliyun-iot-linkkit signs HMAC-SHA1 with clientId pk&dn and a seconds timestamp."""
-    kit = _sdk_client()
+@pytest.mark.parametrize(("pk", "dn", "secret", "tls"), SDK_INPUTS)
+def test_connect_credentials_equal_the_official_python_sdk(
+    pk: str, dn: str, secret: str, tls: bool
+) -> None:
+    """aliyun-iot-linkkit signs HMAC-SHA1 with clientId pk&dn and a seconds timestamp.
+
+    An independent implementation of the documented signature: the same inputs
+    must give the same user name and password, and the same securemode.
+    """
+    kit = _sdk_client(pk, dn, secret, tls)
     client = kit._LinkKit__mqtt_client  # type: ignore[attr-defined]
     sdk_id = client._client_id.decode()
     stamp = re.search(r"timestamp=(\d+)\|", sdk_id)
     assert stamp is not None
-    assert "securemode=3" in sdk_id
+    assert sdk_id.startswith(f"{pk}&{dn}|securemode={2 if tls else 3},signmethod=hmacsha1,")
     ours = alink.connect_credentials(
-        "a1pk",
-        "gw01",
-        "gwsecret",
+        pk,
+        dn,
+        secret,
         timestamp_ms=int(stamp.group(1)),
-        client_id="a1pk&gw01",
-        tls=False,
+        client_id=f"{pk}&{dn}",
+        tls=tls,
         method="hmacsha1",
     )
+    assert ours.client_id.startswith(f"{pk}&{dn}|securemode={2 if tls else 3},signmethod=hmacsha1,")
     assert client._username.decode() == ours.username
     assert client._password.decode() == ours.password
 
 
-def test_topo_add_sign_equals_the_official_python_sdk() -> None:
-    kit = _sdk_client()
-    kit.gateway_add_subdev_topo([["a1SUB", "meter01", "subsecret"]])  # type: ignore[attr-defined]
+@pytest.mark.parametrize(("pk", "dn", "secret", "tls"), SDK_INPUTS)
+def test_topo_add_sign_equals_the_official_python_sdk(
+    pk: str, dn: str, secret: str, tls: bool
+) -> None:
+    kit = _sdk_client(tls=tls)
+    sub = alink.SubDevice(pk, dn, secret=secret)
+    kit.gateway_add_subdev_topo([[pk, dn, secret]])  # type: ignore[attr-defined]
     queued = list(kit._LinkKit__mqtt_client._out_messages.values())  # type: ignore[attr-defined]
     assert [m.topic for m in queued] == ["/sys/a1pk/gw01/thing/topo/add"]
     sdk = orjson.loads(queued[0].payload)["params"][0]
     ours = orjson.loads(
-        alink.topo_add("a1pk", "gw01", [SUB], msg_id=1, timestamp_ms=int(sdk["timestamp"])).payload
+        alink.topo_add("a1pk", "gw01", [sub], msg_id=1, timestamp_ms=int(sdk["timestamp"])).payload
     )["params"][0]
     assert ours == {**sdk, "signmethod": "hmacsha256"}  # the SDK spells it hmacSha256
     assert sdk["signmethod"].lower() == "hmacsha256"

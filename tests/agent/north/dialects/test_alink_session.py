@@ -147,6 +147,19 @@ def test_data_waits_until_every_login_succeeded() -> None:
     assert not session.ready()
 
 
+def test_a_new_connection_is_ready_for_its_logins_and_then_waits_for_their_replies() -> None:
+    """The publisher sends on_connect only to a ready session: the logins must get out."""
+    session = _session()
+    for attempt in range(2):  # the first connection, and a reconnect after it was ready
+        session.credentials(NOW + attempt)
+        assert session.ready(), "nothing would send the topo add and the logins"
+        _login_all(session) if attempt else session.on_connect(NOW)
+        assert session.ready() is bool(attempt)
+    session.credentials(NOW + 5)
+    session.on_connect(NOW + 5)
+    assert not session.ready()  # data waits for this connection's logins
+
+
 def test_a_login_refused_for_a_missing_topology_is_sent_again_once_it_is_bound() -> None:
     session = _session({"m1": SUBS["m1"]})
     topo, login = session.on_connect(NOW)
