@@ -30,6 +30,8 @@ class StateInterval:
     mode: str | None = None
     """Intent, e.g. production / setup / maintenance (planned downtime modes)."""
     reason: str | None = None
+    planned_downtime: bool = False
+    """The mode is one of the machine's planned-downtime modes (maintenance, setup...)."""
 
 
 @dataclass(frozen=True, slots=True)
