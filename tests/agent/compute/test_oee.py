@@ -173,6 +173,34 @@ def test_t6_micro_stops_are_inclusive_and_classified_by_their_whole_length() -> 
     assert s["run_s"] == 3600 - 555
 
 
+def test_a_stop_is_one_run_of_stop_states_and_offline_ends_it() -> None:
+    states = timeline(
+        ("08:00", "08:10", "running"),
+        ("08:10:00", "08:11:40", "idle"),  # 100 s idle then 100 s fault: one stop of 200 s
+        ("08:11:40", "08:13:20", "fault"),
+        ("08:13:20", "08:20", "running"),
+        ("08:20:00", "08:21:40", "idle"),  # 100 s, offline 60 s, 100 s: two micro-stops
+        ("08:21:40", "08:22:40", "offline"),
+        ("08:22:40", "08:24:20", "stopped"),
+        ("08:24:20", "09:00", "running"),
+    )
+    d = shift_summary(
+        "m", shift(), states, T5_CONFIG, total=[], reject=[], as_of_ms=t("09:00")
+    ).to_dict()
+    assert (d["down_s"], d["micro_stop_s"], d["unknown_s"]) == (200, 200, 60)
+
+
+def test_a_stop_through_a_break_is_judged_by_its_whole_length() -> None:
+    # 11:59:00-12:30:30 is 31.5 min: downtime, of which only the 90 s outside lunch count.
+    states = timeline(
+        ("08:00", "11:59", "running"),
+        ("11:59:00", "12:30:30", "stopped"),
+        ("12:30:30", "16:00", "running"),
+    )
+    d = shift_summary("m", shift(), states, T5_CONFIG, total=[], reject=[]).to_dict()
+    assert (d["down_s"], d["micro_stop_s"]) == (90, 0)
+
+
 # T5 with 10 one-minute stops inside the 373 min of run: run 363 min + micro 10 min.
 def _t5_with_micro_stops() -> list[StateInterval]:
     out: list[StateInterval] = []
