@@ -2,11 +2,21 @@
 
 The agent process against the cloud stand-ins of ``tests/support/clouds.py``
 on a Mosquitto with persistence (the stand-ins hold persistent sessions, so a
-loss they see is the agent's, as in F4). Per dialect, in one run: the broker
-is stopped and started again (F4), then the agent is killed with SIGKILL a
-few times at random moments (F6). For Alink also a lost ``post_reply``: the
-stand-in stays silent for one post, the publisher's reply timeout (2 x
-keepalive after the PUBACK) drops the link and the post is sent again.
+loss they see is the agent's, as in F4), through a fault proxy in front of the
+CONNECT gate (agent -> proxy -> gate -> broker). Per dialect, in one run each:
+
+- the network fails (F1, F3): refused and reset for ``OUTAGE_S``; a black
+  hole until the agent gives the link up; PUBACKs (and every other byte
+  towards the agent) dropped until the agent judges the link dead, with a
+  window of ``WINDOW``. After each, the next connection says hello again
+  (ThingsBoard connects, Alink topo add and logins, IoTDA ONLINE statuses)
+  and what the broker had without a PUBACK is sent again;
+- the broker is stopped and started again (F4), then the agent is killed
+  with SIGKILL a few times at random moments (F6).
+
+For Alink also a lost ``post_reply``: the stand-in stays silent for one
+post, the publisher's reply timeout (2 x keepalive after the PUBACK) drops
+the link and the post is sent again.
 
 Pass: every committed seq arrives, in order per device; a repeat only after
 a new connection, at most ``max_inflight`` per connection; the buffer passes
@@ -23,11 +33,15 @@ import pytest
 
 from agent.status.document import StatusDocument
 from tests.faults.harness import quick_check, wait_status
-from tests.support.clouds import AlinkCloud
+from tests.faults.proxy import Mode
+from tests.support.clouds import AlinkCloud, IotdaCloud, ThingsboardCloud
 from tests.support.gateways import GatewayDialect, GatewayRig
 
 KILLS = 3
 KEEPALIVE_S = 5  # the rig's
+OUTAGE_S = 3.0
+WINDOW = 20  # max_inflight of the network-fault runs
+DEAD_S = 2 * KEEPALIVE_S + 10  # the agent gives a silent link up within 2 x keepalive
 
 
 def _ready(rig: GatewayRig, timeout: float = 30) -> None:
@@ -43,6 +57,97 @@ def _flowing(rig: GatewayRig, more: int = 10, timeout: float = 30) -> None:
     assert rig.cloud.wait(lambda: len(rig.cloud.seqs()) >= seen + more, timeout), (
         rig.cloud.events[-5:], rig.agent.log()[-2000:],
     )  # fmt: skip
+
+
+def _hellos(rig: GatewayRig) -> dict[str, int]:
+    """Per cloud device name, the hellos of the gateway so far (one per device per connection)."""
+    cloud, names = rig.cloud, [rig.cloud_name(n) for n in rig.names]
+    with cloud.lock:
+        if isinstance(cloud, AlinkCloud):
+            return {n: cloud.logins.get(n, 0) for n in names}
+        if isinstance(cloud, ThingsboardCloud):
+            return {n: sum(1 for e in cloud.kinds("connect") if e[1] == n) for n in names}
+        assert isinstance(cloud, IotdaCloud)
+        return {n: cloud.statuses.get(n, []).count("ONLINE") for n in names}
+
+
+def _recovered(rig: GatewayRig, before: dict[str, int]) -> None:
+    """The link is back, every device said hello again since ``before``, data flows."""
+    _ready(rig)
+    assert rig.cloud.wait(
+        lambda: all(v > before[n] for n, v in _hellos(rig).items()), 20
+    ), (before, _hellos(rig), rig.cloud.events[-10:])  # fmt: skip
+    _flowing(rig, 5)
+
+
+def _repeats(rig: GatewayRig) -> int:
+    """Samples received more than once so far."""
+    with rig.cloud.lock:
+        got = [(d, s.seq) for d, v in rig.cloud.samples.items() for s in v]
+    return len(got) - len(set(got))
+
+
+def _down(rig: GatewayRig, timeout: float) -> StatusDocument:
+    return wait_status(rig.agent, lambda d: not d["destinations"][rig.dialect]["connected"],
+                       timeout)  # fmt: skip
+
+
+def _outage(rig: GatewayRig) -> None:
+    """F1: connects refused and open links reset for ``OUTAGE_S``."""
+    rig.proxy.set(Mode.REFUSE)
+    rig.proxy.reset_connections()
+    _down(rig, 15)
+    time.sleep(OUTAGE_S)  # the outage itself
+    held = rig.destination()["pending_batches"]
+    assert held >= OUTAGE_S * 5, f"the buffer absorbs it: {held} pending"
+    before = _hellos(rig)
+    rig.proxy.set(Mode.PASS)
+    _recovered(rig, before)
+
+
+def _blackhole(rig: GatewayRig) -> None:
+    """F1 half-open: every byte swallowed until the agent gives the link up itself."""
+    t0 = time.monotonic()
+    rig.proxy.set(Mode.BLACKHOLE)
+    _down(rig, DEAD_S)
+    assert time.monotonic() - t0 >= KEEPALIVE_S - 1, "no byte came back: the agent waited"
+    before = _hellos(rig)
+    rig.proxy.set(Mode.PASS)
+    rig.proxy.reset_connections()  # what the black hole holds (a connect under way) is dead
+    _recovered(rig, before)
+
+
+def _puback_loss(rig: GatewayRig) -> None:
+    """F3: broker -> agent bytes dropped until the agent judges the link dead."""
+    dropped, repeats = rig.proxy.stats.discarded_s2c, _repeats(rig)
+    rig.proxy.set(Mode.DROP_S2C)
+    _down(rig, DEAD_S)
+    assert rig.proxy.stats.discarded_s2c > dropped, "PUBACKs were on their way and dropped"
+    before = _hellos(rig)
+    rig.proxy.set(Mode.PASS)
+    rig.proxy.reset_connections()  # a connect under way lost its CONNACK: do not wait it out
+    _recovered(rig, before)
+    assert _repeats(rig) > repeats, "the broker had them without PUBACK: they are sent again"
+
+
+@pytest.mark.parametrize("dialect", ["thingsboard", "alink", "iotda"])
+def test_f23_network_faults_lose_nothing(tmp_path: Path, dialect: GatewayDialect) -> None:
+    """F1 (refused + reset, black hole) then F3 (PUBACK loss), one run per dialect."""
+    with GatewayRig(tmp_path, dialect, interval="100ms", north={"max_inflight": WINDOW}) as rig:
+        _ready(rig)
+        _flowing(rig)
+        _outage(rig)
+        _blackhole(rig)
+        _puback_loss(rig)
+        reconnects = int(rig.destination()["reconnects"])
+        judgement = rig.finish(window=WINDOW)
+    assert reconnects >= 3
+    assert rig.gate.refused() == [], "every CONNECT after a fault signed as documented"
+    assert judgement.problems() == []
+    assert judgement.missing == [], "nothing committed may be lost"
+    if isinstance(rig.cloud, AlinkCloud):
+        assert rig.cloud.not_logged_in == [], "a post for a sub-device not logged in again"
+        assert rig.cloud.after_logout == []
 
 
 @pytest.mark.parametrize("dialect", ["thingsboard", "alink", "iotda"])

@@ -1,8 +1,12 @@
 """A gateway-dialect rig: broker, CONNECT gate, cloud stand-in, counter simulators, agent.
 
 ``with GatewayRig(tmp_path, "alink") as rig:`` starts a Mosquitto broker with
-persistence, a :class:`~tests.support.clouds.ConnectGate` checking the
-dialect's documented credentials, the dialect's cloud stand-in, one counter
+persistence, a :class:`~tests.support.clouds.ConnectGate` in front of it
+checking the dialect's documented credentials, a fault proxy
+(``rig.proxy``, :class:`~tests.faults.proxy.ProxyThread`) in front of the
+gate (agent -> proxy -> gate -> broker: the proxy plays the network, so its
+faults leave the cloud up and every CONNECT crossing it is still checked),
+the dialect's cloud stand-in, one counter
 simulator per device (each on its own thread and port, so one can be stopped
 and started again) and the agent process, whose site file has the dialect as
 its only destination (``north:``, no ``mqtt:``), secrets in files and
@@ -18,6 +22,7 @@ from typing import Any, Literal, Self
 
 from simulators.run import SimDevice
 from tests.faults.harness import offline_buffer
+from tests.faults.proxy import ProxyThread
 from tests.support.agentproc import AgentProcess, counter_device, site_dict
 from tests.support.clouds import (
     AlinkCloud,
@@ -79,6 +84,8 @@ class GatewayRig:
                 )
             )
             self.gate = s.enter_context(ConnectGate(self.broker.port, self._check()))
+            # the network between the agent and the cloud: what a fault test breaks
+            self.proxy = s.enter_context(ProxyThread(self.gate.port))
             self.cloud: CloudStandIn = s.enter_context(self._cloud())
             for name in self.names:
                 self.start_device(name)
@@ -119,15 +126,20 @@ class GatewayRig:
 
     # --- the agent's end
 
-    def finish(self, timeout: float = 60.0, *, allowed_missing: int = 0) -> Judgement:
-        """Stop the agent cleanly, wait for every committed seq, and judge."""
+    def finish(
+        self, timeout: float = 60.0, *, allowed_missing: int = 0, window: int = 100
+    ) -> Judgement:
+        """Stop the agent cleanly, wait for every committed seq, and judge.
+
+        ``window``: the agent's ``max_inflight``, the most repeats one connection may send.
+        """
         assert self.agent.stop() == 0, self.agent.log()[-3000:]
         on_disk = offline_buffer(self.agent)
         last = int(on_disk["last_seq"])
         excused = self.cloud.refused_seqs() if isinstance(self.cloud, AlinkCloud) else set()
         self.cloud.wait_for_seqs(last, timeout, allowed_missing + len(excused))
         assert on_disk["pending_batches"] == 0, on_disk
-        return self.cloud.judge(last, excused=excused)
+        return self.cloud.judge(last, window=window, excused=excused)
 
     def destination(self) -> dict[str, Any]:
         """The destination's section of the running agent's status."""
@@ -162,7 +174,7 @@ class GatewayRig:
             "id": self.dialect,
             "dialect": self.dialect,
             "host": "127.0.0.1",
-            "port": self.gate.port,
+            "port": self.proxy.port,
             "keepalive": "5s",
             "reconnect_max": "2s",
             **self.north,
