@@ -646,7 +646,9 @@ class PublishLoop:
         for stored, batch in zip(run, batches, strict=True):
             if len(batch.readings) > 1:
                 budget = len(stored.payload) // 2
-                refused += self._source.resplit(stored.seq, stored.device, stored.payload, budget)
+                refused += self._source.resplit(
+                    stored.seq, stored.device, stored.payload, budget, created_ms=stored.created_ms
+                )
             else:
                 refused += 1
                 self.stats.refused_by_dialect += 1
@@ -830,7 +832,11 @@ class PublishLoop:
         """A stored batch the broker cannot take: queued again in pieces (new seqs), never sent."""
         limit = self._health.limit
         refused = self._source.resplit(
-            batch.seq, batch.device, batch.payload, payload_budget(limit, topic)
+            batch.seq,
+            batch.device,
+            batch.payload,
+            payload_budget(limit, topic),
+            created_ms=batch.created_ms,
         )
         self.stats.oversized_split += 1
         (log.warning if self.stats.oversized_split == 1 else log.debug)(

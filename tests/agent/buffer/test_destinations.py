@@ -376,3 +376,22 @@ TestDestinationsMachine.settings = settings(
     max_examples=25, stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
+
+
+async def test_the_pieces_of_a_cut_batch_keep_its_age(tmp_path: Path) -> None:
+    """Re-cut readings are as old as they were: their rows keep the original created_ms."""
+    async with Buffer(tmp_path / "b.db", agent_id="box", destinations=TWO) as buf:
+        county = buf.view("county")
+        buf.put(
+            "dev", [Reading(1_764_270_000_000 + i, {"m": i, "pad": "x" * 500}) for i in range(8)]
+        )
+        await buf.flush()
+        (row,) = await county.fetch(0, 10)
+        old = row.created_ms - 3_600_000  # as if it had waited an hour for this destination
+        assert county.resplit(row.seq, row.device, row.payload, 1200, created_ms=old) == 0
+        await buf.flush()
+        pieces = await county.fetch(0, 100)
+        stats = await buf.stats()
+    assert len(pieces) > 1
+    assert {p.created_ms for p in pieces} == {old}
+    assert dest(stats, "county").oldest_created_ms == old

@@ -22,9 +22,13 @@ class CuttingSource(MemorySource):
     def __init__(self) -> None:
         super().__init__()
         self.cut: list[tuple[int, int]] = []
+        self.created: list[int | None] = []
 
-    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+    def resplit(
+        self, seq: int, device: str, payload: bytes, limit: int, *, created_ms: int | None = None
+    ) -> int:
         self.cut.append((seq, limit))
+        self.created.append(created_ms)
         self.ack([seq])
         self.add(device)  # a small piece under a new seq
         return 0
@@ -34,7 +38,7 @@ async def test_a_stored_batch_above_the_limit_is_cut_and_never_sent() -> None:
     source = CuttingSource()
     source.add("dev")
     big = source.add("dev")
-    source.rows[big.seq] = type(big)(big.seq, big.device, 0, 1, b"x" * 3000)
+    source.rows[big.seq] = type(big)(big.seq, big.device, 1234, 1, b"x" * 3000)
     source.add("dev")
     async with StubBroker() as broker:
         broker.hold = False
@@ -45,6 +49,7 @@ async def test_a_stored_batch_above_the_limit_is_cut_and_never_sent() -> None:
     assert broker.data_publishes() == [1, 3, 4]  # 2 cut, its piece is 4
     assert [seq for seq, _ in source.cut] == [2]
     assert source.cut[0][1] < 2048
+    assert source.created == [1234]  # the pieces are as old as the batch they come from
     assert pub.stats.oversized_split == 1
 
 
