@@ -191,9 +191,19 @@ class Buffer:
         self._put(device, readings, self.max_message_bytes)
 
     def resplit(
-        self, seq: int, device: str, payload: bytes, limit: int, *, created_ms: int | None = None
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         """Queue a committed batch again as pieces of at most ``limit`` bytes, then drop it.
+
+        ``max_readings`` caps the readings of a piece as well (a dialect halves a
+        batch by readings, ``limit`` None: its own encoding decides the bytes).
 
         For a row stored before the broker's limit was known: its readings get
         new seqs (after the pending ones) and the old seq is acknowledged in
@@ -204,7 +214,7 @@ class Buffer:
         readings refused (too large even alone).
         Of the first destination; see :meth:`BufferView.resplit`.
         """
-        return self._resplit(0, seq, device, payload, limit, created_ms)
+        return self._resplit(0, seq, device, payload, limit, created_ms, max_readings)
 
     def _resplit(
         self,
@@ -212,8 +222,9 @@ class Buffer:
         seq: int,
         device: str,
         payload: bytes,
-        limit: int,
+        limit: int | None,
         created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         others = frozenset(range(len(self._views))) - {index}
         try:
@@ -222,7 +233,7 @@ class Buffer:
                 Reading(r["ts"], r["values"], r.get("errors", {}), r.get("clock"))
                 for r in message["readings"]
             ]
-            refused = self._put(device, readings, limit, others, created_ms)
+            refused = self._put(device, readings, limit, others, created_ms, max_readings)
         except ValueError as exc:  # not our format: it cannot be cut, only refused
             log.warning("buffer: batch seq %d cannot be split (%s): dropped", seq, exc)
             self.refused_readings += 1
@@ -237,9 +248,10 @@ class Buffer:
         limit: int | None,
         had: frozenset[int] = frozenset(),
         created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         self._check_open()
-        pieces, refused = split_batch(self.agent_id, device, readings, limit)
+        pieces, refused = split_batch(self.agent_id, device, readings, limit, max_readings)
         created = now_ms() if created_ms is None else created_ms
         for head, tail, n_values in pieces:
             if self._inbox.put(Put(device, head, tail, created, n_values, had)):
@@ -528,7 +540,14 @@ class BufferView:
         await self._buffer.flush()
 
     def resplit(
-        self, seq: int, device: str, payload: bytes, limit: int, *, created_ms: int | None = None
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         """Cut a stored batch again for this destination only (see :meth:`Buffer.resplit`).
 
@@ -536,7 +555,9 @@ class BufferView:
         destination (each still gets the original seq), and the original is
         acknowledged for this one: nobody receives the readings twice.
         """
-        return self._buffer._resplit(self._index, seq, device, payload, limit, created_ms)
+        return self._buffer._resplit(
+            self._index, seq, device, payload, limit, created_ms, max_readings
+        )
 
 
 def _load_masks(conn: sqlite3.Connection, masks: list[int], config: StoreConfig) -> None:

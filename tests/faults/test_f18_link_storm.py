@@ -44,7 +44,14 @@ class _EmptySource:
         raise AssertionError("nothing was sent")
 
     def resplit(
-        self, seq: int, device: str, payload: bytes, limit: int, *, created_ms: int | None = None
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         raise AssertionError("nothing was sent")
 

@@ -91,7 +91,14 @@ class MemorySource:
         await asyncio.sleep(0)
 
     def resplit(
-        self, seq: int, device: str, payload: bytes, limit: int, *, created_ms: int | None = None
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         raise AssertionError("these batches fit any broker")
 
