@@ -172,6 +172,7 @@ class PublisherStats:
     packets_published: int = 0  # a dialect's data packets PUBACKed (edge-json: not counted)
     refused_by_cloud: int = 0  # values in packets the cloud replied it will never take
     refused_by_dialect: int = 0  # readings the dialect cannot carry (a value out of width...)
+    oversized_skipped: int = 0  # a dialect's packets without readings (births) above the limit
     dialect: str = "edge-json"
 
 

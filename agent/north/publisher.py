@@ -44,15 +44,21 @@ dialect and keeps everything else. The contract, per connection:
    state and its next ``on_connect`` says it.
 7. a clean stop publishes ``goodbye(now)``, then DISCONNECT.
 
-Sizes: a dialect cuts its own packets to the cloud's limits (``encode``). A
-packet above the broker's limit (``mqtt.max_message_size``, lowered when the
-broker shows a smaller one) is never published: the batches of that run are
-queued again by the buffer in halves under new seqs (``oversized_split``),
-and the session's ``on_connect`` is sent again before the next data, since
-its state (a Sparkplug seq, a device born) moved on for packets that did not
-go out. A batch of one reading cannot be cut: it is refused, counted in
+Sizes: before each CONNECT the session is told the broker's limit
+(``limit(max_message_size)``: ``mqtt.max_message_size``, lowered when the
+broker shows a smaller one), and cuts its packets below it and the cloud's
+own limits (``encode``). A data packet above the limit is still never
+published: the run is encoded again in halves (fewer batches per encode); a
+single batch still too large is queued again by the buffer in halves of its
+readings under new seqs, with its age (``oversized_split``). Each time the
+session's ``on_connect`` is sent again before the next data, since its state
+(a Sparkplug seq, a device born) moved on for packets that did not go out. A
+batch of one reading cannot be cut: it is refused, counted in
 ``refused_by_dialect`` with ``last_error`` saying so, and logged; never
-dropped silently.
+dropped silently. A packet without readings (``Packet.data`` False: a DBIRTH,
+attributes) or a birth message above the limit is left out, counted in
+``oversized_skipped`` with ``last_error`` and a warning: it never holds the
+readings back.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import orjson
@@ -182,6 +188,8 @@ class PublishLoop:
         self._reconnect = False  # the session asked for a new connection
         self._notes: set[str] = set()
         self._refusals_logged = False
+        self._too_large_logged = False  # a reading too large for any packet was logged
+        self._skipped_topics: set[str] = set()  # oversized packets without readings, logged
 
     async def run(self) -> None:
         """Publish until cancelled or stopped; reconnect on every failure."""
@@ -327,6 +335,7 @@ class PublishLoop:
 
     async def _open_session_link(self, session: Session) -> Link:
         now = now_ms()
+        session.limit(self._health.limit)  # the broker's limit as known now: packets fit it
         credentials = session.credentials(now)
         will = session.will(now)  # None: a dialect without a Will (Alink, IoTDA, ThingsBoard)
         if will is not None:
@@ -551,13 +560,27 @@ class PublishLoop:
             return
         self._births_due = False
         for message in session.on_connect(now_ms()):
-            _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
+            self._publish_side_message(link, message)
         self._birthed = True
+
+    def _publish_side_message(self, link: Link, message: Outgoing) -> None:
+        """A session's message outside the data (a birth, a death): left out if too large."""
+        size = packet_size(message.topic, len(message.payload))
+        if size > self._health.limit:
+            self._skip_side(message.topic, size)
+            return
+        _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
 
     def _send_run(
         self, link: Link, session: Session, run: Sequence[BatchLike], historical: bool
     ) -> None:
-        """Encode one run of batches and publish its packets (all or, if one is too large, none)."""
+        """Encode one run of batches and publish its packets, each under the broker's limit.
+
+        A data packet above the limit is never sent: the run is encoded again in
+        halves, and a batch alone still too large is cut in the buffer
+        (:meth:`_oversized`). A packet without readings above it is left out
+        (:meth:`_skip_side`).
+        """
         decoded: list[Batch] = []
         kept: list[BatchLike] = []
         values: dict[int, int] = {}
@@ -570,31 +593,67 @@ class PublishLoop:
         if not decoded:
             return
         self._open += len(decoded)
-        try:
-            encoded = session.encode(decoded, now_ms(), historical=historical)
-        except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
-            log.exception("%s cannot encode batches %d..%d", self.stats.dialect,
-                          decoded[0].seq, decoded[-1].seq)  # fmt: skip
-            self._aborted = True
-            link.abort(f"{self.stats.dialect} cannot encode batch seq {decoded[0].seq}: {exc}")
-            raise LinkDown(str(exc)) from exc
-        packets = self._complete(encoded, [b.seq for b in decoded])
+        todo: deque[tuple[Sequence[BatchLike], Sequence[Batch]]] = deque([(kept, decoded)])
+        while todo:
+            stored_part, part = todo.popleft()
+            self._births(link)  # due again after a packet withheld: the session moved on
+            try:
+                encoded = session.encode(part, now_ms(), historical=historical)
+            except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
+                log.exception("%s cannot encode batches %d..%d", self.stats.dialect,
+                              part[0].seq, part[-1].seq)  # fmt: skip
+                self._aborted = True
+                link.abort(f"{self.stats.dialect} cannot encode batch seq {part[0].seq}: {exc}")
+                raise LinkDown(str(exc)) from exc
+            packets = self._complete(encoded, [b.seq for b in part])
+            limit = self._health.limit
+            sizes = [packet_size(p.topic, len(p.payload)) for p in packets]
+            too_large = [z for p, z in zip(packets, sizes, strict=True) if p.data and z > limit]
+            if too_large:
+                self._births_due = True  # its state moved on for packets that do not go out
+                if len(part) > 1:
+                    half = (len(part) + 1) // 2
+                    todo.extendleft(
+                        [(stored_part[half:], part[half:]), (stored_part[:half], part[:half])]
+                    )
+                else:
+                    self._oversized(stored_part[0], part[0], max(too_large))
+                continue
+            self._publish_packets(link, session, encoded, packets, sizes, values, part[0].seq)
+
+    def _publish_packets(
+        self,
+        link: Link,
+        session: Session,
+        encoded: Encoded,
+        packets: Sequence[Packet],
+        sizes: Sequence[int],
+        values: dict[int, int],
+        first: int,
+    ) -> None:
+        """Publish the packets of one encode (those without readings above the limit left out)."""
         limit = self._health.limit
-        sizes = [packet_size(p.topic, len(p.payload)) for p in packets]
-        if any(size > limit for size in sizes):
-            self._withhold(kept, decoded, max(sizes))
-            return
+        out: list[tuple[Packet, int]] = []
+        for packet, size in zip(packets, sizes, strict=True):
+            if size <= limit:
+                out.append((packet, size))
+                continue
+            self._skip_side(packet.topic, size)
+            if packet.done and out:  # what it finished is finished by the packet before it
+                last, last_size = out[-1]
+                out[-1] = (replace(last, done=(*last.done, *packet.done)), last_size)
+            elif packet.done:
+                self._ack_now(packet.done)
         self._count_refused(encoded)
         self._ack_now(encoded.idle)
-        first = decoded[0].seq if decoded else 0
-        for packet, size in zip(packets, sizes, strict=True):
+        for packet, size in out:
             fut = link.publish(packet.topic, packet.payload, self._o.qos, False)
             sent = _Sent(
                 first, packet.topic, fut, time.monotonic(), size, packet.done,
                 sum(values.get(seq, 0) for seq in packet.done), session.reply_key(packet),
             )  # fmt: skip
             if packet.done:
-                first = packet.done[-1] + 1
+                first = max(packet.done) + 1
             self._sent.append(sent)
             if sent.key is not None:
                 self._by_key[sent.key] = sent
@@ -635,37 +694,59 @@ class PublishLoop:
         last = encoded.packets[-1]
         return (*encoded.packets[:-1], Packet(last.topic, last.payload, (*last.done, *missing)))
 
-    def _withhold(self, run: Sequence[BatchLike], batches: Sequence[Batch], size: int) -> None:
-        """A packet above the broker's limit: the run is queued again in halves, never sent.
+    def _oversized(self, stored: BatchLike, batch: Batch, size: int) -> None:
+        """One batch whose readings make a packet above the limit: cut it in halves, or refuse it.
 
-        Each stored batch is cut to half its size, so every pass makes progress;
-        a batch of one reading cannot be cut: it is refused, counted and logged.
+        The halves (by readings, never below one) are queued again by the buffer
+        under new seqs with the batch's age; a batch of one reading cannot be
+        cut: it is refused, counted in ``refused_by_dialect`` and acknowledged.
         """
         limit = self._health.limit
-        refused = 0
-        for stored, batch in zip(run, batches, strict=True):
-            if len(batch.readings) > 1:
-                budget = len(stored.payload) // 2
-                refused += self._source.resplit(
-                    stored.seq, stored.device, stored.payload, budget, created_ms=stored.created_ms
-                )
-            else:
-                refused += 1
-                self.stats.refused_by_dialect += 1
-                self.stats.last_error = (
-                    f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
-                    f"{self.stats.dialect} message above the {limit:,}-byte limit: refused"
-                )
-                self._source.ack([stored.seq])
+        if len(batch.readings) > 1:
+            self._open = max(0, self._open - 1)  # the buffer acknowledges it with the cut
+            half = (len(batch.readings) + 1) // 2
+            lost = self._source.resplit(
+                stored.seq, stored.device, stored.payload, None,
+                created_ms=stored.created_ms, max_readings=half,
+            )  # fmt: skip
             self.stats.oversized_split += 1
-        self._open = max(0, self._open - len(run))
-        self._births_due = True  # the session's state moved on for packets not sent
-        (log.warning if self.stats.oversized_split == len(run) else log.debug)(
-            "a %s message of %s bytes is above the %s-byte message limit: batches %d..%d "
-            "queued again in smaller batches under new seqs%s",
-            self.stats.dialect, f"{size:,}", f"{limit:,}", run[0].seq, run[-1].seq,
-            f", {refused} reading(s) too large alone were refused" if refused else "",
-        )  # fmt: skip
+            if lost:  # only a payload the buffer could not read again
+                self.stats.refused_by_dialect += lost
+                self.stats.last_error = f"batch seq {stored.seq} of {stored.device} is unreadable"
+            (log.warning if self.stats.oversized_split == 1 else log.debug)(
+                "a %s message of %s bytes is above the %s-byte message limit: batch seq %d of "
+                "%s (%d readings) queued again in halves under new seqs",
+                self.stats.dialect, f"{size:,}", f"{limit:,}", stored.seq, stored.device,
+                len(batch.readings),
+            )  # fmt: skip
+            return
+        self._ack_now([stored.seq])
+        self.stats.refused_by_dialect += max(1, len(batch.readings))
+        self.stats.last_error = (
+            f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
+            f"{self.stats.dialect} message of {size:,} bytes, above the {limit:,}-byte limit: "
+            f"refused"
+        )
+        (log.debug if self._too_large_logged else log.warning)(
+            "%s (counted in refused_by_dialect)", self.stats.last_error
+        )
+        self._too_large_logged = True
+
+    def _skip_side(self, topic: str, size: int) -> None:
+        """A packet without readings (a birth, attributes) above the limit: left out, reported."""
+        limit = self._health.limit
+        self.stats.oversized_skipped += 1
+        self.stats.last_error = (
+            f"a {self.stats.dialect} message on {topic} of {size:,} bytes (no readings: a "
+            f"birth or attributes) is above the {limit:,}-byte message limit: not sent"
+        )
+        known = topic in self._skipped_topics
+        if not known and len(self._skipped_topics) < _NOTES_KEPT:
+            self._skipped_topics.add(topic)
+        (log.debug if known else log.warning)(
+            "%s; its readings go out without it (raise mqtt.max_message_size to send it)",
+            self.stats.last_error,
+        )
 
     def _count_refused(self, encoded: Encoded) -> None:
         if not encoded.refused:
@@ -794,7 +875,7 @@ class PublishLoop:
             return
         with contextlib.suppress(LinkDown):
             for message in messages:
-                _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
+                self._publish_side_message(link, message)
 
     def _hurry_deletes(self) -> asyncio.Task[None]:
         """Have the buffer commit the deletes acked so far now, not at its next budgeted commit.

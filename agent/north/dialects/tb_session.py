@@ -35,10 +35,18 @@ in the agent's status).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from agent.north.destination import ThingsboardOptions
 from agent.north.dialects import thingsboard as tb
-from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, dumps
+from agent.north.dialects.common import (
+    Batch,
+    Credentials,
+    Encoded,
+    Packet,
+    dumps,
+    payload_room,
+)
 from agent.north.session import DeviceFacts, Outgoing, Reaction
 from drivers.base import Value
 
@@ -59,7 +67,7 @@ class TbSession:
         self.options = options
         self.agent_id = agent_id
         self.facts = dict(facts)
-        self.max_bytes = max_bytes
+        self.max_bytes = self._ceiling = max_bytes
         self._gateway = tb.TbGateway(options.names, seq_key=options.seq_key, max_bytes=max_bytes)
         self._offline: set[str] = set()
         """Agent devices known not to answer: not announced until they answer again."""
@@ -79,6 +87,10 @@ class TbSession:
     def subscriptions(self) -> Sequence[tuple[str, int]]:
         return ()  # no shared attributes or RPC are served
 
+    def limit(self, max_message_size: int) -> None:
+        self.max_bytes = min(self._ceiling, payload_room(max_message_size))
+        self._gateway.max_bytes = self.max_bytes
+
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         self._errors = {device: {} for device in self.facts}  # on_connect clears last_error
         online = [d for d in self.facts if d not in self._offline]
@@ -91,6 +103,7 @@ class TbSession:
         return True
 
     def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        """Telemetry packets, then one ``last_error`` packet per device whose errors changed."""
         encoded = self._gateway.pack(batches)
         changed: dict[str, tuple[dict[str, str], int]] = {}
         for batch in batches:
@@ -100,7 +113,10 @@ class TbSession:
                     changed[batch.device] = (dict(reading.errors), reading.ts)
         if not changed:
             return encoded
-        extra = [tb.error_attributes(self.name(d), e, ts) for d, (e, ts) in changed.items()]
+        extra = [
+            replace(tb.error_attributes(self.name(d), e, ts, self.max_bytes), data=False)
+            for d, (e, ts) in changed.items()
+        ]
         return Encoded((*encoded.packets, *extra), encoded.refused, encoded.idle)
 
     def reply_key(self, packet: Packet) -> str | None:

@@ -107,7 +107,7 @@ class SparkplugSession:
     ) -> None:
         self._o = options
         self._agent = agent_id
-        self._max = max_message_size
+        self._ceiling = self._max = max_message_size
         start = 0 if options.state_file is None else load_next_bd_seq(options.state_file)
         self._edge = EdgeSession(options.group_id, options.edge_node_id, next_bd_seq=start)
         if options.primary_host is not None:
@@ -160,6 +160,10 @@ class SparkplugSession:
     def ready(self) -> bool:
         """False while a configured primary host has not said online on this connection."""
         return self._host_online
+
+    def limit(self, max_message_size: int) -> None:
+        """DDATA are cut below ``max_message_size`` from now on (never above the configured)."""
+        self._max = min(self._ceiling, max_message_size)
 
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         """NBIRTH, then a DBIRTH of every device known and not announced offline."""
@@ -249,7 +253,7 @@ class SparkplugSession:
             readings = self._learn(batch, device, refused)
             if not self._edge.is_born(batch.device) or not _tags(readings) <= device.birth:
                 born = self._dbirth(batch.device, device, now_ms)
-                packets.append(Packet(born.topic, born.payload))
+                packets.append(Packet(born.topic, born.payload, data=False))
             readings = self._fit(batch, readings, refused)
             budget = self._max - (1 + 4 + 2 + len(data_topic.encode()) + 2)
             for chunk in _chunks(readings, budget, batch, refused):
@@ -263,7 +267,7 @@ class SparkplugSession:
             if batch.device in self._offline:  # backlog of a device gone: it stays gone
                 death = self._edge.ddeath(batch.device, now_ms)
                 device.birth = frozenset()
-                packets.append(Packet(death.topic, death.payload))
+                packets.append(Packet(death.topic, death.payload, data=False))
         return Encoded(tuple(packets), tuple(refused), tuple(idle))
 
     def reply_key(self, packet: Packet) -> str | None:
