@@ -102,7 +102,7 @@ def test_tag_errors_become_last_error_attributes_when_they_change() -> None:
     assert json.loads(first[1].payload) == {
         "Meter 1": {"last_error": "ib: timeout; ic: crc", "last_error_ts": 1000}
     }
-    assert first[1].done == ()
+    assert (first[0].done, first[1].done) == ((), (1,))  # finished once its errors are sent
     same = session.encode(
         [Batch(2, "m1", [Reading(2000, {"ua": 2}, {"ib": "timeout", "ic": "crc"})])],
         0,
@@ -116,10 +116,11 @@ def test_tag_errors_become_last_error_attributes_when_they_change() -> None:
     only_errors = session.encode(
         [Batch(4, "m2", [Reading(4000, {}, {"t": "timeout"})])], 0, historical=False
     )
-    assert only_errors.idle == (4,)  # no telemetry: acknowledged directly
+    assert only_errors.idle == ()  # no telemetry: finished by its attributes packet
     assert json.loads(only_errors.packets[0].payload) == {
         "m2": {"last_error": "t: timeout", "last_error_ts": 4000}
     }
+    assert only_errors.packets[0].done == (4,)
 
 
 def test_offline_disconnects_online_connects_again_and_goodbye_ends_the_rest() -> None:
