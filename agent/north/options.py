@@ -173,6 +173,7 @@ class PublisherStats:
     refused_by_cloud: int = 0  # values in packets the cloud replied it will never take
     refused_by_dialect: int = 0  # readings the dialect cannot carry (a value out of width...)
     oversized_skipped: int = 0  # a dialect's packets without readings (births) above the limit
+    dialect_errors: int = 0  # a dialect session's calls that raised (each dropped the link)
     dialect: str = "edge-json"
 
 

@@ -488,3 +488,135 @@ async def test_thingsboard_errors_of_one_device_cost_no_readings(
     assert (pub.stats.refused_by_dialect, pub.stats.oversized_split, buf.refused_readings) == (
         0, 0, 0,
     )  # fmt: skip
+
+
+class FlakySession(FakeSession):
+    """Raises (a dialect bug) in the named call, the first ``times`` times it is made."""
+
+    def __init__(self, call: str, times: int = 1) -> None:
+        super().__init__()
+        self.call, self.left = call, times
+
+    def _maybe_fail(self, call: str) -> None:
+        if call == self.call and self.left > 0:
+            self.left -= 1
+            raise KeyError(f"{call} bug")
+
+    def limit(self, max_message_size: int) -> None:
+        self._maybe_fail("limit")
+        super().limit(max_message_size)
+
+    def credentials(self, now_ms: int) -> Credentials | None:
+        self._maybe_fail("credentials")
+        return super().credentials(now_ms)
+
+    def will(self, now_ms: int) -> Outgoing:
+        self._maybe_fail("will")
+        return super().will(now_ms)
+
+    def subscriptions(self) -> Sequence[tuple[str, int]]:
+        self._maybe_fail("subscriptions")
+        return super().subscriptions()
+
+    def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
+        self._maybe_fail("on_connect")
+        return super().on_connect(now_ms)
+
+    def ready(self) -> bool:
+        self._maybe_fail("ready")
+        return super().ready()
+
+    def reply_key(self, packet: Packet) -> str | None:
+        self._maybe_fail("reply_key")
+        return super().reply_key(packet)
+
+    def on_message(self, topic: str, payload: bytes, now_ms: int) -> Reaction:
+        self._maybe_fail("on_message")
+        return super().on_message(topic, payload, now_ms)
+
+    def device_state(self, device: str, online: bool, now_ms: int) -> Sequence[Outgoing]:
+        self._maybe_fail("device_state")
+        return super().device_state(device, online, now_ms)
+
+    def goodbye(self, now_ms: int) -> Sequence[Outgoing]:
+        self._maybe_fail("goodbye")
+        return super().goodbye(now_ms)
+
+
+CALLS = ["limit", "credentials", "will", "subscriptions", "on_connect", "ready", "reply_key",
+         "on_message", "device_state"]  # fmt: skip
+
+
+@pytest.mark.parametrize("call", CALLS)
+async def test_a_session_call_that_raises_drops_the_link_not_the_publisher(
+    mosquitto: Mosquitto, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = MemorySource()
+    for _ in range(3):
+        source.add("dev")
+    session = FlakySession(call, times=2)
+    cloud = Cloud(mosquitto.port, lambda _id, _seq: "accepted")
+    try:
+        pub = Publisher(options(mosquitto.port), source, AGENT, session)
+        async with running(pub) as task:
+            if call == "device_state":
+                pub.device_state("dev", online=False)  # no link yet: counted, logged
+                await until(lambda: pub.stats.connected, what="connected")
+                pub.device_state("dev", online=False)  # on a link: the link is dropped
+            await until(lambda: not source.rows, what="every batch acked")
+            assert not task.done()
+    finally:
+        cloud.stop()
+    assert session.left == 0  # it did fail twice
+    assert pub.stats.dialect_errors == 2
+    assert call in (pub.stats.last_error or "")
+    logged = [r for r in caplog.records if r.exc_info and "dialect failed" in r.message]
+    assert len(logged) == 1  # one traceback, the repeat at debug
+    if call not in ("limit", "credentials", "will", "subscriptions", "device_state"):
+        assert pub.stats.reconnects >= 1  # the link it failed on was dropped
+    assert session.connects >= 1  # on_connect went out on a later link
+
+
+async def test_a_failing_goodbye_ends_the_link_without_ending_the_stop(
+    mosquitto: Mosquitto,
+) -> None:
+    source = MemorySource()
+    session = FlakySession("goodbye")
+    with Subscriber(mosquitto.port, "fake/#") as sub:
+        pub = Publisher(options(mosquitto.port), source, AGENT, session)
+        async with running(pub) as task:
+            await until(lambda: pub.stats.connected, what="connected")
+            await pub.stop(drain_timeout=1)
+            await task  # returns: no exception out of run()
+        msgs = await sub.wait_for_async(lambda m: any(x.topic == WILL for x in m))
+    assert "fake/bye" not in [m.topic for m in msgs]  # the Will spoke instead
+    assert pub.stats.dialect_errors == 1
+
+
+class PoisonSession(FakeSession):
+    """Cannot encode the batch whose reading has n == 2, ever."""
+
+    def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        if any(r.values.get("n") == 2 for b in batches for r in b.readings):
+            raise ValueError("cannot encode n=2")
+        return super().encode(batches, now_ms, historical=historical)
+
+
+async def test_a_batch_the_dialect_can_never_encode_is_refused_the_rest_goes(
+    mosquitto: Mosquitto,
+) -> None:
+    source = MemorySource()
+    for _ in range(4):
+        source.add("dev")
+    cloud = Cloud(mosquitto.port, lambda _id, _seq: "accepted")
+    try:
+        pub = Publisher(options(mosquitto.port), source, AGENT, PoisonSession())
+        async with running(pub) as task:
+            await until(lambda: not source.rows, what="every batch acked or refused")
+            assert not task.done()
+    finally:
+        cloud.stop()
+    assert sorted({seq for _id, seq in cloud.seen}) == [1, 3, 4]
+    assert pub.stats.refused_by_dialect == 1
+    assert pub.stats.messages_published == 3
+    assert "batch seq 2 of dev failed the fake encoder 3 times" in (pub.stats.last_error or "")
