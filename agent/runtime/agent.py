@@ -230,6 +230,9 @@ class Agent:
             old = self._publishing.pop(dest_id, None)
             if old is not None:
                 old.cancel()
+            for poller in self.pollers:  # its session starts knowing every device online
+                if not poller.answering:
+                    publisher.device_state(poller.device.id, False)
             self.publishers[dest_id] = publisher
             self._start_publisher(dest_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from agent.buffer import BufferView, PendingBatch
 from agent.north.link import Publisher
 from agent.runtime.agent import Agent, mqtt_options
 from agent.site.loader import load_site
+from tests.agent.north.test_publisher import until
 from tests.support.agentproc import counter_device, site_dict
-from tests.support.mosquitto import Mosquitto, Subscriber, free_port
+from tests.support.mosquitto import Mosquitto, Received, Subscriber, free_port
 
 
 def _write(path: Path, site: dict[str, Any]) -> None:
@@ -144,3 +146,46 @@ async def test_a_publisher_that_fails_is_started_again_and_the_agent_runs_on(
     restarted = [r for r in caplog.records if "the publisher failed; started again" in r.message]
     assert len(restarted) == 1
     assert restarted[0].exc_info is not None
+
+
+async def test_a_reload_does_not_announce_a_silent_device_online(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new ThingsBoard session of a reload is told which devices are down before it connects."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    file = tmp_path / "site.yaml"
+    site = site_dict("tb-box", mosquitto.port, [counter_device("d1", free_port())])
+    site["north"] = [
+        {"id": "tb", "dialect": "thingsboard", "host": "127.0.0.1", "port": mosquitto.port,
+         "keepalive": "5s", "reconnect_max": "2s", "thingsboard": {"access_token": "tok"}},
+    ]  # fmt: skip
+    _write(file, site)
+    agent = Agent(load_site(file))
+    with Subscriber(mosquitto.port, "v1/gateway/#") as sub:
+        running = asyncio.create_task(agent.run())
+        try:
+            await sub.wait_for_async(lambda m: _attributes_of(m, "d1"), timeout=30)
+            await until(lambda: not agent.pollers[0].answering, within=30, what="d1 down")
+            seen = len(sub.messages)
+            site["devices"].append(counter_device("d2", free_port()))
+            _write(file, site)
+            assert await agent.reload()
+            msgs = await sub.wait_for_async(lambda m: _attributes_of(m[seen:], "d2"), timeout=30)
+        finally:
+            agent.request_stop()
+            await asyncio.wait_for(running, 60)
+    assert not _said(msgs[seen:], "connect", "d1"), "the new session announced d1 online"
+
+
+def _said(msgs: list[Received], what: str, device: str) -> bool:
+    topic = f"v1/gateway/{what}"
+    return any(m.topic == topic and json.loads(m.payload)["device"] == device for m in msgs)
+
+
+def _attributes_of(msgs: list[Received], device: str) -> bool:
+    """The static attributes of ``device``: what a session's on_connect sends last."""
+    return any(
+        "profile" in json.loads(m.payload).get(device, {})
+        for m in msgs
+        if m.topic == "v1/gateway/attributes"
+    )
