@@ -190,25 +190,50 @@ class Buffer:
         """
         self._put(device, readings, self.max_message_bytes)
 
-    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+    def resplit(
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
+    ) -> int:
         """Queue a committed batch again as pieces of at most ``limit`` bytes, then drop it.
+
+        ``max_readings`` caps the readings of a piece as well (a dialect halves a
+        batch by readings, ``limit`` None: its own encoding decides the bytes).
 
         For a row stored before the broker's limit was known: its readings get
         new seqs (after the pending ones) and the old seq is acknowledged in
         the same or a later commit, so a crash in between leaves a duplicate,
-        never a loss. Return the readings refused (too large even alone).
+        never a loss. The pieces keep the row's ``created_ms`` when given (the
+        readings are as old as before: a backlog stays historical, the oldest
+        pending age stays true); without it they are stamped now. Return the
+        readings refused (too large even alone).
         Of the first destination; see :meth:`BufferView.resplit`.
         """
-        return self._resplit(0, seq, device, payload, limit)
+        return self._resplit(0, seq, device, payload, limit, created_ms, max_readings)
 
-    def _resplit(self, index: int, seq: int, device: str, payload: bytes, limit: int) -> int:
+    def _resplit(
+        self,
+        index: int,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
+    ) -> int:
         others = frozenset(range(len(self._views))) - {index}
         try:
             message = decode_message(payload)
             readings = [
-                Reading(r["ts"], r["values"], r.get("errors", {})) for r in message["readings"]
+                Reading(r["ts"], r["values"], r.get("errors", {}), r.get("clock"))
+                for r in message["readings"]
             ]
-            refused = self._put(device, readings, limit, others)
+            refused = self._put(device, readings, limit, others, created_ms, max_readings)
         except ValueError as exc:  # not our format: it cannot be cut, only refused
             log.warning("buffer: batch seq %d cannot be split (%s): dropped", seq, exc)
             self.refused_readings += 1
@@ -222,10 +247,12 @@ class Buffer:
         readings: Sequence[Reading],
         limit: int | None,
         had: frozenset[int] = frozenset(),
+        created_ms: int | None = None,
+        max_readings: int | None = None,
     ) -> int:
         self._check_open()
-        pieces, refused = split_batch(self.agent_id, device, readings, limit)
-        created = now_ms()
+        pieces, refused = split_batch(self.agent_id, device, readings, limit, max_readings)
+        created = now_ms() if created_ms is None else created_ms
         for head, tail, n_values in pieces:
             if self._inbox.put(Put(device, head, tail, created, n_values, had)):
                 self._submitted_one()
@@ -512,14 +539,25 @@ class BufferView:
         """Commit every put and ack made so far (the buffer's, not only this destination's)."""
         await self._buffer.flush()
 
-    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
-        """Cut a stored batch again for this destination only.
+    def resplit(
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
+    ) -> int:
+        """Cut a stored batch again for this destination only (see :meth:`Buffer.resplit`).
 
         The pieces get new seqs and start acknowledged by every other
         destination (each still gets the original seq), and the original is
         acknowledged for this one: nobody receives the readings twice.
         """
-        return self._buffer._resplit(self._index, seq, device, payload, limit)
+        return self._buffer._resplit(
+            self._index, seq, device, payload, limit, created_ms, max_readings
+        )
 
 
 def _load_masks(conn: sqlite3.Connection, masks: list[int], config: StoreConfig) -> None:

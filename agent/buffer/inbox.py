@@ -44,6 +44,8 @@ class Work:
     """Acked seqs per destination index."""
     n_ops: int = 0
     refused: int = 0
+    spared: dict[int, int] = field(default_factory=dict)
+    """Of ``refused``, per destination index: batches it had already (cut pieces)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class Inbox:
         self._bytes = 0
         self._puts = 0
         self._refused = 0
+        self._spared: dict[int, int] = {}
         self._unsynced: list[set[int]] = [set() for _ in range(destinations)]
         self._taken = Held()
         self._taken_bytes = 0  # still counted in _bytes: a retried commit holds them
@@ -103,6 +106,8 @@ class Inbox:
         with self._lock:
             if self._bytes + op.size > self._ram_limit:
                 self._refused += 1
+                for index in op.had:
+                    self._spared[index] = self._spared.get(index, 0) + 1
                 return False
             self._bytes += op.size
             self._puts += 1
@@ -134,6 +139,7 @@ class Inbox:
                     work.acks.setdefault(op[0], set()).update(op[1])
                 work.n_ops += 1
             work.refused, self._refused = self._refused, 0
+            work.spared, self._spared = self._spared, {}
             self._taken = Held(len(work.puts), work.refused, *counters)
             self._takes += 1
         return work

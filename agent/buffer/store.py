@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,6 +232,8 @@ class Store:
             else:
                 self._mark_acked(c, index, seqs)
         c.dropped += work.refused
+        for index, n in work.spared.items():
+            self._count_had(c, (index,), n)
         puts = self._admit(c, work.puts, extra_pages)
         if not puts:
             return
@@ -302,10 +304,17 @@ class Store:
         admitted = list(puts)
         while admitted and need > free:  # still short: refuse the oldest or the newest
             index = 0 if self.config.on_full == "drop_oldest" else -1
-            admitted.pop(index)
+            refused = admitted.pop(index)
             need -= costs.pop(index)
             c.dropped += 1
+            self._count_had(c, refused.had)
         return admitted
+
+    def _count_had(self, c: _Counters, had: Iterable[int], n: int = 1) -> None:
+        """``n`` refused batches the destinations ``had`` already have (a cut piece): spared."""
+        if not self.single:
+            for index in had:
+                c.dest_spared[index] += n
 
     def _make_room(self, c: _Counters, need_pages: float) -> None:
         """Delete the oldest rows until ``need_pages`` pages are free (or none is left)."""

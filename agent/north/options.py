@@ -81,8 +81,19 @@ class BatchSource(Protocol):
     # acked, not yet durably deleted (re-sent after a crash); flush() commits them now
     def unsynced_acks(self) -> int: ...
     async def flush(self) -> None: ...
-    # queue a committed batch again in pieces of at most limit bytes, drop it; readings refused
-    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int: ...
+    # queue a committed batch again in pieces of at most limit bytes (None: any) and at most
+    # max_readings readings, drop it; readings refused. The pieces keep created_ms when given
+    # (the original row's), else they are stamped now.
+    def resplit(
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
+    ) -> int: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +172,8 @@ class PublisherStats:
     packets_published: int = 0  # a dialect's data packets PUBACKed (edge-json: not counted)
     refused_by_cloud: int = 0  # values in packets the cloud replied it will never take
     refused_by_dialect: int = 0  # readings the dialect cannot carry (a value out of width...)
+    oversized_skipped: int = 0  # a dialect's packets without readings (births) above the limit
+    dialect_errors: int = 0  # a dialect session's calls that raised (each dropped the link)
     dialect: str = "edge-json"
 
 

@@ -44,15 +44,29 @@ dialect and keeps everything else. The contract, per connection:
    state and its next ``on_connect`` says it.
 7. a clean stop publishes ``goodbye(now)``, then DISCONNECT.
 
-Sizes: a dialect cuts its own packets to the cloud's limits (``encode``). A
-packet above the broker's limit (``mqtt.max_message_size``, lowered when the
-broker shows a smaller one) is never published: the batches of that run are
-queued again by the buffer in halves under new seqs (``oversized_split``),
-and the session's ``on_connect`` is sent again before the next data, since
-its state (a Sparkplug seq, a device born) moved on for packets that did not
-go out. A batch of one reading cannot be cut: it is refused, counted in
+Faults: a session call that raises (a dialect bug) never ends :meth:`PublishLoop.run`:
+it is logged with its traceback (once per call, then at debug), counted in
+``dialect_errors`` with ``last_error``, and the link is dropped; the next
+connection, after the backoff, starts again from ``on_connect``. A batch whose
+``encode`` raises :data:`POISON_STRIKES` times in a row (batches near a failure
+are encoded one at a time, so the failure names one) is refused: counted in
+``refused_by_dialect`` and acknowledged, so it cannot stall the destination.
+
+Sizes: before each CONNECT the session is told the broker's limit
+(``limit(max_message_size)``: ``mqtt.max_message_size``, lowered when the
+broker shows a smaller one), and cuts its packets below it and the cloud's
+own limits (``encode``). A data packet above the limit is still never
+published: the run is encoded again in halves (fewer batches per encode); a
+single batch still too large is queued again by the buffer in halves of its
+readings under new seqs, with its age (``oversized_split``). Each time the
+session's ``on_connect`` is sent again before the next data, since its state
+(a Sparkplug seq, a device born) moved on for packets that did not go out. A
+batch of one reading cannot be cut: it is refused, counted in
 ``refused_by_dialect`` with ``last_error`` saying so, and logged; never
-dropped silently.
+dropped silently. A packet without readings (``Packet.data`` False: a DBIRTH,
+attributes) or a birth message above the limit is left out, counted in
+``oversized_skipped`` with ``last_error`` and a warning: it never holds the
+readings back.
 """
 
 from __future__ import annotations
@@ -64,7 +78,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import orjson
@@ -126,6 +140,7 @@ class _Sent:
 
 
 _NOTES_KEPT = 64  # distinct notes logged at warning before they go to debug
+POISON_STRIKES = 3  # encode failures in a row on one batch before it is refused
 _RECONNECT = "the dialect asked for a new connection"
 
 
@@ -182,6 +197,11 @@ class PublishLoop:
         self._reconnect = False  # the session asked for a new connection
         self._notes: set[str] = set()
         self._refusals_logged = False
+        self._too_large_logged = False  # a reading too large for any packet was logged
+        self._skipped_topics: set[str] = set()  # oversized packets without readings, logged
+        self._faults: set[str] = set()  # session calls whose failure was logged in full
+        self._poison: tuple[int, int] = (0, 0)  # (seq, encode failures in a row on it)
+        self._careful_until = 0  # batches up to this seq are encoded one at a time
 
     async def run(self) -> None:
         """Publish until cancelled or stopped; reconnect on every failure."""
@@ -327,8 +347,17 @@ class PublishLoop:
 
     async def _open_session_link(self, session: Session) -> Link:
         now = now_ms()
-        credentials = session.credentials(now)
-        will = session.will(now)  # None: a dialect without a Will (Alink, IoTDA, ThingsBoard)
+        call = "limit"
+        try:
+            session.limit(self._health.limit)  # the broker's limit as known now: packets fit it
+            call = "credentials"
+            credentials = session.credentials(now)
+            call = "will"
+            will = session.will(now)  # None: a dialect without a Will (Alink, IoTDA, ThingsBoard)
+            call = "subscriptions"
+            subscriptions = list(session.subscriptions())
+        except Exception as exc:
+            raise self._session_fault(None, call, exc) from exc
         if will is not None:
             check_topic(will.topic)
         self._births_due, self._birthed, self._reconnect = True, False, False
@@ -337,7 +366,7 @@ class PublishLoop:
         link = self._make_link(will, credentials, lambda t, p: self._inbound(holder[0], t, p))
         holder.append(link)
         await link.open()
-        await link.subscribe(list(session.subscriptions()))
+        await link.subscribe(subscriptions)
         self._up_ms = now_ms()
         return link
 
@@ -430,10 +459,12 @@ class PublishLoop:
                     offline = self._status_payload("offline")
                     await link.publish(self._status_topic, offline, 1, True)
                 else:
-                    futures = [
-                        link.publish(m.topic, m.payload, m.qos, m.retain)
-                        for m in self._session.goodbye(now_ms())
-                    ]
+                    try:
+                        goodbye = list(self._session.goodbye(now_ms()))
+                    except Exception as exc:  # the Will says it instead: no DISCONNECT
+                        self._session_fault(link, "goodbye", exc)
+                        return
+                    futures = [link.publish(m.topic, m.payload, m.qos, m.retain) for m in goodbye]
                     for fut in futures:
                         await fut
                 await link.disconnect()
@@ -495,6 +526,10 @@ class PublishLoop:
     # --- the publishing window of a dialect session
 
     async def _pump_session(self, link: Link) -> None:
+        with contextlib.suppress(LinkDown):  # the link ended, or a session call failed on it
+            await self._pump_session_on(link)
+
+    async def _pump_session_on(self, link: Link) -> None:
         session = self._session
         assert session is not None
         window = self._o.max_inflight
@@ -502,16 +537,13 @@ class PublishLoop:
         first = await self._source.first_pending_seq()
         self._after = floor if first is None else first - 1
         while not link.ended.done():
-            if not session.ready():
+            if not self._session_ready(link):
                 self._ready.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):  # re-checked: a reaction sets it
                         await self._ready.wait()
                 continue
-            try:
-                self._births(link)
-            except LinkDown:
-                return
+            self._births(link)
             held = self._held()
             acked = held - self._open
             if acked >= max(1, window // 2):
@@ -534,30 +566,77 @@ class PublishLoop:
                 self._progress.set()
                 await self._source.wait_committed(self._after, timeout=1.0)
                 continue
-            if not session.ready():
+            if not self._session_ready(link):
                 continue  # the host went away during the fetch: sent once it is back
-            try:
-                self._births(link)  # a rebirth asked during the fetch goes first
-                for run, historical in _runs(batches, self._up_ms):
-                    self._send_run(link, session, run, historical)
-                    self._after = run[-1].seq
-            except LinkDown:
-                return
+            self._births(link)  # a rebirth asked during the fetch goes first
+            for run, historical in _runs(batches, self._up_ms):
+                self._send_run(link, session, run, historical)
+                self._after = run[-1].seq
 
     def _births(self, link: Link) -> None:
-        """Publish ``on_connect`` if due and the session is ready (in order, before data)."""
+        """Publish ``on_connect`` if due and the session is ready (in order, before data).
+
+        LinkDown if the session fails (the link is dropped; the next one births again).
+        """
         session = self._session
-        if session is None or not self._births_due or not session.ready():
+        if session is None or not self._births_due or not self._session_ready(link):
             return
         self._births_due = False
-        for message in session.on_connect(now_ms()):
-            _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
+        try:
+            messages = list(session.on_connect(now_ms()))
+        except Exception as exc:
+            raise self._session_fault(link, "on_connect", exc) from exc
+        for message in messages:
+            self._publish_side_message(link, message)
         self._birthed = True
+
+    def _session_ready(self, link: Link) -> bool:
+        """The session's ``ready()``; LinkDown (the link dropped) if it raises."""
+        assert self._session is not None
+        try:
+            return self._session.ready()
+        except Exception as exc:
+            raise self._session_fault(link, "ready", exc) from exc
+
+    def _session_fault(self, link: Link | None, call: str, exc: Exception) -> LinkDown:
+        """A session call raised (a dialect bug): logged, counted, and ``link`` dropped.
+
+        The traceback is logged once per call, later ones at debug; the error is
+        in ``last_error`` and ``dialect_errors``. Dropping the link starts the
+        next connection from the session's ``on_connect`` after the backoff.
+        """
+        text = f"the {self.stats.dialect} dialect failed in {call}: {type(exc).__name__}: {exc}"
+        self.stats.dialect_errors += 1
+        self.stats.last_error = text
+        if call in self._faults:
+            log.debug("%s", text, exc_info=exc)
+        else:
+            if len(self._faults) < _NOTES_KEPT:
+                self._faults.add(call)
+            log.error("%s; the connection is dropped and made again", text, exc_info=exc)
+        if link is not None and not link.ended.done():
+            self._aborted = True
+            link.abort(text)
+        return LinkDown(text)
+
+    def _publish_side_message(self, link: Link, message: Outgoing) -> None:
+        """A session's message outside the data (a birth, a death): left out if too large."""
+        size = packet_size(message.topic, len(message.payload))
+        if size > self._health.limit:
+            self._skip_side(message.topic, size)
+            return
+        _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
 
     def _send_run(
         self, link: Link, session: Session, run: Sequence[BatchLike], historical: bool
     ) -> None:
-        """Encode one run of batches and publish its packets (all or, if one is too large, none)."""
+        """Encode one run of batches and publish its packets, each under the broker's limit.
+
+        A data packet above the limit is never sent: the run is encoded again in
+        halves, and a batch alone still too large is cut in the buffer
+        (:meth:`_oversized`). A packet without readings above it is left out
+        (:meth:`_skip_side`).
+        """
         decoded: list[Batch] = []
         kept: list[BatchLike] = []
         values: dict[int, int] = {}
@@ -570,31 +649,69 @@ class PublishLoop:
         if not decoded:
             return
         self._open += len(decoded)
-        try:
-            encoded = session.encode(decoded, now_ms(), historical=historical)
-        except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
-            log.exception("%s cannot encode batches %d..%d", self.stats.dialect,
-                          decoded[0].seq, decoded[-1].seq)  # fmt: skip
-            self._aborted = True
-            link.abort(f"{self.stats.dialect} cannot encode batch seq {decoded[0].seq}: {exc}")
-            raise LinkDown(str(exc)) from exc
-        packets = self._complete(encoded, [b.seq for b in decoded])
+        todo: deque[tuple[Sequence[BatchLike], Sequence[Batch]]] = deque()
+        if kept[0].seq <= self._careful_until:  # an encode failed here: one batch at a time
+            todo.extend(([k], [b]) for k, b in zip(kept, decoded, strict=True))
+        else:
+            todo.append((kept, decoded))
+        while todo:
+            stored_part, part = todo.popleft()
+            self._births(link)  # due again after a packet withheld: the session moved on
+            try:
+                encoded = session.encode(part, now_ms(), historical=historical)
+                packets = self._complete(encoded, [b.seq for b in part])
+                keys = [session.reply_key(p) for p in packets]
+            except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
+                self._encode_failed(link, part, exc)  # LinkDown, unless it refused the batch
+                continue
+            limit = self._health.limit
+            sizes = [packet_size(p.topic, len(p.payload)) for p in packets]
+            too_large = [z for p, z in zip(packets, sizes, strict=True) if p.data and z > limit]
+            if too_large:
+                self._births_due = True  # its state moved on for packets that do not go out
+                if len(part) > 1:
+                    half = (len(part) + 1) // 2
+                    todo.extendleft(
+                        [(stored_part[half:], part[half:]), (stored_part[:half], part[:half])]
+                    )
+                else:
+                    self._oversized(stored_part[0], part[0], max(too_large))
+                continue
+            self._publish_packets(link, encoded, packets, keys, sizes, values, part[0].seq)
+
+    def _publish_packets(
+        self,
+        link: Link,
+        encoded: Encoded,
+        packets: Sequence[Packet],
+        keys: Sequence[str | None],
+        sizes: Sequence[int],
+        values: dict[int, int],
+        first: int,
+    ) -> None:
+        """Publish the packets of one encode (those without readings above the limit left out)."""
         limit = self._health.limit
-        sizes = [packet_size(p.topic, len(p.payload)) for p in packets]
-        if any(size > limit for size in sizes):
-            self._withhold(kept, decoded, max(sizes))
-            return
+        out: list[tuple[Packet, int, str | None]] = []
+        for packet, size, key in zip(packets, sizes, keys, strict=True):
+            if size <= limit:
+                out.append((packet, size, key))
+                continue
+            self._skip_side(packet.topic, size)
+            if packet.done and out:  # what it finished is finished by the packet before it
+                last, last_size, last_key = out[-1]
+                out[-1] = (replace(last, done=(*last.done, *packet.done)), last_size, last_key)
+            elif packet.done:
+                self._ack_now(packet.done)
         self._count_refused(encoded)
         self._ack_now(encoded.idle)
-        first = decoded[0].seq if decoded else 0
-        for packet, size in zip(packets, sizes, strict=True):
+        for packet, size, key in out:
             fut = link.publish(packet.topic, packet.payload, self._o.qos, False)
             sent = _Sent(
                 first, packet.topic, fut, time.monotonic(), size, packet.done,
-                sum(values.get(seq, 0) for seq in packet.done), session.reply_key(packet),
+                sum(values.get(seq, 0) for seq in packet.done), key,
             )  # fmt: skip
             if packet.done:
-                first = packet.done[-1] + 1
+                first = max(packet.done) + 1
             self._sent.append(sent)
             if sent.key is not None:
                 self._by_key[sent.key] = sent
@@ -635,35 +752,87 @@ class PublishLoop:
         last = encoded.packets[-1]
         return (*encoded.packets[:-1], Packet(last.topic, last.payload, (*last.done, *missing)))
 
-    def _withhold(self, run: Sequence[BatchLike], batches: Sequence[Batch], size: int) -> None:
-        """A packet above the broker's limit: the run is queued again in halves, never sent.
+    def _encode_failed(self, link: Link, part: Sequence[Batch], exc: Exception) -> None:
+        """``encode`` (or ``reply_key``) raised for ``part``: drop the link, or refuse a poison.
 
-        Each stored batch is cut to half its size, so every pass makes progress;
-        a batch of one reading cannot be cut: it is refused, counted and logged.
+        The batches stay in the buffer and the link is dropped (LinkDown). From
+        there on they are encoded one at a time, so the next failures name one
+        batch; a batch that fails :data:`POISON_STRIKES` times in a row is refused
+        (counted in ``refused_by_dialect``, acknowledged): it cannot stall the
+        destination for ever.
+        """
+        head = part[0].seq
+        if len(part) > 1:
+            self._careful_until = max(self._careful_until, part[-1].seq)
+        strikes = self._poison[1] + 1 if self._poison[0] == head else 1
+        self._poison = (head, strikes)
+        if len(part) > 1 or strikes < POISON_STRIKES:
+            raise self._session_fault(link, f"encode/reply_key of batch seq {head}", exc)
+        batch = part[0]
+        self._poison = (0, 0)
+        self._births_due = True  # the session may have moved on before it raised
+        self._ack_now([head])
+        self.stats.dialect_errors += 1
+        self.stats.refused_by_dialect += max(1, len(batch.readings))
+        self.stats.last_error = (
+            f"batch seq {head} of {batch.device} failed the {self.stats.dialect} encoder "
+            f"{strikes} times ({type(exc).__name__}: {exc}): refused"
+        )
+        log.error("%s (counted in refused_by_dialect)", self.stats.last_error, exc_info=exc)
+
+    def _oversized(self, stored: BatchLike, batch: Batch, size: int) -> None:
+        """One batch whose readings make a packet above the limit: cut it in halves, or refuse it.
+
+        The halves (by readings, never below one) are queued again by the buffer
+        under new seqs with the batch's age; a batch of one reading cannot be
+        cut: it is refused, counted in ``refused_by_dialect`` and acknowledged.
         """
         limit = self._health.limit
-        refused = 0
-        for stored, batch in zip(run, batches, strict=True):
-            if len(batch.readings) > 1:
-                budget = len(stored.payload) // 2
-                refused += self._source.resplit(stored.seq, stored.device, stored.payload, budget)
-            else:
-                refused += 1
-                self.stats.refused_by_dialect += 1
-                self.stats.last_error = (
-                    f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
-                    f"{self.stats.dialect} message above the {limit:,}-byte limit: refused"
-                )
-                self._source.ack([stored.seq])
+        if len(batch.readings) > 1:
+            self._open = max(0, self._open - 1)  # the buffer acknowledges it with the cut
+            half = (len(batch.readings) + 1) // 2
+            lost = self._source.resplit(
+                stored.seq, stored.device, stored.payload, None,
+                created_ms=stored.created_ms, max_readings=half,
+            )  # fmt: skip
             self.stats.oversized_split += 1
-        self._open = max(0, self._open - len(run))
-        self._births_due = True  # the session's state moved on for packets not sent
-        (log.warning if self.stats.oversized_split == len(run) else log.debug)(
-            "a %s message of %s bytes is above the %s-byte message limit: batches %d..%d "
-            "queued again in smaller batches under new seqs%s",
-            self.stats.dialect, f"{size:,}", f"{limit:,}", run[0].seq, run[-1].seq,
-            f", {refused} reading(s) too large alone were refused" if refused else "",
-        )  # fmt: skip
+            if lost:  # only a payload the buffer could not read again
+                self.stats.refused_by_dialect += lost
+                self.stats.last_error = f"batch seq {stored.seq} of {stored.device} is unreadable"
+            (log.warning if self.stats.oversized_split == 1 else log.debug)(
+                "a %s message of %s bytes is above the %s-byte message limit: batch seq %d of "
+                "%s (%d readings) queued again in halves under new seqs",
+                self.stats.dialect, f"{size:,}", f"{limit:,}", stored.seq, stored.device,
+                len(batch.readings),
+            )  # fmt: skip
+            return
+        self._ack_now([stored.seq])
+        self.stats.refused_by_dialect += max(1, len(batch.readings))
+        self.stats.last_error = (
+            f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
+            f"{self.stats.dialect} message of {size:,} bytes, above the {limit:,}-byte limit: "
+            f"refused"
+        )
+        (log.debug if self._too_large_logged else log.warning)(
+            "%s (counted in refused_by_dialect)", self.stats.last_error
+        )
+        self._too_large_logged = True
+
+    def _skip_side(self, topic: str, size: int) -> None:
+        """A packet without readings (a birth, attributes) above the limit: left out, reported."""
+        limit = self._health.limit
+        self.stats.oversized_skipped += 1
+        self.stats.last_error = (
+            f"a {self.stats.dialect} message on {topic} of {size:,} bytes (no readings: a "
+            f"birth or attributes) is above the {limit:,}-byte message limit: not sent"
+        )
+        known = topic in self._skipped_topics
+        if not known and len(self._skipped_topics) < _NOTES_KEPT:
+            self._skipped_topics.add(topic)
+        (log.debug if known else log.warning)(
+            "%s; its readings go out without it (raise mqtt.max_message_size to send it)",
+            self.stats.last_error,
+        )
 
     def _count_refused(self, encoded: Encoded) -> None:
         if not encoded.refused:
@@ -721,9 +890,9 @@ class PublishLoop:
             return
         try:
             reaction = session.on_message(topic, payload, now_ms())
-        except Exception as exc:  # a session must not end the publisher over one message
-            log.exception("%s: the message on %s could not be handled", self.stats.dialect, topic)
-            reaction = Reaction(note=f"a message on {topic} could not be handled: {exc}")
+        except Exception as exc:  # its state is unknown now: a new connection starts it afresh
+            self._session_fault(link, f"on_message ({topic})", exc)
+            return
         self._react(link, session, reaction)
 
     def _react(self, link: Link, session: Session, reaction: Reaction) -> None:
@@ -741,12 +910,12 @@ class PublishLoop:
         if reaction.reconnect:
             self._reconnect = True
             return
-        if session.ready():
-            self._ready.set()
-            try:
+        try:
+            if self._session_ready(link):
+                self._ready.set()
                 self._births(link)
-            except LinkDown:
-                return
+        except LinkDown:
+            return
 
     def _reply(self, link: Link, key: str, verdict: ReplyVerdict, note: str | None) -> None:
         sent = self._by_key.pop(key, None)
@@ -773,7 +942,12 @@ class PublishLoop:
     @property
     def ready(self) -> bool:
         """Connected, and the dialect lets data flow (a Sparkplug primary host online...)."""
-        return self.stats.connected and (self._session is None or self._session.ready())
+        if not self.stats.connected or self._session is None:
+            return self.stats.connected
+        try:
+            return self._session.ready()
+        except Exception:  # the publisher's own call drops the link and logs it
+            return False
 
     def device_state(self, device: str, online: bool) -> None:
         """Tell the dialect a device stopped answering (or answers again); nothing for edge-json.
@@ -786,13 +960,17 @@ class PublishLoop:
         session = self._session
         if session is None:
             return
-        messages = session.device_state(device, online, now_ms())
         link = self._link
+        try:
+            messages = list(session.device_state(device, online, now_ms()))
+        except Exception as exc:  # the next connection's on_connect says the state
+            self._session_fault(link, "device_state", exc)
+            return
         if link is None or link.ended.done() or not self._birthed:
             return
         with contextlib.suppress(LinkDown):
             for message in messages:
-                _ignore(link.publish(message.topic, message.payload, message.qos, message.retain))
+                self._publish_side_message(link, message)
 
     def _hurry_deletes(self) -> asyncio.Task[None]:
         """Have the buffer commit the deletes acked so far now, not at its next budgeted commit.
@@ -830,7 +1008,11 @@ class PublishLoop:
         """A stored batch the broker cannot take: queued again in pieces (new seqs), never sent."""
         limit = self._health.limit
         refused = self._source.resplit(
-            batch.seq, batch.device, batch.payload, payload_budget(limit, topic)
+            batch.seq,
+            batch.device,
+            batch.payload,
+            payload_budget(limit, topic),
+            created_ms=batch.created_ms,
         )
         self.stats.oversized_split += 1
         (log.warning if self.stats.oversized_split == 1 else log.debug)(

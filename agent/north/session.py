@@ -103,6 +103,15 @@ class Session(Protocol):
         """Topic filters and QoS to subscribe to once connected (commands, replies, STATE)."""
         ...
 
+    def limit(self, max_message_size: int) -> None:
+        """The largest PUBLISH packet (fixed header, topic, payload) the broker takes now.
+
+        Told before each connection: the destination's ``max_message_size``, or less
+        once the broker showed a smaller limit. ``encode`` cuts its packets below it
+        (and below the cloud's own limits); it never raises the session's own cap.
+        """
+        ...
+
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         """Messages to publish right after CONNACK, in order, before any batch."""
         ...
@@ -117,6 +126,9 @@ class Session(Protocol):
         ``historical`` marks a backlog from an outage (Sparkplug ``is_historical``).
         A packet's ``done`` names the seqs whose last reading it carries: a seq is
         acknowledged to the buffer once that packet and every earlier one is confirmed.
+        A packet that carries no readings (a DBIRTH, an attributes update) says so
+        with ``Packet.data`` False: one too large for the broker is left out and
+        reported, never a reason to hold the readings back.
         """
         ...
 

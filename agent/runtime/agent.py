@@ -54,6 +54,8 @@ from drivers.base import DeviceOptions, HasEndpoint, now_ms
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 5.0
+RESTART_MIN_S = 1.0  # a failed publisher is started again after this, doubling
+RESTART_MAX_S = 60.0
 FLUSH_TIMEOUT_S = 20.0
 
 
@@ -228,14 +230,40 @@ class Agent:
             old = self._publishing.pop(dest_id, None)
             if old is not None:
                 old.cancel()
+            for poller in self.pollers:  # its session starts knowing every device online
+                if not poller.answering:
+                    publisher.device_state(poller.device.id, False)
             self.publishers[dest_id] = publisher
             self._start_publisher(dest_id)
 
     def _start_publisher(self, dest_id: str) -> None:
         assert self._group is not None
         self._publishing[dest_id] = self._group.create_task(
-            self.publishers[dest_id].run(), name=f"publisher:{dest_id}"
+            self._publish(dest_id, self.publishers[dest_id]), name=f"publisher:{dest_id}"
         )
+
+    async def _publish(self, dest_id: str, publisher: Publisher) -> None:
+        """Run one destination's publisher; if it fails, log it and start it again.
+
+        A publisher handles its own broker and dialect faults; what still ends
+        it (a bug) must not end the agent's other destinations and pollers.
+        The restarts back off from RESTART_MIN_S to RESTART_MAX_S.
+        """
+        delay = RESTART_MIN_S
+        while True:
+            started = time.monotonic()
+            try:
+                await publisher.run()
+            except Exception:
+                if time.monotonic() - started > RESTART_MAX_S:
+                    delay = RESTART_MIN_S  # it ran a good while: not a crash loop
+                log.exception(
+                    "destination %s: the publisher failed; started again in %.0f s", dest_id, delay
+                )
+            else:
+                return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RESTART_MAX_S)
 
     def _start_poller(self, poller: DevicePoller) -> None:
         assert self._group is not None

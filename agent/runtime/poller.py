@@ -132,6 +132,14 @@ class DevicePoller:
         self._down = False
         self.driver: Driver | None = None
 
+    @property
+    def answering(self) -> bool:
+        """False from the failure that began an outage until the device answers again.
+
+        The same state ``on_state`` was last told (True before the first poll).
+        """
+        return not self._down
+
     def driver_stats(self) -> dict[str, object] | None:
         """The driver's own counters (garbage lines, dropped changes...), if it keeps any."""
         driver = self.driver

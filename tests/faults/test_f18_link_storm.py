@@ -43,7 +43,16 @@ class _EmptySource:
     def ack(self, seqs: object) -> None:
         raise AssertionError("nothing was sent")
 
-    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+    def resplit(
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
+    ) -> int:
         raise AssertionError("nothing was sent")
 
     def unsynced_acks(self) -> int:

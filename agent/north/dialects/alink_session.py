@@ -59,7 +59,7 @@ import orjson
 
 from agent.north.destination import AlinkOptions
 from agent.north.dialects import alink
-from agent.north.dialects.common import Batch, Credentials, Encoded, Packet
+from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, payload_room
 from agent.north.session import DeviceFacts, Outgoing, Reaction, ReplyVerdict
 
 DAY_MS = 86_400_000
@@ -100,6 +100,7 @@ class AlinkSession:
         self.agent_id = agent_id
         self.facts = dict(facts)
         self.tls = tls
+        self._ceiling = max_bytes
         pk, dn = options.product_key, options.device_name
         self._gateway = alink.AlinkGateway(
             pk, dn, options.subdevices, seq_property=options.seq_property, max_bytes=max_bytes
@@ -143,6 +144,9 @@ class AlinkSession:
 
     def subscriptions(self) -> Sequence[tuple[str, int]]:
         return [(topic, 1) for topic in self.topics.values()]
+
+    def limit(self, max_message_size: int) -> None:
+        self._gateway.max_bytes = min(self._ceiling, payload_room(max_message_size))
 
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         self._greeting_due = False

@@ -37,6 +37,8 @@ class Packet:
     topic: str
     payload: bytes
     done: tuple[int, ...] = ()
+    data: bool = True
+    """False for a packet that carries no readings (a birth, a death, attributes)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,15 @@ def pack(
 def _close(sheet: Sheet, seqs: list[int], done: list[int], index: int) -> Packet:
     topic, payload = sheet.render(seqs[0], index)
     return Packet(topic, payload, tuple(done))
+
+
+TOPIC_ROOM = 512
+"""Bytes kept for a cloud packet's topic: the longest of these dialects stays well under it."""
+
+
+def payload_room(max_message_size: int) -> int:
+    """The payload bytes a cloud packet may have when its PUBLISH must fit ``max_message_size``."""
+    return max_message_size - (1 + 4 + 2 + TOPIC_ROOM + 2)
 
 
 def dumps(value: Any) -> bytes:

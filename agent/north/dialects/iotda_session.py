@@ -45,7 +45,14 @@ import orjson
 
 from agent.north.destination import IotdaOptions
 from agent.north.dialects import iotda
-from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, chunks
+from agent.north.dialects.common import (
+    Batch,
+    Credentials,
+    Encoded,
+    Packet,
+    chunks,
+    payload_room,
+)
 from agent.north.session import DeviceFacts, Outgoing, Reaction
 
 QOS = 1
@@ -66,6 +73,7 @@ class IotdaSession:
         self.options = options
         self.agent_id = agent_id
         self.facts = dict(facts)
+        self._ceiling = max_bytes
         self._gateway = iotda.IotdaGateway(
             options.gateway_id,
             options.subdevices,
@@ -86,6 +94,9 @@ class IotdaSession:
 
     def subscriptions(self) -> Sequence[tuple[str, int]]:
         return [(self.events_down, 1)]
+
+    def limit(self, max_message_size: int) -> None:
+        self._gateway.max_bytes = min(self._ceiling, payload_room(max_message_size))
 
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         return self._status({d: d not in self._offline for d in self.options.subdevices}, now_ms)

@@ -15,7 +15,8 @@ vendor, model, the static facts, and an empty ``last_error``.
   PUBACK confirms it (:meth:`TbSession.reply_key` is always None).
 - Tag errors are never telemetry values: when the set of errors of a device
   changes, ``encode`` adds a ``last_error`` / ``last_error_ts`` attributes
-  packet after the telemetry (an empty text clears it).
+  packet after the telemetry (an empty text clears it, a long one is cut to
+  ``max_bytes``); that packet finishes the batches whose errors it carries.
 - A device that stops answering gets ``v1/gateway/disconnect``; when it
   answers again, ``v1/gateway/connect`` once more. The goodbye disconnects
   every connected device. Nothing here asks for a rebirth.
@@ -35,10 +36,18 @@ in the agent's status).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from agent.north.destination import ThingsboardOptions
 from agent.north.dialects import thingsboard as tb
-from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, dumps
+from agent.north.dialects.common import (
+    Batch,
+    Credentials,
+    Encoded,
+    Packet,
+    dumps,
+    payload_room,
+)
 from agent.north.session import DeviceFacts, Outgoing, Reaction
 from drivers.base import Value
 
@@ -59,7 +68,7 @@ class TbSession:
         self.options = options
         self.agent_id = agent_id
         self.facts = dict(facts)
-        self.max_bytes = max_bytes
+        self.max_bytes = self._ceiling = max_bytes
         self._gateway = tb.TbGateway(options.names, seq_key=options.seq_key, max_bytes=max_bytes)
         self._offline: set[str] = set()
         """Agent devices known not to answer: not announced until they answer again."""
@@ -79,6 +88,10 @@ class TbSession:
     def subscriptions(self) -> Sequence[tuple[str, int]]:
         return ()  # no shared attributes or RPC are served
 
+    def limit(self, max_message_size: int) -> None:
+        self.max_bytes = min(self._ceiling, payload_room(max_message_size))
+        self._gateway.max_bytes = self.max_bytes
+
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         self._errors = {device: {} for device in self.facts}  # on_connect clears last_error
         online = [d for d in self.facts if d not in self._offline]
@@ -91,17 +104,39 @@ class TbSession:
         return True
 
     def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        """Telemetry packets, then one ``last_error`` packet per device whose errors changed.
+
+        A batch that changed its device's errors is finished by that attributes
+        packet (its errors travel there), not by the telemetry before it: it is
+        acknowledged only once its errors were confirmed too.
+        """
         encoded = self._gateway.pack(batches)
         changed: dict[str, tuple[dict[str, str], int]] = {}
+        owners: dict[str, list[int]] = {}
         for batch in batches:
             for reading in batch.readings:
                 if reading.errors != self._errors.get(batch.device, {}):
                     self._errors[batch.device] = dict(reading.errors)
                     changed[batch.device] = (dict(reading.errors), reading.ts)
+                    seqs = owners.setdefault(batch.device, [])
+                    if batch.seq not in seqs:
+                        seqs.append(batch.seq)
         if not changed:
             return encoded
-        extra = [tb.error_attributes(self.name(d), e, ts) for d, (e, ts) in changed.items()]
-        return Encoded((*encoded.packets, *extra), encoded.refused, encoded.idle)
+        moved = {seq for seqs in owners.values() for seq in seqs}
+        packets = [
+            replace(p, done=tuple(s for s in p.done if s not in moved)) for p in encoded.packets
+        ]
+        extra = [
+            replace(
+                tb.error_attributes(self.name(d), e, ts, self.max_bytes),
+                done=tuple(owners[d]),
+                data=False,
+            )
+            for d, (e, ts) in changed.items()
+        ]
+        idle = tuple(s for s in encoded.idle if s not in moved)
+        return Encoded((*packets, *extra), encoded.refused, idle)
 
     def reply_key(self, packet: Packet) -> str | None:
         return None  # PUBACK is the only receipt ThingsBoard gives

@@ -54,10 +54,37 @@ def attributes(facts: Mapping[str, Mapping[str, Value]]) -> Packet:
     return Packet(ATTRIBUTES, dumps({d: dict(f) for d, f in facts.items()}))
 
 
-def error_attributes(device: str, errors: Mapping[str, str], ts: int) -> Packet:
-    """A device's current tag errors as ``last_error`` text; an empty map clears it."""
-    text = "; ".join(f"{tag}: {errors[tag]}" for tag in sorted(errors))
+def error_attributes(
+    device: str, errors: Mapping[str, str], ts: int, max_bytes: int | None = None
+) -> Packet:
+    """A device's current tag errors as ``last_error`` text; an empty map clears it.
+
+    With ``max_bytes`` the text is cut to keep the payload within it: the first
+    tags (by name) in full, then ``... and N more``.
+    """
+    parts = [f"{tag}: {errors[tag]}" for tag in sorted(errors)]
+    packet = _errors(device, "; ".join(parts), ts)
+    if max_bytes is None or len(packet.payload) <= max_bytes:
+        return packet
+    low, high = 0, len(parts) - 1  # the most parts kept whole that fit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_errors(device, _shortened(parts, mid), ts).payload) <= max_bytes:
+            low = mid
+        else:
+            high = mid - 1
+    return _errors(device, _shortened(parts, low), ts)
+
+
+def _errors(device: str, text: str, ts: int) -> Packet:
     return attributes({device: {"last_error": text, "last_error_ts": ts}})
+
+
+def _shortened(parts: list[str], keep: int) -> str:
+    more = len(parts) - keep
+    if not keep:
+        return f"{more} tag errors"
+    return "; ".join(parts[:keep]) + f"; ... and {more} more"
 
 
 class _TelemetrySheet(Sheet):

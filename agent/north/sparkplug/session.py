@@ -110,7 +110,7 @@ class SparkplugSession:
     ) -> None:
         self._o = options
         self._agent = agent_id
-        self._max = max_message_size
+        self._ceiling = self._max = max_message_size
         start = 0 if options.state_file is None else load_next_bd_seq(options.state_file)
         self._edge = EdgeSession(options.group_id, options.edge_node_id, next_bd_seq=start)
         if options.primary_host is not None:
@@ -165,6 +165,10 @@ class SparkplugSession:
     def ready(self) -> bool:
         """False while a configured primary host has not said online on this connection."""
         return self._host_online
+
+    def limit(self, max_message_size: int) -> None:
+        """DDATA are cut below ``max_message_size`` from now on (never above the configured)."""
+        self._max = min(self._ceiling, max_message_size)
 
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
         """NBIRTH, then a DBIRTH of every device known and not announced offline."""
@@ -260,7 +264,7 @@ class SparkplugSession:
             readings = self._learn(batch, device, refused)
             if not self._edge.is_born(batch.device) or not _tags(readings) <= device.birth:
                 born = self._dbirth(batch.device, device, now_ms)
-                packets.append(Packet(born.topic, born.payload))
+                packets.append(Packet(born.topic, born.payload, data=False))
             readings = self._fit(batch, readings, refused)
             budget = self._max - (1 + 4 + 2 + len(data_topic.encode()) + 2)
             for chunk in _chunks(readings, budget, batch, refused):
@@ -275,7 +279,7 @@ class SparkplugSession:
                 death = self._edge.ddeath(batch.device, now_ms)
                 device.birth = frozenset()
                 self._buried.add(batch.device)
-                packets.append(Packet(death.topic, death.payload))
+                packets.append(Packet(death.topic, death.payload, data=False))
         return Encoded(tuple(packets), tuple(refused), tuple(idle))
 
     def reply_key(self, packet: Packet) -> str | None:

@@ -376,3 +376,51 @@ TestDestinationsMachine.settings = settings(
     max_examples=25, stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
+
+
+async def test_the_pieces_of_a_cut_batch_keep_its_age(tmp_path: Path) -> None:
+    """Re-cut readings are as old as they were: their rows keep the original created_ms."""
+    async with Buffer(tmp_path / "b.db", agent_id="box", destinations=TWO) as buf:
+        county = buf.view("county")
+        buf.put(
+            "dev", [Reading(1_764_270_000_000 + i, {"m": i, "pad": "x" * 500}) for i in range(8)]
+        )
+        await buf.flush()
+        (row,) = await county.fetch(0, 10)
+        old = row.created_ms - 3_600_000  # as if it had waited an hour for this destination
+        assert county.resplit(row.seq, row.device, row.payload, 1200, created_ms=old) == 0
+        await buf.flush()
+        pieces = await county.fetch(0, 100)
+        stats = await buf.stats()
+    assert len(pieces) > 1
+    assert {p.created_ms for p in pieces} == {old}
+    assert dest(stats, "county").oldest_created_ms == old
+
+
+async def test_a_cut_piece_refused_at_the_cap_is_lost_only_to_its_destination(
+    tmp_path: Path,
+) -> None:
+    """drop_newest and a full file: the pieces of a cut are refused; the factory has the row."""
+    path = tmp_path / "b.db"
+    async with Buffer(
+        path, agent_id="box", destinations=TWO, max_bytes=64 * 1024, on_full="drop_newest"
+    ) as buf:
+        county = buf.view("county")
+        buf.put(
+            "dev", [Reading(1_764_270_000_000 + i, {"m": i, "pad": "x" * 500}) for i in range(8)]
+        )
+        await buf.flush()
+        (row,) = await county.fetch(0, 10)
+        for i in range(200):  # to the cap: from there new rows are refused
+            await fill(buf, 100 + i * 10, 10, pad=2000)
+            if (await buf.stats()).dropped_batches:
+                break
+        before = (await buf.stats()).dropped_batches
+        assert before > 0
+        assert county.resplit(row.seq, row.device, row.payload, 1200) == 0
+        await buf.flush()
+        stats = await buf.stats()
+    lost = stats.dropped_batches - before
+    assert lost > 1  # the pieces did not fit
+    assert dest(stats, "factory").never_received == before  # it has the original row
+    assert dest(stats, "county").never_received == before + lost

@@ -90,7 +90,16 @@ class MemorySource:
     async def flush(self) -> None:
         await asyncio.sleep(0)
 
-    def resplit(self, seq: int, device: str, payload: bytes, limit: int) -> int:
+    def resplit(
+        self,
+        seq: int,
+        device: str,
+        payload: bytes,
+        limit: int | None,
+        *,
+        created_ms: int | None = None,
+        max_readings: int | None = None,
+    ) -> int:
         raise AssertionError("these batches fit any broker")
 
 

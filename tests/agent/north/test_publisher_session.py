@@ -11,17 +11,22 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.buffer import Buffer
+from agent.north.destination import ThingsboardOptions
 from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, Refused
+from agent.north.dialects.tb_session import TbSession
 from agent.north.link import Publisher
 from agent.north.session import Reaction, ReplyVerdict
 from agent.north.sparkplug.encode import Outgoing
 from drivers.base import Reading
 from tests.agent.north.test_publisher import AGENT, MemorySource, options, running, until
-from tests.support.mosquitto import Mosquitto, Subscriber
+from tests.support.mosquitto import Mosquitto, Received, Subscriber
 
 DATA, REPLY, WILL, HELLO = "fake/data", "fake/reply", "fake/will", "fake/hello"
 
@@ -35,6 +40,10 @@ class FakeSession:
         self.packets = 0
         self.connects = 0
         self.refuse_value: object = None  # a value this dialect cannot carry
+        self.limits: list[int] = []  # what the publisher told limit()
+
+    def limit(self, max_message_size: int) -> None:
+        self.limits.append(max_message_size)
 
     def credentials(self, now_ms: int) -> Credentials | None:
         return None
@@ -270,11 +279,14 @@ async def test_without_a_session_the_wire_is_unchanged(mosquitto: Mosquitto) -> 
 class WideSession(FakeSession):
     """400 bytes per reading, accepted by PUBACK alone: a six-reading batch is too large."""
 
+    pad = 400
+
     def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
         packets = []
         for batch in batches:
-            body = {"seq": batch.seq, "n": [r.values["n"] for r in batch.readings]}
-            padding = "x" * (400 * len(batch.readings))
+            body = {"seq": batch.seq, "n": [r.values["n"] for r in batch.readings],
+                    "historical": historical}  # fmt: skip
+            padding = "x" * (self.pad * len(batch.readings))
             packets.append(
                 Packet(DATA, json.dumps({**body, "pad": padding}).encode(), (batch.seq,))
             )
@@ -287,8 +299,6 @@ class WideSession(FakeSession):
 async def test_a_packet_above_the_limit_is_never_sent_its_batch_is_cut(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    from agent.buffer import Buffer
-
     session = WideSession()
     async with Buffer(tmp_path / "buffer.db", agent_id=AGENT, commit_interval=0.02) as buf:
         buf.put("dev", [Reading(1764270000000 + i, {"n": i}) for i in range(6)])
@@ -306,3 +316,307 @@ async def test_a_packet_above_the_limit_is_never_sent_its_batch_is_cut(
     assert min(d["seq"] for d in data) > 1  # the pieces have new seqs
     assert pub.stats.oversized_split == 1
     assert [m.topic for m in msgs].count(HELLO) == 2  # on_connect again before the pieces
+
+
+class PackingSession(WideSession):
+    """Every batch of a run in one packet, whatever its size (a dialect that does not cut)."""
+
+    pad = 300
+
+    def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        body = {
+            "seqs": [b.seq for b in batches],
+            "pad": "x" * (self.pad * sum(len(b.readings) for b in batches)),
+        }
+        return Encoded((Packet(DATA, json.dumps(body).encode(), tuple(b.seq for b in batches)),))
+
+
+class BigBirthSession(WideSession):
+    """A birth above any limit, in ``on_connect`` and before the data of each run."""
+
+    pad = 10
+    BIRTH = "fake/birth"
+
+    def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
+        self.connects += 1
+        return [Outgoing(HELLO, b"%d" % self.connects, 1, False),
+                Outgoing(self.BIRTH, b"b" * 5000, 1, False)]  # fmt: skip
+
+    def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        data = super().encode(batches, now_ms, historical=historical)
+        birth = Packet(self.BIRTH, b"b" * 5000, data=False)
+        return Encoded((birth, *data.packets))
+
+
+def _data(msgs: Sequence[Received]) -> list[dict[str, Any]]:
+    return [json.loads(m.payload) for m in msgs if m.topic == DATA]
+
+
+async def test_a_run_too_large_together_is_sent_in_smaller_runs_nothing_cut(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Fewer batches per encode first: no stored batch is cut, no reading refused."""
+    async with Buffer(tmp_path / "buffer.db", agent_id=AGENT, commit_interval=0.02) as buf:
+        for i in range(8):  # 8 x 300 bytes in one packet is above 2048; 4 fit
+            buf.put("dev", [Reading(1764270000000 + i, {"n": i})])
+        await buf.flush()
+        session = PackingSession()
+        with Subscriber(mosquitto.port, "fake/#") as sub:
+            pub = Publisher(options(mosquitto.port, max_message_size=2048), buf, AGENT, session)
+            async with running(pub):
+                msgs = await sub.wait_for_async(
+                    lambda m: sorted(s for d in _data(m) for s in d["seqs"]) == list(range(1, 9))
+                )  # fmt: skip
+                await until(lambda: pub.stats.messages_published == 8, what="8 batches acked")
+    assert all(len(m.payload) <= 2048 for m in msgs)
+    assert (pub.stats.oversized_split, pub.stats.refused_by_dialect) == (0, 0)
+    assert buf.refused_readings == 0
+    assert session.limits == [2048]  # told the broker's limit before connecting
+
+
+async def test_a_batch_is_cut_in_halves_of_its_readings_keeping_its_age(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """One reading alone fits where two do not: the halves are one reading each, historical."""
+    session = WideSession()
+    session.pad = 600  # one reading ~650 bytes, two ~1250: above 1024
+    async with Buffer(tmp_path / "buffer.db", agent_id=AGENT, commit_interval=0.02) as buf:
+        buf.put("dev", [Reading(1764270000000, {"n": 0}), Reading(1764270000001, {"n": 1})])
+        await buf.flush()
+        with Subscriber(mosquitto.port, "fake/#") as sub:
+            pub = Publisher(options(mosquitto.port, max_message_size=1024), buf, AGENT, session)
+            async with running(pub):
+                msgs = await sub.wait_for_async(lambda m: len(_data(m)) == 2)
+                await until(lambda: pub.stats.messages_published == 2, what="halves acked")
+    data = _data(msgs)
+    assert [d["n"] for d in data] == [[0], [1]]
+    assert all(d["historical"] for d in data)  # committed before the connection, as the batch
+    assert [d["seq"] for d in data] == [2, 3]
+    assert pub.stats.oversized_split == 1
+    assert (pub.stats.refused_by_dialect, buf.refused_readings) == (0, 0)
+
+
+async def test_a_reading_too_large_alone_is_refused_by_this_destination(
+    mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = WideSession()
+    session.pad = 1500
+    async with Buffer(tmp_path / "buffer.db", agent_id=AGENT, commit_interval=0.02) as buf:
+        buf.put("dev", [Reading(1764270000000, {"n": 0})])
+        buf.put("dev", [Reading(1764270000001, {"n": 1}), Reading(1764270000002, {"n": 2})])
+        await buf.flush()
+        pub = Publisher(options(mosquitto.port, max_message_size=1024), buf, AGENT, session)
+        async with running(pub):
+            await until(lambda: pub.stats.refused_by_dialect == 3, what="three refused")
+            await until(lambda: buf.last_seq == 4 and pub.stats.inflight == 0, what="halves")
+            await buf.flush()
+            assert await buf.fetch(0, 10) == []  # acknowledged: refused, not retried
+    assert buf.refused_readings == 0  # counted where it happened: this destination
+    assert "above the 1,024-byte limit: refused" in (pub.stats.last_error or "")
+    warned = [r for r in caplog.records if "refused" in r.message and r.levelname == "WARNING"]
+    assert len(warned) == 1
+
+
+async def test_a_birth_above_the_limit_is_left_out_the_readings_go(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    session = BigBirthSession()
+    async with Buffer(tmp_path / "buffer.db", agent_id=AGENT, commit_interval=0.02) as buf:
+        for i in range(3):
+            buf.put("dev", [Reading(1764270000000 + i, {"n": i}), Reading(1764270000100, {"n": 9})])
+        await buf.flush()
+        with Subscriber(mosquitto.port, "fake/#") as sub:
+            pub = Publisher(options(mosquitto.port, max_message_size=2048), buf, AGENT, session)
+            async with running(pub):
+                await until(lambda: pub.stats.messages_published == 3, what="3 batches acked")
+                msgs = await sub.wait_for_async(lambda m: len(_data(m)) == 3)
+    assert [d["seq"] for d in _data(msgs)] == [1, 2, 3]  # whole, in order, nothing cut
+    assert BigBirthSession.BIRTH not in {m.topic for m in msgs}
+    assert pub.stats.oversized_skipped >= 2  # the on_connect birth and the one in encode
+    assert (pub.stats.oversized_split, pub.stats.refused_by_dialect) == (0, 0)
+    assert "fake/birth of 5,0" in (pub.stats.last_error or "")
+
+
+async def test_thingsboard_packets_follow_the_publishers_limit(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A session built for 60 kB under a 16 kB limit: told the limit, it packs below it."""
+    session = TbSession(ThingsboardOptions(), AGENT, {}, max_bytes=60000)
+    async with Buffer(tmp_path / "b.db", agent_id=AGENT, destinations=("tb",)) as buf:
+        for k in range(600):  # 600 batches of one small reading: ~45 kB in one run
+            buf.put("m1", [Reading(1764270000000 + k, {f"t{j}": 20.5 + k for j in range(5)})])
+        await buf.flush()
+        view = buf.view("tb")
+        with Subscriber(mosquitto.port, "v1/gateway/#") as sub:
+            opts = options(mosquitto.port, max_inflight=500, max_message_size=16384)
+            pub = Publisher(opts, view, AGENT, session)
+            async with running(pub):
+                await until(lambda: pub.stats.messages_published == 600, what="600 acked")
+            telemetry = [m for m in sub.messages if m.topic == "v1/gateway/telemetry"]
+    seqs = [s["values"]["edge_seq"] for m in telemetry for s in json.loads(m.payload)["m1"]]
+    assert sorted(set(seqs)) == list(range(1, 601))
+    assert all(len(m.payload) <= 16384 for m in telemetry)
+    assert (pub.stats.refused_by_dialect, pub.stats.oversized_split) == (0, 0)
+
+
+async def test_thingsboard_errors_of_one_device_cost_no_readings(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """2,000 failing tags: their last_error is cut to fit; every reading of both devices goes."""
+    session = TbSession(ThingsboardOptions(), AGENT, {}, max_bytes=60000)
+    reason = "no answer from 10.0.0.17:502 within 2.0 s (timeout)"
+    async with Buffer(tmp_path / "b.db", agent_id=AGENT, destinations=("tb",)) as buf:
+        for k in range(5):
+            buf.put("m1", [Reading(1764270000000 + 10 * k + j, {"t": 20.0 + j}) for j in range(3)])
+        errors = {f"plc/area/tag_{i:05d}": reason for i in range(2000)}
+        buf.put("big", [Reading(1764270001000, {}, errors)])
+        await buf.flush()
+        view = buf.view("tb")
+        with Subscriber(mosquitto.port, "v1/gateway/#") as sub:
+            pub = Publisher(options(mosquitto.port), view, AGENT, session)
+            async with running(pub):
+                await until(lambda: pub.stats.messages_published == 6, what="6 batches acked")
+                msgs = await sub.wait_for_async(
+                    lambda m: any("big" in json.loads(x.payload) for x in m
+                                  if x.topic == "v1/gateway/attributes")
+                )  # fmt: skip
+    telemetry = [json.loads(m.payload) for m in msgs if m.topic == "v1/gateway/telemetry"]
+    assert sum(len(t["m1"]) for t in telemetry) == 15
+    (attributes,) = [json.loads(m.payload)["big"] for m in msgs if m.topic.endswith("attributes")]
+    assert attributes["last_error"].endswith(" more")
+    assert all(len(m.payload) <= 65536 for m in msgs)
+    assert (pub.stats.refused_by_dialect, pub.stats.oversized_split, buf.refused_readings) == (
+        0, 0, 0,
+    )  # fmt: skip
+
+
+class FlakySession(FakeSession):
+    """Raises (a dialect bug) in the named call, the first ``times`` times it is made."""
+
+    def __init__(self, call: str, times: int = 1) -> None:
+        super().__init__()
+        self.call, self.left = call, times
+
+    def _maybe_fail(self, call: str) -> None:
+        if call == self.call and self.left > 0:
+            self.left -= 1
+            raise KeyError(f"{call} bug")
+
+    def limit(self, max_message_size: int) -> None:
+        self._maybe_fail("limit")
+        super().limit(max_message_size)
+
+    def credentials(self, now_ms: int) -> Credentials | None:
+        self._maybe_fail("credentials")
+        return super().credentials(now_ms)
+
+    def will(self, now_ms: int) -> Outgoing:
+        self._maybe_fail("will")
+        return super().will(now_ms)
+
+    def subscriptions(self) -> Sequence[tuple[str, int]]:
+        self._maybe_fail("subscriptions")
+        return super().subscriptions()
+
+    def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
+        self._maybe_fail("on_connect")
+        return super().on_connect(now_ms)
+
+    def ready(self) -> bool:
+        self._maybe_fail("ready")
+        return super().ready()
+
+    def reply_key(self, packet: Packet) -> str | None:
+        self._maybe_fail("reply_key")
+        return super().reply_key(packet)
+
+    def on_message(self, topic: str, payload: bytes, now_ms: int) -> Reaction:
+        self._maybe_fail("on_message")
+        return super().on_message(topic, payload, now_ms)
+
+    def device_state(self, device: str, online: bool, now_ms: int) -> Sequence[Outgoing]:
+        self._maybe_fail("device_state")
+        return super().device_state(device, online, now_ms)
+
+    def goodbye(self, now_ms: int) -> Sequence[Outgoing]:
+        self._maybe_fail("goodbye")
+        return super().goodbye(now_ms)
+
+
+CALLS = ["limit", "credentials", "will", "subscriptions", "on_connect", "ready", "reply_key",
+         "on_message", "device_state"]  # fmt: skip
+
+
+@pytest.mark.parametrize("call", CALLS)
+async def test_a_session_call_that_raises_drops_the_link_not_the_publisher(
+    mosquitto: Mosquitto, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = MemorySource()
+    for _ in range(3):
+        source.add("dev")
+    session = FlakySession(call, times=2)
+    cloud = Cloud(mosquitto.port, lambda _id, _seq: "accepted")
+    try:
+        pub = Publisher(options(mosquitto.port), source, AGENT, session)
+        async with running(pub) as task:
+            if call == "device_state":
+                pub.device_state("dev", online=False)  # no link yet: counted, logged
+                await until(lambda: pub.stats.connected, what="connected")
+                pub.device_state("dev", online=False)  # on a link: the link is dropped
+            await until(lambda: not source.rows, what="every batch acked")
+            assert not task.done()
+    finally:
+        cloud.stop()
+    assert session.left == 0  # it did fail twice
+    assert pub.stats.dialect_errors == 2
+    assert call in (pub.stats.last_error or "")
+    logged = [r for r in caplog.records if r.exc_info and "dialect failed" in r.message]
+    assert len(logged) == 1  # one traceback, the repeat at debug
+    if call not in ("limit", "credentials", "will", "subscriptions", "device_state"):
+        assert pub.stats.reconnects >= 1  # the link it failed on was dropped
+    assert session.connects >= 1  # on_connect went out on a later link
+
+
+async def test_a_failing_goodbye_ends_the_link_without_ending_the_stop(
+    mosquitto: Mosquitto,
+) -> None:
+    source = MemorySource()
+    session = FlakySession("goodbye")
+    with Subscriber(mosquitto.port, "fake/#") as sub:
+        pub = Publisher(options(mosquitto.port), source, AGENT, session)
+        async with running(pub) as task:
+            await until(lambda: pub.stats.connected, what="connected")
+            await pub.stop(drain_timeout=1)
+            await task  # returns: no exception out of run()
+        msgs = await sub.wait_for_async(lambda m: any(x.topic == WILL for x in m))
+    assert "fake/bye" not in [m.topic for m in msgs]  # the Will spoke instead
+    assert pub.stats.dialect_errors == 1
+
+
+class PoisonSession(FakeSession):
+    """Cannot encode the batch whose reading has n == 2, ever."""
+
+    def encode(self, batches: Sequence[Batch], now_ms: int, *, historical: bool) -> Encoded:
+        if any(r.values.get("n") == 2 for b in batches for r in b.readings):
+            raise ValueError("cannot encode n=2")
+        return super().encode(batches, now_ms, historical=historical)
+
+
+async def test_a_batch_the_dialect_can_never_encode_is_refused_the_rest_goes(
+    mosquitto: Mosquitto,
+) -> None:
+    source = MemorySource()
+    for _ in range(4):
+        source.add("dev")
+    cloud = Cloud(mosquitto.port, lambda _id, _seq: "accepted")
+    try:
+        pub = Publisher(options(mosquitto.port), source, AGENT, PoisonSession())
+        async with running(pub) as task:
+            await until(lambda: not source.rows, what="every batch acked or refused")
+            assert not task.done()
+    finally:
+        cloud.stop()
+    assert sorted({seq for _id, seq in cloud.seen}) == [1, 3, 4]
+    assert pub.stats.refused_by_dialect == 1
+    assert pub.stats.messages_published == 3
+    assert "batch seq 2 of dev failed the fake encoder 3 times" in (pub.stats.last_error or "")

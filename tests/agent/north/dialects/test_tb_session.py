@@ -102,7 +102,7 @@ def test_tag_errors_become_last_error_attributes_when_they_change() -> None:
     assert json.loads(first[1].payload) == {
         "Meter 1": {"last_error": "ib: timeout; ic: crc", "last_error_ts": 1000}
     }
-    assert first[1].done == ()
+    assert (first[0].done, first[1].done) == ((), (1,))  # finished once its errors are sent
     same = session.encode(
         [Batch(2, "m1", [Reading(2000, {"ua": 2}, {"ib": "timeout", "ic": "crc"})])],
         0,
@@ -116,10 +116,11 @@ def test_tag_errors_become_last_error_attributes_when_they_change() -> None:
     only_errors = session.encode(
         [Batch(4, "m2", [Reading(4000, {}, {"t": "timeout"})])], 0, historical=False
     )
-    assert only_errors.idle == (4,)  # no telemetry: acknowledged directly
+    assert only_errors.idle == ()  # no telemetry: finished by its attributes packet
     assert json.loads(only_errors.packets[0].payload) == {
         "m2": {"last_error": "t: timeout", "last_error_ts": 4000}
     }
+    assert only_errors.packets[0].done == (4,)
 
 
 def test_offline_disconnects_online_connects_again_and_goodbye_ends_the_rest() -> None:
@@ -139,3 +140,25 @@ def test_offline_disconnects_online_connects_again_and_goodbye_ends_the_rest() -
     assert session.device_state("m1", True, 15) == ()
     assert session.device_state("ghost", False, 16) == ()
     assert session.on_message("v1/gateway/rpc", b"{}", 17).note is not None
+
+
+def test_last_error_is_cut_to_the_packet_limit_and_limit_lowers_it() -> None:
+    session = _session()
+    session.limit(8192)  # a broker taking 8 KB: the packets stay below it, topic included
+    session.on_connect(0)
+    reason = "no answer from 10.0.0.17:502 within 2.0 s (timeout)"
+    errors = {f"plc/area/tag_{i:05d}": reason for i in range(2000)}  # ~140 kB of text
+    encoded = session.encode([Batch(1, "m2", [Reading(1000, {}, errors)])], 0, historical=False)
+    (packet,) = encoded.packets
+    assert packet.topic == "v1/gateway/attributes"
+    assert not packet.data  # no readings in it
+    assert 7000 < len(packet.payload) <= 8192 - 521
+    text = json.loads(packet.payload)["m2"]["last_error"]
+    assert text.startswith(f"plc/area/tag_00000: {reason}; plc/area/tag_00001: ")
+    kept = text.count(reason)
+    assert text.endswith(f"; ... and {2000 - kept} more")
+    session.limit(1 << 20)  # never above its own cap (64 KB here)
+    wide = [Reading(2000 + i, {f"v{j}": float(j) for j in range(50)}) for i in range(200)]
+    out = session.encode([Batch(2, "m1", wide)], 0, historical=False).packets
+    assert len(out) > 1
+    assert all(len(p.payload) <= 65536 for p in out)

@@ -309,3 +309,40 @@ def _by_device(msgs: list[Received]) -> dict[str, list[int]]:
             out.setdefault(device, []).extend(seqs)
             out["all"].extend(seqs)
     return out
+
+
+async def test_a_dbirth_above_the_limit_costs_no_data(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """300 long tag names: the DBIRTH passes 8 KB, every DDATA is cut below it and goes."""
+    from agent.buffer import Buffer
+
+    limit = 8192
+    opts = SparkplugOptions(group_id=GROUP, edge_node_id=NODE, state_file=tmp_path / "bd")
+    session = SparkplugSession(opts, AGENT, {}, max_message_size=limit)
+    tags = {f"area1/line2/cell3/some_long_tag_name_{i:04d}": float(i) for i in range(300)}
+    async with Buffer(tmp_path / "b.db", agent_id=AGENT, destinations=("sp",)) as buf:
+        for k in range(3):
+            buf.put("m1", [Reading(1764270000000 + k * 1000, dict(tags)),
+                           Reading(1764270000500 + k * 1000, dict(tags))])  # fmt: skip
+        await buf.flush()
+        view = buf.view("sp")
+        with Subscriber(mosquitto.port, "spBv1.0/#") as sub:
+            pub = Publisher(options(mosquitto.port, max_message_size=limit), view, AGENT, session)
+            async with running(pub):
+                await until(lambda: pub.stats.messages_published == 3, what="3 batches acked")
+                msgs = await sub.wait_for_async(lambda m: set(_firsts(m)) == {1, 2, 3})
+        assert await view.fetch(0, 10) == []
+    kinds = [_kind(m) for m in _node(msgs)]
+    assert "DBIRTH" not in kinds
+    assert "NBIRTH" in kinds
+    assert all(len(m.payload) <= limit for m in msgs)
+    assert sorted(set(_firsts(msgs))) == [1, 2, 3]  # the stored batches, not cut
+    assert pub.stats.oversized_skipped >= 1
+    assert "DBIRTH" in (pub.stats.last_error or "")
+    assert (pub.stats.oversized_split, pub.stats.refused_by_dialect, buf.refused_readings) == (
+        0, 0, 0,
+    )  # fmt: skip
+
+
+def _firsts(msgs: list[Received]) -> list[int]:
+    """edge/seq of every DDATA, read without its DBIRTH: it is the first metric."""
+    return [_payload(m).metrics[0].long_value for m in _node(msgs) if _kind(m) == "DDATA"]
