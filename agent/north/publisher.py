@@ -195,6 +195,7 @@ class PublishLoop:
         self._birthed = False  # on_connect() went out on this connection
         self._ready = asyncio.Event()
         self._reconnect = False  # the session asked for a new connection
+        self._unready_since: float | None = None  # births out, session not ready since
         self._notes: set[str] = set()
         self._refusals_logged = False
         self._too_large_logged = False  # a reading too large for any packet was logged
@@ -361,6 +362,7 @@ class PublishLoop:
         if will is not None:
             check_topic(will.topic)
         self._births_due, self._birthed, self._reconnect = True, False, False
+        self._unready_since = None
         # the handler is bound to this link: a late message from an older one is ignored
         holder: list[Link] = []
         link = self._make_link(will, credentials, lambda t, p: self._inbound(holder[0], t, p))
@@ -432,6 +434,8 @@ class PublishLoop:
                 self._moved_at = now  # a slow link that moves bytes is not dead
             if self._session is not None:
                 self._check_replies(link, now, stall_s)
+                with contextlib.suppress(LinkDown):  # ready() raised: the link is dropped
+                    self._check_ready(link, now, stall_s)
                 oldest_sent = next((s.sent for s in self._sent if s.acked_at is None), None)
             else:
                 oldest = next(iter(self._inflight.values()), None)
@@ -439,6 +443,27 @@ class PublishLoop:
             if oldest_sent is not None and now - max(oldest_sent, self._moved_at) > stall_s:
                 self._aborted = True
                 link.abort(f"no PUBACK and no bytes moving for {stall_s} s, the link looks dead")
+
+    def _check_ready(self, link: Link, now: float, timeout_s: int) -> None:
+        """A session left not ready ``timeout_s`` after its births ends the link.
+
+        Its births asked the cloud for something that makes it ready (an Alink
+        sub-device login) and the answer was lost: the next connection asks
+        again. A session that is not ready before its births (a Sparkplug
+        primary host offline) waits as long as it must.
+        """
+        if not self._birthed or self._session_ready(link):
+            self._unready_since = None
+            return
+        if self._unready_since is None:
+            self._unready_since = now
+        elif now - self._unready_since > timeout_s:
+            self._unready_since = None
+            self._aborted = True
+            link.abort(
+                f"the {self.stats.dialect} session is still not ready {timeout_s} s after "
+                "its connect messages (a reply to them was lost?): connecting again"
+            )
 
     def _check_replies(self, link: Link, now: float, timeout_s: int) -> None:
         """A cloud reply missing for ``timeout_s`` after the PUBACK ends the link."""

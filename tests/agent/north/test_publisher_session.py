@@ -620,3 +620,67 @@ async def test_a_batch_the_dialect_can_never_encode_is_refused_the_rest_goes(
     assert pub.stats.refused_by_dialect == 1
     assert pub.stats.messages_published == 3
     assert "batch seq 2 of dev failed the fake encoder 3 times" in (pub.stats.last_error or "")
+
+
+class LoginSession(FakeSession):
+    """Ready for its births, then only once the cloud answered them (like an Alink login)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = "connecting"
+
+    def credentials(self, now_ms: int) -> Credentials | None:
+        self.phase = "connecting"
+        return None
+
+    def subscriptions(self) -> Sequence[tuple[str, int]]:
+        return [(REPLY, 1), ("fake/hello_reply", 1)]
+
+    def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
+        self.phase = "login"
+        return super().on_connect(now_ms)
+
+    def ready(self) -> bool:
+        return self.phase in ("connecting", "in")
+
+    def on_message(self, topic: str, payload: bytes, now_ms: int) -> Reaction:
+        if topic == "fake/hello_reply":
+            self.phase = "in"
+            return Reaction(ready_changed=True)
+        return super().on_message(topic, payload, now_ms)
+
+
+async def test_a_session_left_unready_by_a_lost_reply_to_its_births_connects_again(
+    mosquitto: Mosquitto,
+) -> None:
+    """Births whose answer never comes (a lost login reply) must not stall the destination."""
+    source = MemorySource()
+    source.add("dev")
+    hellos: list[bytes] = []
+    answer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fake-login")
+
+    def on_hello(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        hellos.append(bytes(msg.payload))
+        if len(hellos) > 1:  # the first hello's reply is lost
+            client.publish("fake/hello_reply", b"ok", qos=1)
+
+    subscribed = threading.Event()
+    answer.on_connect = lambda c, *_: c.subscribe(HELLO, qos=1)
+    answer.on_subscribe = lambda *_: subscribed.set()
+    answer.on_message = on_hello
+    answer.connect("127.0.0.1", mosquitto.port)
+    answer.loop_start()
+    assert subscribed.wait(10)
+    cloud = Cloud(mosquitto.port, lambda _id, _seq: "accepted")
+    session = LoginSession()
+    try:
+        pub = Publisher(options(mosquitto.port, keepalive=1), source, AGENT, session)
+        async with running(pub):
+            await until(lambda: not source.rows, within=25, what="sent after a second login")
+    finally:
+        cloud.stop()
+        answer.loop_stop()
+        answer.disconnect()
+    assert len(hellos) >= 2
+    assert pub.stats.reconnects >= 1
+    assert "not ready" in (pub.stats.last_error or ""), pub.stats.last_error
