@@ -46,6 +46,11 @@ def _link_lines(doc: StatusDocument, link: str, paint: _Paint) -> list[str]:
             + ("" if age is None else f" (oldest {age} s)")
             + (f", {d['never_received']} never received" if d["never_received"] else "")
             + (f", {d['refused_by_cloud']} values refused" if d["refused_by_cloud"] else "")
+            + (
+                f", {d.get('refused_by_dialect', 0)} readings it cannot carry"
+                if d.get("refused_by_dialect")
+                else ""
+            )
             + (f", last error: {d['last_error']}" if d["last_error"] else "")
         )
     return lines

@@ -436,6 +436,8 @@ def _destination_status(
         "values_published": pub.values_published,
         "packets_published": pub.packets_published,
         "refused_by_cloud": pub.refused_by_cloud,
+        "refused_by_dialect": pub.refused_by_dialect,
+        "dialect_errors": pub.dialect_errors,
         "reconnects": pub.reconnects,
         "inflight": pub.inflight,
         "pending_batches": buffer.pending_batches if mine is None else mine.pending_batches,

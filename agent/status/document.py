@@ -72,6 +72,8 @@ class DestinationStatus(TypedDict):
     values_published: int
     packets_published: int  # MQTT messages of data confirmed (a dialect packs or cuts batches)
     refused_by_cloud: int  # values the cloud answered it will never take
+    refused_by_dialect: int  # readings this dialect cannot carry (too large alone, untypable)
+    dialect_errors: int  # the dialect's own code failed (the connection was made again)
     reconnects: int
     inflight: int
     pending_batches: int  # batches this destination has not confirmed yet

@@ -179,6 +179,7 @@ def test_each_destination_has_its_own_labelled_families() -> None:
     base = _state()
     spark = PublisherStats(connected=False, messages_published=40, values_published=400)
     spark.dialect, spark.packets_published, spark.refused_by_cloud = "sparkplug-b", 41, 3
+    spark.refused_by_dialect, spark.dialect_errors = 2, 1
     mine = (
         DestinationStats("mqtt", 5, 1_000_000, 95, 2),
         DestinationStats("county", 60, 990_000, 40, 7),
@@ -198,6 +199,8 @@ def test_each_destination_has_its_own_labelled_families() -> None:
     assert value(families, "edge_agent_destination_messages_total", **county) == 40
     assert value(families, "edge_agent_destination_packets_total", **county) == 41
     assert value(families, "edge_agent_destination_refused_by_cloud_total", **county) == 3
+    assert value(families, "edge_agent_destination_refused_by_dialect_total", **county) == 2
+    assert value(families, "edge_agent_destination_dialect_errors_total", **county) == 1
     assert value(families, "edge_agent_destination_pending_batches", **county) == 60
     assert value(families, "edge_agent_destination_pending_batches", **mqtt) == 5
     assert value(families, "edge_agent_destination_oldest_pending_age_seconds", **county) == 14.5
