@@ -259,7 +259,7 @@ class SparkplugSession:
                 packets.append(Packet(out.topic, out.payload))
             last = packets[-1]
             packets[-1] = Packet(last.topic, last.payload, (batch.seq,))
-            self._remember(device, batch)
+            self._remember(device, batch.seq, readings)
             if batch.device in self._offline:  # backlog of a device gone: it stays gone
                 death = self._edge.ddeath(batch.device, now_ms)
                 device.birth = frozenset()
@@ -311,14 +311,15 @@ class SparkplugSession:
             out.append(Reading(reading.ts, values, errors, reading.clock))
         return out
 
-    def _remember(self, device: _Device, batch: Batch) -> None:
-        for reading in batch.readings:
+    def _remember(self, device: _Device, seq: int, readings: Sequence[Reading]) -> None:
+        """What was sent becomes the device's current state (a refused value as its error)."""
+        for reading in readings:
             device.values.update(reading.values)
             for name in reading.values:
                 device.errors.pop(name, None)
             device.errors.update(reading.errors)
             device.ts = max(device.ts, reading.ts)
-        device.edge_seq = batch.seq
+        device.edge_seq = seq
 
     def _dbirth(self, name: str, device: _Device, now_ms: int) -> Outgoing:
         specs = [
