@@ -308,7 +308,9 @@ class SparkplugSession:
         """New tags take their datatype from their first value; untypable errors are refused."""
         out: list[Reading] = []
         for reading in batch.readings:
-            for name, value in reading.values.items():
+            # a tag with a value seen before is known and typed (specs hold every tag seen)
+            new = () if reading.values.keys() <= device.values.keys() else reading.values.items()
+            for name, value in new:
                 if name not in device.specs:
                     device.specs[name] = TagSpec(name, pb.DataType.Name(datatype_of(None, value)))
                 elif device.specs[name].datatype is None and name not in device.values:
@@ -349,8 +351,9 @@ class SparkplugSession:
         """What was sent becomes the device's current state (a refused value as its error)."""
         for reading in readings:
             device.values.update(reading.values)
-            for name in reading.values:
-                device.errors.pop(name, None)
+            if device.errors:
+                for name in reading.values:
+                    device.errors.pop(name, None)
             device.errors.update(reading.errors)
             device.ts = max(device.ts, reading.ts)
         device.edge_seq = seq
