@@ -1,7 +1,8 @@
 """``python -m bench``: run the scenarios, print the table last, write bench/results/<time>.json.
 
 ``--quick`` is the CI smoke (a few seconds): two devices, a short window, one
-status call; it fails (exit 1) only if nothing flowed or a seq went missing.
+status call, then the two-destination scenarios at the same small scale; it
+fails (exit 1) only if nothing flowed or a seq went missing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.encode_cost import encode_cost
 from bench.harness import Load
 from bench.report import Runs, rows, table, write_json
 from bench.scenarios import (
@@ -22,14 +24,17 @@ from bench.scenarios import (
     Settings,
     backlog,
     cpu_count,
+    drain_per_destination,
+    one_down,
     prepare_backlog,
     rtu_bus,
     steady,
+    two_destinations,
 )
 from tests.support.agentproc import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
+ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11")
 S1_LOAD = Load(devices=10, tags=100, interval=1.0)
 S2_LOAD = Load(devices=10, tags=1200, interval=1.0)
 S3_LOAD = Load(devices=10, tags=2400, interval=0.1)
@@ -42,8 +47,8 @@ def _say(text: str) -> None:
 
 
 def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
-              prepared: Backlog | None, runs: Runs) -> None:  # fmt: skip
-    if wanted & {"S1", "S5", "S6"}:
+              prepared: Backlog | None, runs: Runs, sp_outage: float) -> None:  # fmt: skip
+    if wanted & {"S1", "S5", "S6", "S8"}:
         _say(f"run {run}: S1 (+S5 start-up, S6 status) 10 x 100 tags at 1 s")
         figs = steady(work / f"s1-{run}", S1_LOAD, settings, status_calls=settings.status_calls)
         runs["S1"].append(figs)
@@ -63,6 +68,31 @@ def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
         runs["S7"].append(rtu_bus(work / f"s7-{run}", S7_LOAD, settings))
         _say(f"run {run}: S7 with a dead unit on the bus (timeout 200 ms)")
         runs["S7d"].append(rtu_bus(work / f"s7d-{run}", S7_DEAD_LOAD, settings))
+    _two_way(run, wanted, settings, work, prepared, runs, sp_outage)
+
+
+def _two_way(run: int, wanted: set[str], settings: Settings, work: Path,
+             prepared: Backlog | None, runs: Runs, sp_outage: float) -> None:  # fmt: skip
+    """S8-S10: edge-json and Sparkplug B at once (S10 in the first run only: it is long)."""
+    if "S8" in wanted:
+        _say(f"run {run}: S8 S1 load to edge-json and Sparkplug B at once")
+        runs["S8"].append(_with_single(two_destinations(work / f"s8-{run}", S1_LOAD, settings),
+                                       runs["S1"][-1]))  # fmt: skip
+    if "S9" in wanted and prepared is not None:
+        _say(f"run {run}: S9 drain {prepared.last_seq:,} batches: edge-json, Sparkplug, both")
+        runs["S9"].append(drain_per_destination(work / f"s9-{run}", prepared, settings))
+    if "S10" in wanted and run == 1:
+        _say(f"run {run}: S10 S1 load, the Sparkplug broker down for {sp_outage:g} s")
+        runs["S10"].append(one_down(work / f"s10-{run}", S1_LOAD, settings, sp_outage))
+    if "S11" in wanted and run == 1:
+        _say("S11 Sparkplug B encode cost (in this process)")
+        runs["S11"].append(encode_cost())
+
+
+def _with_single(figs: dict[str, float], single: dict[str, float]) -> dict[str, float]:
+    """S8's figures with the CPU of the S1 run just before (one destination) beside them."""
+    return figs | {"single_cpu_pct": single["cpu_pct"],
+                   "cpu_vs_single": figs["cpu_pct"] / single["cpu_pct"]}  # fmt: skip
 
 
 def _quick(work: Path, runs: Runs) -> bool:
@@ -71,7 +101,26 @@ def _quick(work: Path, runs: Runs) -> bool:
     runs["S1"].append(figs)
     runs["S5"].append({"startup_s": figs["startup_s"]})
     runs["S6"].append({k: figs[k] for k in ("status_ms", "status_offline_ms")})
-    return figs["values_per_s"] > 0 and figs["lost"] == 0 and not math.isnan(figs["startup_s"])
+    ok = figs["values_per_s"] > 0 and figs["lost"] == 0 and not math.isnan(figs["startup_s"])
+    return _quick_two_way(work, runs, figs) and ok
+
+
+def _quick_two_way(work: Path, runs: Runs, single: dict[str, float]) -> bool:
+    load, settings = Load(2, 100, 0.5), Settings(1.0, 2.0, 1, drain_timeout_s=60)
+    _say("quick: S8 the same load to edge-json and Sparkplug B at once")
+    s8 = _with_single(two_destinations(work / "quick-s8", load, settings), single)
+    runs["S8"].append(s8)
+    _say("quick: S9 a 60 s backlog drained by edge-json, Sparkplug, both")
+    s9 = drain_per_destination(work / "quick-s9", prepare_backlog(work, 60), settings)
+    runs["S9"].append(s9)
+    _say("quick: S10 the Sparkplug broker down for 3 s")
+    s10 = one_down(work / "quick-s10", load, settings, 3.0)
+    runs["S10"].append(s10)
+    runs["S11"].append(encode_cost(batches=1000, repeats=1))
+    flowed = [s8["json_values_per_s"], s8["sp_values_per_s"], s10.get("sp_missed_values", 0)]
+    flowed += [v for k, v in s9.items() if k.endswith("_drain_values_per_s")]
+    lost = [v for k, v in (s8 | s9 | s10).items() if k.endswith("lost")]
+    return all(v > 0 for v in flowed) and not any(lost) and not math.isnan(s10["catch_up_s"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before a window")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of a window")
     parser.add_argument("--outage", type=int, default=3600, help="S4 outage seconds at 1,000/s")
+    parser.add_argument("--sp-outage", type=float, default=600.0,
+                        help="S10: seconds the Sparkplug broker is down (default 600)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
@@ -96,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             wanted = {s.strip().upper() for s in args.only.split(",")}
             settings = Settings(args.warmup, args.duration)
             prepared = None
-            if "S4" in wanted:
+            if wanted & {"S4", "S9"}:
                 _say(f"S4: writing a backlog of {args.outage} s x 1,000 values/s")
                 prepared = prepare_backlog(work, args.outage)
             for run in range(1, args.runs + 1):
-                _run_once(run, wanted, settings, work, prepared, runs)
+                _run_once(run, wanted, settings, work, prepared, runs, args.sp_outage)
     finally:
         if args.keep:
             _say(f"work folder kept: {work}")

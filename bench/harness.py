@@ -4,6 +4,10 @@ Every part is a real process: :class:`Rig` starts them in order (broker,
 responder, subscriber, agent), gives the scenario their pids for CPU and
 memory readings, and stops them in reverse order, the agent with SIGTERM so
 it drains as in production.
+
+A rig publishes to one or two destinations (:data:`EDGE_JSON`, the ``mqtt``
+section; :data:`SPARKPLUG`, a ``north:`` entry), each with a broker and a
+subscriber of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from tests.support.mosquitto import HOST, Mosquitto
 
 AGENT_ID = "bench-box"
 PROFILE_DIR = "profiles"
+EDGE_JSON = "mqtt"
+"""Destination id of the edge-json destination (the site's ``mqtt`` section)."""
+SPARKPLUG = "sp"
+"""Destination id of the Sparkplug B destination (a ``north:`` entry)."""
+DIALECTS = {EDGE_JSON: "edge-json", SPARKPLUG: "sparkplug-b"}
+SP_GROUP = "bench"
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,11 @@ class BenchBroker(Mosquitto):
     """
 
     def _write_config(self) -> None:
+        keep = ["persistence true", f"persistence_location {self.workdir}/"]
         lines = [
             f"listener {self.port} {HOST}",
             "allow_anonymous true",
-            "persistence false",
+            *(keep if self.persistence else ["persistence false"]),
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -147,10 +158,13 @@ class LeanServer(_Child):
 class SubscriberProc(_Child):
     """``bench.subscriber``: records every data message until stopped."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.out = workdir / "received.json"
-        super().__init__(["bench.subscriber", "--port", str(port), "--out", str(self.out)],
-                         workdir / "subscriber.log")  # fmt: skip
+    def __init__(self, workdir: Path, port: int, destination: str = EDGE_JSON) -> None:
+        suffix = "" if destination == EDGE_JSON else f"-{destination}"
+        self.out = workdir / f"received{suffix}.json"
+        args = ["bench.subscriber", "--port", str(port), "--out", str(self.out)]
+        if destination == SPARKPLUG:  # a persistent session: it survives a broker restart
+            args += ["--dialect", "sparkplug-b", "--client-id", "bench-host"]
+        super().__init__(args, workdir / f"subscriber{suffix}.log")
         if self.first_line != "ready":
             raise RuntimeError(f"subscriber: {self.first_line}")
 
@@ -184,8 +198,15 @@ def dead_unit_ids(load: Load) -> list[int]:
     return list(range(load.devices + 1, load.devices + 1 + load.dead_units)) if load.rtu else []
 
 
-def site_for(workdir: Path, broker_port: int, load: Load, ports: list[int]) -> dict[str, Any]:
-    """The site file: shipped defaults except where the data lives and what to poll."""
+def site_for(
+    workdir: Path, brokers: dict[str, int], load: Load, ports: list[int],
+    north: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The site file: shipped defaults except where the data lives, what to poll, and where to.
+
+    ``brokers`` maps destination ids (:data:`EDGE_JSON`, :data:`SPARKPLUG`) to
+    broker ports; ``north`` adds keys to the Sparkplug entry (``reconnect_max``).
+    """
     profile = write_profile(workdir / PROFILE_DIR, load.tags)
     devices = []
     for i in range(load.devices):
@@ -213,25 +234,40 @@ def site_for(workdir: Path, broker_port: int, load: Load, ports: list[int]) -> d
         }
         for unit in dead_unit_ids(load)
     )  # fmt: skip
-    return {
+    site: dict[str, Any] = {
         "agent": {"id": AGENT_ID, "data_dir": "data", "log_level": "warning"},
-        "mqtt": {"host": "127.0.0.1", "port": broker_port},
         "devices": devices,
     }
+    if EDGE_JSON in brokers:
+        site["mqtt"] = {"host": "127.0.0.1", "port": brokers[EDGE_JSON]}
+    if SPARKPLUG in brokers:
+        entry = {"id": SPARKPLUG, "dialect": "sparkplug-b", "host": "127.0.0.1",
+                 "port": brokers[SPARKPLUG], "sparkplug": {"group_id": SP_GROUP}}  # fmt: skip
+        site["north"] = [entry | (north or {})]
+    return site
 
 
 @dataclass
 class Rig:
-    """Broker, responder, subscriber and agent for one scenario run."""
+    """Broker(s), responder, subscriber(s) and agent for one scenario run.
+
+    ``destinations`` are destination ids (:data:`EDGE_JSON`, :data:`SPARKPLUG`);
+    each gets its broker and subscriber in :attr:`brokers` and
+    :attr:`subscribers`. ``broker`` and ``subscriber`` are the first one's.
+    """
 
     workdir: Path
     load: Load
     before_agent: Any = None  # called with the agent's buffer path before it starts
+    destinations: tuple[str, ...] = (EDGE_JSON,)
+    north: dict[str, Any] | None = None  # more keys of the Sparkplug entry
     broker: BenchBroker | None = None
     server: LeanServer | None = None
     subscriber: SubscriberProc | None = None
     agent: AgentProcess | None = None
     spawned_ms: float = 0.0
+    brokers: dict[str, BenchBroker] = field(default_factory=dict)
+    subscribers: dict[str, SubscriberProc] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __enter__(self) -> Self:
@@ -252,11 +288,18 @@ class Rig:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker = BenchBroker(self.workdir / "broker")
-        self.broker.start()
+        for dest in self.destinations:
+            suffix = "" if dest == EDGE_JSON else f"-{dest}"
+            broker = BenchBroker(self.workdir / f"broker{suffix}", persistence=dest == SPARKPLUG)
+            self.brokers[dest] = broker
+            broker.start()
+        self.broker = self.brokers[self.destinations[0]]
         self.server = LeanServer(self.workdir, self.load)
-        self.subscriber = SubscriberProc(self.workdir, self.broker.port)
-        site = site_for(self.workdir, self.broker.port, self.load, self.server.ports)
+        for dest in self.destinations:
+            self.subscribers[dest] = SubscriberProc(self.workdir, self.brokers[dest].port, dest)
+        self.subscriber = self.subscribers[self.destinations[0]]
+        ports = {dest: broker.port for dest, broker in self.brokers.items()}
+        site = site_for(self.workdir, ports, self.load, self.server.ports, self.north)
         self.agent = AgentProcess(self.workdir, site)
         if self.before_agent is not None:
             self.before_agent(self.agent.buffer)
@@ -269,12 +312,17 @@ class Rig:
         agent, broker, server, sub = self.agent, self.broker, self.server, self.subscriber
         if agent is None or agent.proc is None or broker is None or server is None or sub is None:
             raise RuntimeError("the rig is not running")
-        return {
+        pids = {
             "agent": agent.proc.pid,
             "broker": broker.pid,
             "responder": server.pid,
             "subscriber": sub.pid,
         }
+        for dest in self.destinations[1:]:
+            if self.brokers[dest].running:
+                pids[f"broker_{dest}"] = self.brokers[dest].pid
+            pids[f"subscriber_{dest}"] = self.subscribers[dest].pid
+        return pids
 
     def stop(self) -> None:
         """Agent (SIGTERM: flush and drain), then subscriber, responder, broker."""
@@ -285,8 +333,8 @@ class Rig:
                 except subprocess.TimeoutExpired:
                     self.agent.kill()
             time.sleep(0.5)  # the last PUBACKed messages are still on their way to the subscriber
-        for child in (self.subscriber, self.server):
+        for child in (*self.subscribers.values(), self.server):
             if child is not None:
                 child.stop()
-        if self.broker is not None:
-            self.broker.stop()
+        for broker in self.brokers.values():
+            broker.stop()

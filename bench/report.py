@@ -64,6 +64,21 @@ TARGETS: tuple[Target, ...] = (
     Target("S7", "worst_poll_vs_cycle", "<", 1.2, "x"),
     Target("S7", "overruns", "==", 0.0),
     Target("S7d", "healthy_period_vs_target", "<", 1.1, "x"),
+    Target("S8", "cpu_vs_single", "<", 2.0, "x S1"),
+    Target("S8", "json_latency_p99_ms", "<", 100.0, "ms"),
+    Target("S8", "sp_latency_p99_ms", "<", 100.0, "ms"),
+    Target("S8", "json_lost", "==", 0.0),
+    Target("S8", "sp_lost", "==", 0.0),
+    Target("S9", "json_alone_drain_values_per_s", ">=", 500_000.0, "values/s"),
+    Target("S9", "sp_alone_drain_values_per_s", ">=", 500_000.0, "values/s"),
+    Target("S9", "both_json_drain_values_per_s", ">=", 500_000.0, "values/s"),
+    Target("S9", "both_sp_drain_values_per_s", ">=", 500_000.0, "values/s"),
+    Target("S9", "sp_alone_lost", "==", 0.0),
+    Target("S9", "both_sp_lost", "==", 0.0),
+    Target("S9", "both_json_lost", "==", 0.0),
+    Target("S10", "json_during_p99_ms", "<", 100.0, "ms"),
+    Target("S10", "json_lost", "==", 0.0),
+    Target("S10", "sp_lost", "==", 0.0),
 )
 
 # Figures shown in the table without a target (context for reading the ones with one).
@@ -96,6 +111,53 @@ INFO: dict[str, tuple[str, ...]] = {
         "cpu_pct",
     ),
     "S7d": ("dead_unit_timeouts", "bus_utilisation_pct", "polls_per_s", "overruns", "cpu_pct"),
+    "S8": (
+        "cpu_pct",
+        "single_cpu_pct",
+        "rss_mb",
+        "json_latency_p50_ms",
+        "sp_latency_p50_ms",
+        "json_values_per_s",
+        "sp_values_per_s",
+        "broker_cpu_pct",
+        "broker_sp_cpu_pct",
+        "subscriber_sp_cpu_pct",
+    ),
+    "S9": (
+        "json_alone_drain_from_start_s",
+        "sp_alone_drain_from_start_s",
+        "both_json_drain_from_start_s",
+        "both_sp_drain_from_start_s",
+        "json_alone_cpu_pct",
+        "sp_alone_cpu_pct",
+        "both_cpu_pct",
+        "sp_alone_duplicates",
+    ),
+    "S10": (
+        "outage_s",
+        "json_before_p50_ms",
+        "json_before_p99_ms",
+        "json_during_p50_ms",
+        "json_during_vs_before_p99",
+        "json_during_values_per_s",
+        "cpu_pct",
+        "outage_cpu_pct",
+        "outage_sp_pending_batches",
+        "outage_json_pending_batches",
+        "sp_missed_values",
+        "sp_first_after_s",
+        "catch_up_s",
+        "sp_catch_up_values_per_s",
+        "sp_duplicates",
+    ),
+    "S11": (
+        "decode_us_per_value",
+        "encode_us_per_value",
+        "path_us_per_value",
+        "ddata_us_per_message",
+        "ddata_bytes_per_value",
+        "ceiling_values_per_s",
+    ),
 }
 
 
@@ -130,7 +192,8 @@ def rows(runs: Runs) -> list[Row]:
     out = []
     wanted: list[tuple[str, str, Target | None]] = [(t.scenario, t.metric, t) for t in TARGETS]
     wanted += [(s, m, None) for s, metrics in INFO.items() for m in metrics]
-    order = {name: i for i, name in enumerate(["S1", "S2", "S3", "S4", "S5", "S6", "S7"])}
+    names = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S7d", "S8", "S9", "S10", "S11"]
+    order = {name: i for i, name in enumerate(names)}
     wanted.sort(key=lambda w: order.get(w[0], 99))
     for scenario, metric, target in wanted:
         values = [r[metric] for r in runs.get(scenario, []) if metric in r]

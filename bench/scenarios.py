@@ -1,4 +1,4 @@
-"""The scenarios S1-S7: each runs a :class:`~bench.harness.Rig` and returns its figures.
+"""The scenarios S1-S10: each runs a :class:`~bench.harness.Rig` and returns its figures.
 
 A scenario returns a flat ``{metric: value}``; :mod:`bench.report` knows the
 targets. Measurement windows start after a warm-up, CPU is read from
@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.analysis import Message, check_seqs, percentile, window
 from bench.backlog import copy_buffer, make_backlog
-from bench.harness import AGENT_ID, Load, Rig
+from bench.harness import AGENT_ID, EDGE_JSON, SPARKPLUG, Load, Rig
 from bench.procstat import CpuWindow, cpu_seconds, memory_mb
 from tests.support.agentproc import ROOT
 
@@ -159,25 +159,65 @@ def prepare_backlog(folder: Path, seconds: int, devices: int = 10, tags: int = 1
 
 def backlog(workdir: Path, prepared: Backlog, settings: Settings) -> Figures:
     """S4: the agent starts on the backlog with the broker up and live polling on."""
+    return drain(workdir, prepared, settings, (EDGE_JSON,))[EDGE_JSON]
+
+
+def drain(
+    workdir: Path, prepared: Backlog, settings: Settings, destinations: tuple[str, ...]
+) -> dict[str, Figures]:
+    """S4/S9: the backlog drained to ``destinations`` at once; the figures of each.
+
+    Each destination has its own cursor on the one buffer file: the drain of
+    one ends when its ``pending_batches`` is down to the live traffic.
+    """
     load = Load(devices=10, tags=prepared.values_per_batch, interval=1.0)
-    with Rig(workdir, load, before_agent=lambda path: copy_buffer(prepared.template, path)) as rig:
+    with Rig(workdir, load, before_agent=lambda path: copy_buffer(prepared.template, path),
+             destinations=destinations) as rig:  # fmt: skip
         assert rig.agent is not None
         pid = rig.pids["agent"]
         deadline = time.monotonic() + settings.drain_timeout_s
         while time.monotonic() < deadline:
-            if rig.agent.status()["buffer"]["pending_batches"] <= 2 * load.devices:
+            pending = rig.agent.status()["destinations"]
+            if all(pending[d]["pending_batches"] <= 2 * load.devices for d in destinations):
                 break
             time.sleep(0.2)
         drained = time.monotonic() < deadline
         cpu_s = cpu_seconds(pid)
         rss_mb, hwm_mb = memory_mb(pid)
         ran_ms = time.time() * 1000 - rig.spawned_ms
-    assert rig.subscriber is not None
-    return _drain_figures(rig.subscriber.messages(), prepared, rig.spawned_ms, drained) | {
-        "cpu_pct": 100 * cpu_s / (ran_ms / 1000),
-        "rss_mb": rss_mb,
-        "hwm_mb": hwm_mb,
-    }
+    common = {"cpu_pct": 100 * cpu_s / (ran_ms / 1000), "rss_mb": rss_mb, "hwm_mb": hwm_mb}
+    out = {}
+    for d in destinations:
+        messages = rig.subscribers[d].messages()
+        out[d] = _drain_figures(messages, prepared, rig.spawned_ms, drained) | common
+    return out
+
+
+DRAIN_VARIANTS: dict[str, tuple[str, ...]] = {
+    "json_alone": (EDGE_JSON,),
+    "sp_alone": (SPARKPLUG,),
+    "both": (EDGE_JSON, SPARKPLUG),
+}
+"""S9: which destinations drain the backlog, by the prefix of their figures."""
+_SHORT = {EDGE_JSON: "json", SPARKPLUG: "sp"}
+
+
+def drain_per_destination(workdir: Path, prepared: Backlog, settings: Settings) -> Figures:
+    """S9: the S4 backlog drained by edge-json alone, Sparkplug B alone, then both at once.
+
+    Figures are named ``<variant>_<metric>`` (``json_alone_drain_values_per_s``,
+    ``both_sp_drain_values_per_s``...).
+    """
+    out: Figures = {}
+    for variant, dests in DRAIN_VARIANTS.items():
+        figs = drain(workdir / variant, prepared, settings, dests)
+        for dest, f in figs.items():
+            prefix = variant if len(dests) == 1 else f"{variant}_{_SHORT[dest]}"
+            for metric in ("drain_values_per_s", "drain_from_start_s", "lost", "duplicates"):
+                if metric in f:
+                    out[f"{prefix}_{metric}"] = f[metric]
+        out[f"{variant}_cpu_pct"] = next(iter(figs.values()))["cpu_pct"]
+    return out
 
 
 def _drain_figures(
@@ -203,6 +243,91 @@ def _drain_figures(
         "lost": float(seqs.missing),
         "duplicates": float(seqs.duplicates),
     }
+
+
+# ------------------------------------------------------------------ S8, S10 two destinations
+
+
+def _prefixed(prefix: str, figures: Figures) -> Figures:
+    return {f"{prefix}_{k}": v for k, v in figures.items()}
+
+
+def two_destinations(workdir: Path, load: Load, settings: Settings) -> Figures:
+    """S8: the S1 load published to edge-json and Sparkplug B at once (two brokers).
+
+    Latency per destination: the subscriber's receive time minus the reading's
+    time (edge-json ``ts``, the Sparkplug metric timestamps).
+    """
+    with Rig(workdir, load, destinations=(EDGE_JSON, SPARKPLUG)) as rig:
+        start_ms, end_ms, figures = _measure(rig, settings)
+    for dest, sub in rig.subscribers.items():
+        traffic = _traffic(sub.messages(), start_ms, end_ms)
+        figures |= _prefixed(_SHORT[dest], traffic)
+    return figures
+
+
+def one_down(workdir: Path, load: Load, settings: Settings, outage_s: float) -> Figures:
+    """S10: the Sparkplug broker stopped for ``outage_s`` under the S1 load, then back.
+
+    The edge-json destination's latency in a window before the outage and
+    over the outage; the Sparkplug destination's catch-up once its broker is
+    back: from the restart until its pending batches are down to the live
+    traffic (``catch_up_s``), and the rate of the batches it had missed.
+    The Sparkplug entry reconnects at most 2 s apart (``reconnect_max``), so
+    the shipped 30 s backoff does not hide the drain.
+    """
+    with Rig(workdir, load, destinations=(EDGE_JSON, SPARKPLUG),
+             north={"reconnect_max": "2s"}) as rig:  # fmt: skip
+        agent, sp = rig.agent, rig.brokers[SPARKPLUG]
+        assert agent is not None
+        start_ms, before_end_ms, figures = _measure(rig, settings)
+        cpu = CpuWindow(rig.pids["agent"])
+        down_ms = time.time() * 1000
+        sp.stop()  # persistence saved: the subscriber's session survives
+        cpu.start()
+        time.sleep(outage_s)
+        figures["outage_cpu_pct"] = cpu.percent()
+        doc = agent.status()["destinations"]
+        figures["outage_sp_pending_batches"] = float(doc[SPARKPLUG]["pending_batches"])
+        figures["outage_json_pending_batches"] = float(doc[EDGE_JSON]["pending_batches"])
+        up_ms = time.time() * 1000
+        sp.restart()  # on the same port: the agent reconnects to it
+        deadline = time.monotonic() + settings.drain_timeout_s
+        drained_ms = math.nan
+        while time.monotonic() < deadline:
+            back = agent.status()["destinations"][SPARKPLUG]
+            if back["connected"] and back["pending_batches"] <= 2 * load.devices:
+                drained_ms = time.time() * 1000
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)  # the last batches on their way to the subscriber
+    json_msgs = rig.subscribers[EDGE_JSON].messages()
+    sp_msgs = rig.subscribers[SPARKPLUG].messages()
+    before = window(json_msgs, start_ms, before_end_ms)
+    during = window(json_msgs, down_ms, up_ms)
+    missed = [m for m in sp_msgs if m[0] >= up_ms and min(m[3], default=up_ms) < up_ms]
+    seqs = check_seqs(sp_msgs)
+    figures |= {
+        "json_before_p50_ms": before.latency_p50_ms,
+        "json_before_p99_ms": before.latency_p99_ms,
+        "json_during_p50_ms": during.latency_p50_ms,
+        "json_during_p99_ms": during.latency_p99_ms,
+        "json_during_vs_before_p99": during.latency_p99_ms / before.latency_p99_ms,
+        "json_during_values_per_s": during.values_per_s,
+        "json_lost": float(check_seqs(json_msgs).missing),
+        "sp_lost": float(seqs.missing),
+        "sp_duplicates": float(seqs.duplicates),
+        "outage_s": (up_ms - down_ms) / 1000,
+        "catch_up_s": (drained_ms - up_ms) / 1000,
+    }
+    if missed:
+        first, last = min(m[0] for m in missed), max(m[0] for m in missed)
+        values = sum(m[2] for m in missed)
+        figures["sp_missed_values"] = float(values)
+        figures["sp_first_after_s"] = (first - up_ms) / 1000
+        figures["sp_last_missed_s"] = (last - up_ms) / 1000
+        figures["sp_catch_up_values_per_s"] = values / max((last - first) / 1000, 1e-3)
+    return figures
 
 
 # --------------------------------------------------------------------------- S7 RTU bus

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from agent.errors import DialectError
 from agent.north.sparkplug import sparkplug_b_pb2 as pb
-from agent.north.sparkplug.metrics import datatype_of, get_value, set_value
+from agent.north.sparkplug.metrics import datatype_of, get_value, set_value, value_field
 from drivers.base import Reading, Value
 
 NAMESPACE = "spBv1.0"
@@ -124,6 +124,7 @@ class EdgeSession:
         self._next_alias = 1
         self._node_aliases: dict[str, tuple[int, int]] = {}
         self._devices: dict[str, _Device] = {}
+        self._topics: dict[tuple[str, str | None], str] = {}
 
     # -- node ---------------------------------------------------------------
     def will(self, now_ms: int) -> Outgoing:
@@ -189,21 +190,37 @@ class EdgeSession:
         self, device_id: str, readings: Iterable[Reading], now_ms: int, edge_seq: int,
         *, historical: bool = False,
     ) -> Outgoing:  # fmt: skip
-        """DDATA of one buffered batch: aliases only, ``edge/seq`` first, backlog marked."""
+        """DDATA of one buffered batch: aliases only, ``edge/seq`` first, backlog marked.
+
+        A value its tag cannot carry raises :class:`DialectError` and leaves the
+        session as it was: the seq is taken only once every metric is built.
+        """
         device = self._born(device_id)
-        payload = self._payload(now_ms)
+        if self._seq is None:
+            raise DialectError("no NBIRTH in this session yet: publish one first")
+        payload = pb.Payload(timestamp=now_ms)
         alias, datatype = device.tags[EDGE_SEQ]
         metric = payload.metrics.add(alias=alias, datatype=datatype, timestamp=now_ms)
         set_value(metric, datatype, edge_seq)
+        add, tags = payload.metrics.add, device.tags
         for reading in readings:
-            for name in [*reading.values, *reading.errors]:
-                if name not in device.tags:
+            ts, values, errors = reading.ts, reading.values, reading.errors
+            for name in [*values, *errors] if errors else values:
+                known = tags.get(name)
+                if known is None:
                     raise DialectError(f"device {device_id}: tag {name} was not in its DBIRTH")
-                alias, datatype = device.tags[name]
-                metric = payload.metrics.add(alias=alias, datatype=datatype, timestamp=reading.ts)
+                alias, datatype = known
+                value = values.get(name)
+                if value is not None and (not errors or name not in errors):
+                    field_name, wire = value_field(datatype, value)  # refused before it is added
+                    metric = add(alias=alias, datatype=datatype, timestamp=ts)
+                    setattr(metric, field_name, wire)
+                else:
+                    metric = add(alias=alias, datatype=datatype, timestamp=ts)
+                    _fill(metric, datatype, value, errors.get(name))
                 if historical:
                     metric.is_historical = True
-                _fill(metric, datatype, reading.values.get(name), reading.errors.get(name))
+        payload.seq = self._next_seq()
         return self._out("DDATA", device_id, payload)
 
     def ddeath(self, device_id: str, now_ms: int) -> Outgoing:
@@ -228,16 +245,23 @@ class EdgeSession:
 
     # -- helpers ------------------------------------------------------------
     def _topic(self, kind: str, device_id: str | None = None) -> str:
-        return topic(self.group_id, kind, self.edge_node_id, device_id)
+        key = (kind, device_id)
+        found = self._topics.get(key)
+        if found is None:  # checked once per message type and device
+            found = self._topics[key] = topic(self.group_id, kind, self.edge_node_id, device_id)
+        return found
 
     def _out(self, kind: str, device_id: str, payload: pb.Payload) -> Outgoing:
         return Outgoing(self._topic(kind, device_id), payload.SerializeToString(), 0, False)
 
     def _payload(self, now_ms: int) -> pb.Payload:
+        return pb.Payload(timestamp=now_ms, seq=self._next_seq())
+
+    def _next_seq(self) -> int:
         if self._seq is None:
             raise DialectError("no NBIRTH in this session yet: publish one first")
         self._seq = (self._seq + 1) % 256
-        return pb.Payload(timestamp=now_ms, seq=self._seq)
+        return self._seq
 
     def _born(self, device_id: str) -> _Device:
         device = self._devices.get(device_id)

@@ -69,27 +69,55 @@ def datatype_of(name: str | None, value: Value | None) -> int:
 
 def set_value(metric: Metric, datatype: int, value: Value) -> None:
     """Put ``value`` into the ``oneof`` field that ``datatype`` uses."""
+    name, wire = value_field(datatype, value)
+    setattr(metric, name, wire)
+
+
+_INT_FIELDS: dict[int, tuple[int, int, str, int]] = {
+    kind: (low, high, "int_value", 0xFFFFFFFF)
+    if kind in _IN_INT_VALUE
+    else (low, high, "long_value", 0xFFFFFFFFFFFFFFFF)
+    for kind, (low, high) in INT_RANGES.items()
+}
+
+
+def value_field(datatype: int, value: Value) -> tuple[str, Value]:
+    """The ``oneof`` field ``datatype`` uses and what goes in it; refused as :func:`set_value`.
+
+    Checks without touching a metric, so a value can be tried before one is
+    built. An ``int`` in range of an integer datatype (the common case) is
+    answered first; everything else takes the full checks.
+    """
+    fast = _INT_FIELDS.get(datatype)
+    if fast is not None and type(value) is int:
+        low, high, name, mask = fast
+        if low <= value <= high:
+            return name, value & mask
+    return _checked_field(datatype, value)
+
+
+def _checked_field(datatype: int, value: Value) -> tuple[str, Value]:
     if datatype == pb.Boolean:
         if not isinstance(value, bool):
             raise DialectError(f"{value!r} is not a Boolean")
-        metric.boolean_value = value
-    elif datatype in INT_RANGES:
-        metric_int(metric, datatype, value)
-    elif datatype in (pb.Float, pb.Double):
+        return "boolean_value", value
+    if datatype in INT_RANGES:
+        scratch = Metric()
+        metric_int(scratch, datatype, value)
+        name = str(scratch.WhichOneof("value"))
+        wire: int = getattr(scratch, name)
+        return name, wire
+    if datatype in (pb.Float, pb.Double):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DialectError(f"{value!r} is not a number")
         if not math.isfinite(value):
             raise DialectError(f"{value!r} is not a finite number")
-        if datatype == pb.Float:
-            metric.float_value = float(value)
-        else:
-            metric.double_value = float(value)
-    elif datatype in _STRINGS:
+        return ("float_value" if datatype == pb.Float else "double_value"), float(value)
+    if datatype in _STRINGS:
         if not isinstance(value, str):
             raise DialectError(f"{value!r} is not a string")
-        metric.string_value = value
-    else:
-        raise DialectError(f"datatype {datatype} is not a scalar the agent can send")
+        return "string_value", value
+    raise DialectError(f"datatype {datatype} is not a scalar the agent can send")
 
 
 def metric_int(metric: Metric, datatype: int, value: Value) -> None:

@@ -71,7 +71,7 @@ from agent.north.sparkplug.encode import (
     state_topic,
     topic,
 )
-from agent.north.sparkplug.metrics import datatype_of, set_value
+from agent.north.sparkplug.metrics import datatype_of, value_field
 from drivers.base import Reading, Value
 
 __all__ = ["SparkplugSession", "load_next_bd_seq", "store_next_bd_seq"]
@@ -120,6 +120,7 @@ class SparkplugSession:
             self._devices[device] = _Device(specs={t.name: t for t in fact.tags})
         self._offline: set[str] = set()
         self._buried: set[str] = set()  # DDEATH sent on this connection, no DBIRTH since
+        self._topics: dict[str, str] = {}  # device -> its DDATA topic
         self._host_online = options.primary_host is None
         self._host_ts = -1  # the newest STATE timestamp seen
         self._birthed = False  # NBIRTH published on this connection
@@ -251,36 +252,69 @@ class SparkplugSession:
         idle: list[int] = []
         for batch in batches:
             try:
-                data_topic = topic(self._o.group_id, "DDATA", self._o.edge_node_id, batch.device)
+                data_topic = self._data_topic(batch.device)
             except DialectError as exc:
                 refused.append(Refused(batch.seq, batch.device, None, str(exc)))
                 idle.append(batch.seq)
                 continue
             device = self._devices.setdefault(batch.device, _Device())
             if batch.device in self._buried and _errors_only(batch):
-                self._remember(device, batch)  # its DDEATH already says so
+                self._remember(device, batch.seq, batch.readings)  # its DDEATH already says so
                 idle.append(batch.seq)
                 continue
             readings = self._learn(batch, device, refused)
             if not self._edge.is_born(batch.device) or not _tags(readings) <= device.birth:
                 born = self._dbirth(batch.device, device, now_ms)
                 packets.append(Packet(born.topic, born.payload, data=False))
-            readings = self._fit(batch, readings, refused)
             budget = self._max - (1 + 4 + 2 + len(data_topic.encode()) + 2)
-            for chunk in _chunks(readings, budget, batch, refused):
-                out = self._edge.ddata(
-                    batch.device, chunk, now_ms, batch.seq, historical=historical
-                )
-                packets.append(Packet(out.topic, out.payload))
+            sent, readings = self._ddata(batch, readings, budget, now_ms, historical, refused)
+            packets += sent
             last = packets[-1]
             packets[-1] = Packet(last.topic, last.payload, (batch.seq,))
-            self._remember(device, batch)
+            self._remember(device, batch.seq, readings)
             if batch.device in self._offline:  # backlog of a device gone: it stays gone
                 death = self._edge.ddeath(batch.device, now_ms)
                 device.birth = frozenset()
                 self._buried.add(batch.device)
                 packets.append(Packet(death.topic, death.payload, data=False))
         return Encoded(tuple(packets), tuple(refused), tuple(idle))
+
+    def _data_topic(self, device: str) -> str:
+        found = self._topics.get(device)
+        if found is None:  # the ids are checked once per device
+            found = topic(self._o.group_id, "DDATA", self._o.edge_node_id, device)
+            self._topics[device] = found
+        return found
+
+    def _ddata(
+        self, batch: Batch, readings: list[Reading], budget: int, now_ms: int,
+        historical: bool, refused: list[Refused],
+    ) -> tuple[list[Packet], list[Reading]]:  # fmt: skip
+        """The DDATA of one batch, and its readings as sent (unfit values as errors).
+
+        A batch that makes one DDATA is built at once (the builder refuses an
+        unfit value before it takes a seq); only when it refuses one, or when
+        the batch is cut or holds a tag too large, is every value checked
+        first (:meth:`_fit`). Both ways give the same packets and refusals.
+        """
+        cut: list[Refused] = []
+        chunks = list(_chunks(readings, budget, batch, cut))
+        plain = not any(r.errors.keys() & r.values.keys() or None in r.values.values()
+                        for r in readings)  # fmt: skip
+        if len(chunks) == 1 and plain and not cut:
+            try:
+                out = self._edge.ddata(batch.device, chunks[0], now_ms, batch.seq,
+                                       historical=historical)  # fmt: skip
+            except DialectError:
+                pass  # a value does not fit its tag: the checked way below
+            else:
+                return [Packet(out.topic, out.payload)], readings
+        readings = self._fit(batch, readings, refused)
+        packets = []
+        for chunk in _chunks(readings, budget, batch, refused):
+            out = self._edge.ddata(batch.device, chunk, now_ms, batch.seq, historical=historical)
+            packets.append(Packet(out.topic, out.payload))
+        return packets, readings
 
     def reply_key(self, packet: Packet) -> str | None:
         """Sparkplug has no application reply: the PUBACK confirms."""
@@ -290,7 +324,9 @@ class SparkplugSession:
         """New tags take their datatype from their first value; untypable errors are refused."""
         out: list[Reading] = []
         for reading in batch.readings:
-            for name, value in reading.values.items():
+            # a tag with a value seen before is known and typed (specs hold every tag seen)
+            new = () if reading.values.keys() <= device.values.keys() else reading.values.items()
+            for name, value in new:
                 if name not in device.specs:
                     device.specs[name] = TagSpec(name, pb.DataType.Name(datatype_of(None, value)))
                 elif device.specs[name].datatype is None and name not in device.values:
@@ -311,14 +347,14 @@ class SparkplugSession:
         """A value its born datatype cannot carry becomes a tag error (and a refusal)."""
         born = self._edge.born_tags(batch.device)
         out: list[Reading] = []
-        scratch = pb.Payload.Metric()
         for reading in readings:
             values: dict[str, Value] = {}
             errors = dict(reading.errors)
             for name, value in reading.values.items():
                 try:
-                    if name in born:
-                        set_value(scratch, born[name], value)
+                    kind = born.get(name)
+                    if kind is not None:
+                        value_field(kind, value)
                 except DialectError as exc:
                     errors[name] = str(exc)
                     refused.append(Refused(batch.seq, batch.device, reading.ts, f"{name}: {exc}"))
@@ -327,14 +363,16 @@ class SparkplugSession:
             out.append(Reading(reading.ts, values, errors, reading.clock))
         return out
 
-    def _remember(self, device: _Device, batch: Batch) -> None:
-        for reading in batch.readings:
+    def _remember(self, device: _Device, seq: int, readings: Sequence[Reading]) -> None:
+        """What was sent becomes the device's current state (a refused value as its error)."""
+        for reading in readings:
             device.values.update(reading.values)
-            for name in reading.values:
-                device.errors.pop(name, None)
+            if device.errors:
+                for name in reading.values:
+                    device.errors.pop(name, None)
             device.errors.update(reading.errors)
             device.ts = max(device.ts, reading.ts)
-        device.edge_seq = batch.seq
+        device.edge_seq = seq
 
     def _dbirth(self, name: str, device: _Device, now_ms: int) -> Outgoing:
         specs = [
@@ -362,6 +400,13 @@ def _tags(readings: Sequence[Reading]) -> set[str]:
     return {name for r in readings for name in (*r.values, *r.errors)}
 
 
+def _reading_cost(reading: Reading) -> int:
+    """The sum of :func:`_cost` over a reading's values and errors."""
+    size = _METRIC_BASE * len(reading.values)
+    size += sum(len(v.encode()) for v in reading.values.values() if isinstance(v, str))
+    return size + sum(_cost(None, e) for e in reading.errors.values())
+
+
 def _cost(value: Value | None, error: str | None) -> int:
     size = _METRIC_BASE + (len(value.encode()) if isinstance(value, str) else 0)
     return size + (_ERROR_BASE + len(error.encode()) if error is not None else 0)
@@ -374,11 +419,14 @@ def _chunks(
     current: list[Reading] = []
     size = _PAYLOAD_BASE
     emitted = False
+    room = budget - _PAYLOAD_BASE
     for reading in readings:
-        parts = list(_split_reading(reading, budget, batch, refused))
-        for part in parts:
-            cost = sum(_cost(v, None) for v in part.values.values())
-            cost += sum(_cost(None, e) for e in part.errors.values())
+        whole = _reading_cost(reading)
+        if whole <= room:
+            parts = [(reading, whole)]
+        else:
+            parts = [(p, _reading_cost(p)) for p in _split_reading(reading, budget, batch, refused)]
+        for part, cost in parts:
             if current and size + cost > budget:
                 yield current
                 emitted = True
@@ -394,9 +442,7 @@ def _split_reading(
 ) -> Iterator[Reading]:
     """One reading, cut by tags where it alone would pass ``budget``."""
     room = budget - _PAYLOAD_BASE
-    total = sum(_cost(v, None) for v in reading.values.values())
-    total += sum(_cost(None, e) for e in reading.errors.values())
-    if total <= room:
+    if _reading_cost(reading) <= room:
         yield reading
         return
     values: dict[str, Value] = {}

@@ -14,7 +14,7 @@ from agent.north.sparkplug.encode import (
     state_topic,
     topic,
 )
-from agent.north.sparkplug.metrics import datatype_of, get_value, set_value
+from agent.north.sparkplug.metrics import datatype_of, get_value, set_value, value_field
 from drivers.base import Reading
 
 
@@ -147,6 +147,41 @@ def test_values_that_do_not_fit_are_refused(declared: str, value: bool | int | f
     datatype = datatype_of(declared, value)
     with pytest.raises(DialectError):
         set_value(pb.Payload.Metric(), datatype, value)
+
+
+@pytest.mark.parametrize(
+    ("declared", "value"),
+    [("Int8", -128), ("Int8", 128), ("UInt8", 255), ("UInt8", -1), ("Int16", -87),
+     ("Int16", 1.5), ("UInt64", 2**64 - 1), ("UInt64", 2**64), ("Int64", -(2**63)),
+     ("Int64", True), ("DateTime", 0), ("DateTime", -1), ("Int32", "7"), ("Boolean", 1),
+     ("Boolean", False), ("Float", 2), ("Double", float("inf")), ("String", 3), ("UUID", "u")],
+)  # fmt: skip
+def test_value_field_answers_what_set_value_does(
+    declared: str, value: bool | int | float | str
+) -> None:
+    datatype = pb.DataType.Value(declared)
+    metric = pb.Payload.Metric()
+    try:
+        set_value(metric, datatype, value)
+    except DialectError as exc:
+        with pytest.raises(DialectError, match=str(exc).replace("(", r"\(").replace(")", r"\)")):
+            value_field(datatype, value)
+        return
+    name, wire = value_field(datatype, value)
+    assert name == metric.WhichOneof("value")
+    assert wire == getattr(metric, name)
+    assert type(wire) is type(getattr(metric, name))
+
+
+def test_a_refused_ddata_takes_no_seq() -> None:
+    session = EdgeSession("g", "n")
+    session.will(0)
+    session.nbirth(0)
+    session.dbirth("d", [TagSpec("a", "Int8"), TagSpec("b", "Int8")], 0)  # seq 1
+    with pytest.raises(DialectError, match="does not fit Int8"):
+        session.ddata("d", [Reading(5, {"a": 1, "b": 300})], 6, 1)
+    out = session.ddata("d", [Reading(5, {"a": 1, "b": 2})], 6, 1)
+    assert _seq(out.payload) == 2
 
 
 @pytest.mark.parametrize("declared", ["DataSet", "Int8Array", "Nope"])

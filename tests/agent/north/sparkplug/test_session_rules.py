@@ -62,6 +62,49 @@ def test_a_value_its_datatype_cannot_carry_is_a_bad_null_and_refused(tmp_path: P
     assert ddata.done == (1,)
 
 
+def test_a_refused_value_is_not_born_later_as_the_current_value(tmp_path: Path) -> None:
+    session, host = _session(tmp_path), Host()
+    _born(session, host)
+    encoded = session.encode(
+        [Batch(1, "m1", [Reading(NOW, {"small": 300})]),
+         Batch(2, "m1", [Reading(NOW + 1, {"new": 5})])],  # a new tag: DBIRTH again
+        NOW, historical=False,
+    )  # fmt: skip
+    for p in encoded.packets:
+        host.receive(p.topic, p.payload)
+    assert [p.done for p in encoded.packets if p.done] == [(1,), (2,)]
+    dbirth = pb.Payload()
+    dbirth.ParseFromString(encoded.packets[1].payload)
+    small = next(m for m in dbirth.metrics if m.name == "small")
+    assert small.is_null  # born as the bad null that was sent, not as 300
+    assert "Int8" in small.properties.values[1].string_value
+    for out in session.on_connect(NOW + 2):  # a reconnect births it the same way
+        host.receive(out.topic, out.payload)
+
+
+def test_fit_and_unfit_batches_in_a_row_keep_the_seq_and_count_each_refusal(
+    tmp_path: Path,
+) -> None:
+    session, host = _session(tmp_path), Host()
+    _born(session, host)
+    batches = [
+        Batch(1, "m1", [Reading(NOW, {"small": 1})]),
+        Batch(2, "m1", [Reading(NOW + 1, {"small": 300})]),  # does not fit: a bad null
+        Batch(3, "m1", [Reading(NOW + 2, {"small": 2, "big": "x" * 3000})]),  # too large
+        Batch(4, "m1", [Reading(NOW + 3 + i, {"small": i, "s": "y" * 100}) for i in range(30)]),
+        Batch(5, "m1", [Reading(NOW + 40, {"small": 3})]),
+    ]
+    encoded = session.encode(batches, NOW, historical=True)
+    for p in encoded.packets:
+        host.receive(p.topic, p.payload)  # a seq gap would raise RebirthNeeded
+    assert [p.done for p in encoded.packets if p.done] == [(1,), (2,), (3,), (4,), (5,)]
+    assert [(r.seq, "Int8" in r.reason or "too large" in r.reason) for r in encoded.refused] == [
+        (2, True),
+        (3, True),
+    ]
+    assert host.history[-1][:3] == ("m1", "small", 3)  # historical: a backlog
+
+
 def test_a_stale_offline_state_is_ignored_a_newer_one_asks_for_a_new_connection(
     tmp_path: Path,
 ) -> None:
