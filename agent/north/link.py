@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import PublishError
-from agent.north.dialects.common import Credentials
+from agent.north.dialects.common import Credentials, Outgoing
 from agent.north.options import (
     REFUSALS,
     BatchLike,
@@ -52,7 +52,6 @@ from agent.north.options import (
     missing_tls_file,
 )
 from agent.north.publisher import PublishLoop
-from agent.north.sparkplug.encode import Outgoing
 
 __all__ = [
     "BatchLike",

@@ -85,7 +85,7 @@ import orjson
 
 from agent.errors import PublishError, StorageError
 from agent.message import decode_message
-from agent.north.dialects.common import Batch, Credentials, Encoded, Packet
+from agent.north.dialects.common import Batch, Credentials, Encoded, Outgoing, Packet
 from agent.north.health import STABLE_S, LinkEnd, LinkHealth
 from agent.north.options import (
     BatchLike,
@@ -100,7 +100,6 @@ from agent.north.options import (
     payload_budget,
 )
 from agent.north.session import Reaction, ReplyVerdict, Session
-from agent.north.sparkplug.encode import Outgoing
 from drivers.base import Reading, now_ms
 
 __all__ = ["PublishLoop"]

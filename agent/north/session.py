@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from agent.north.dialects.common import Batch, Credentials, Encoded, Packet
-from agent.north.sparkplug.encode import Outgoing, TagSpec
+from agent.north.dialects.common import Batch, Credentials, Encoded, Outgoing, Packet, TagSpec
 from drivers.base import Value
 
 Dialect = Literal["edge-json", "sparkplug-b", "thingsboard", "alink", "iotda"]

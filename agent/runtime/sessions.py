@@ -18,14 +18,8 @@ from agent.north.destination import (
     SparkplugOptions,
     ThingsboardOptions,
 )
-from agent.north.dialects import alink, iotda
-from agent.north.dialects import thingsboard as tb
-from agent.north.dialects.alink_session import AlinkSession
-from agent.north.dialects.iotda_session import IotdaSession
-from agent.north.dialects.tb_session import TbSession
 from agent.north.options import payload_budget
 from agent.north.session import DeviceFacts, Session, TagSpec
-from agent.north.sparkplug.session import SparkplugSession
 from agent.site.device import DeviceConfig
 
 __all__ = ["device_facts", "make_session"]
@@ -67,17 +61,30 @@ def make_session(
         # the longest topic of these dialects stays well under 512 bytes
         return min(cloud, payload_budget(limit, "t" * 512))
 
+    # each dialect is imported when a destination speaks it: an edge-json box loads
+    # neither protobuf nor the cloud sessions (a few MB of RSS on a small box)
     if destination.dialect == "edge-json":
         return None
     if destination.dialect == "sparkplug-b" and isinstance(o, SparkplugOptions):
+        from agent.north.sparkplug.session import SparkplugSession
+
         return SparkplugSession(o, agent_id, facts, max_message_size=limit)
     if destination.dialect == "thingsboard" and isinstance(o, ThingsboardOptions):
+        from agent.north.dialects import thingsboard as tb
+        from agent.north.dialects.tb_session import TbSession
+
         return TbSession(o, agent_id, facts, max_bytes=budget(tb.MAX_BYTES))
     if destination.dialect == "alink" and isinstance(o, AlinkOptions):
+        from agent.north.dialects import alink
+        from agent.north.dialects.alink_session import AlinkSession
+
         return AlinkSession(
             o, agent_id, facts, tls=mqtt.tls is not None, max_bytes=budget(alink.MAX_BYTES)
         )
     if destination.dialect == "iotda" and isinstance(o, IotdaOptions):
+        from agent.north.dialects import iotda
+        from agent.north.dialects.iotda_session import IotdaSession
+
         return IotdaSession(o, agent_id, facts, max_bytes=budget(iotda.MAX_BYTES))
     raise ValueError(
         f"destination {destination.id}: dialect {destination.dialect} has no options of its kind"

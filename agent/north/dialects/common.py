@@ -31,6 +31,25 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """One message a session asks to publish as it is: births, deaths, wills, device status."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class TagSpec:
+    """A device tag as announced: its name, declared datatype (None: from its value), unit."""
+
+    name: str
+    datatype: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
 class Packet:
     """One MQTT message to publish, and the seqs whose last reading it carries."""
 

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.errors import DialectError
+from agent.north.dialects.common import Outgoing as Outgoing  # noqa: PLC0414 - re-exported
+from agent.north.dialects.common import TagSpec as TagSpec  # noqa: PLC0414 - re-exported
 from agent.north.sparkplug import sparkplug_b_pb2 as pb
 from agent.north.sparkplug.metrics import datatype_of, get_value, set_value, value_field
 from drivers.base import Reading, Value
@@ -45,25 +47,6 @@ QUALITY_GOOD = 192
 QUALITY_BAD = -2147483136
 """Ignition 8's QualityCode ``Bad`` (0x80000200, subcode 512). Not in the spec."""
 ERROR_TEXT = "edgeError"
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One message to publish, exactly as the spec wants it sent."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-
-@dataclass(frozen=True)
-class TagSpec:
-    """A device tag as born: its name, declared datatype (None: from its value), unit."""
-
-    name: str
-    datatype: str | None = None
-    unit: str | None = None
 
 
 @dataclass(frozen=True)
