@@ -226,6 +226,21 @@ class EdgeSession:
         names = {alias: name for name, (alias, _) in self._node_aliases.items()}
         return parse_command(data, names)
 
+    def birth_mark(self, device_id: str) -> tuple[int | None, bool]:
+        """What :meth:`unbirth` restores: the session's seq and whether the device is born."""
+        device = self._devices.get(device_id)
+        return self._seq, device is not None and device.born
+
+    def unbirth(self, device_id: str, mark: tuple[int | None, bool]) -> None:
+        """Take back a DBIRTH built but not sent (too large): its seq and its device's state.
+
+        The aliases it gave new tags stay reserved: nobody has seen them.
+        """
+        self._seq = mark[0]
+        device = self._devices.get(device_id)
+        if device is not None:
+            device.born = mark[1]
+
     # -- helpers ------------------------------------------------------------
     def _topic(self, kind: str, device_id: str | None = None) -> str:
         key = (kind, device_id)

@@ -60,6 +60,7 @@ from typing import ClassVar
 from agent.errors import DialectError
 from agent.north.destination import SparkplugOptions
 from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, Refused
+from agent.north.options import packet_size
 from agent.north.session import DeviceFacts, Reaction
 from agent.north.sparkplug import sparkplug_b_pb2 as pb
 from agent.north.sparkplug.encode import (
@@ -121,6 +122,7 @@ class SparkplugSession:
         self._offline: set[str] = set()
         self._buried: set[str] = set()  # DDEATH sent on this connection, no DBIRTH since
         self._topics: dict[str, str] = {}  # device -> its DDATA topic
+        self._big_births: set[str] = set()  # devices whose DBIRTH is above the limit (logged)
         self._host_online = options.primary_host is None
         self._host_ts = -1  # the newest STATE timestamp seen
         self._birthed = False  # NBIRTH published on this connection
@@ -178,7 +180,9 @@ class SparkplugSession:
         for name, device in self._devices.items():
             device.birth = frozenset()
             if name not in self._offline and (device.values or _typed(device)):
-                out.append(self._dbirth(name, device, now_ms))
+                born = self._dbirth(name, device, now_ms)
+                if born is not None:  # too large: its data is refused until it fits
+                    out.append(born)
         return out
 
     def goodbye(self, now_ms: int) -> Sequence[Outgoing]:
@@ -240,7 +244,8 @@ class SparkplugSession:
         self._offline.discard(device)
         self._buried.discard(device)
         if self._birthed and not self._edge.is_born(device) and (known.values or _typed(known)):
-            return [self._dbirth(device, known, now_ms)]
+            born = self._dbirth(device, known, now_ms)
+            return [] if born is None else [born]
         return []
 
     # --- data
@@ -265,6 +270,14 @@ class SparkplugSession:
             readings = self._learn(batch, device, refused)
             if not self._edge.is_born(batch.device) or not _tags(readings) <= device.birth:
                 born = self._dbirth(batch.device, device, now_ms)
+                if born is None:  # a DDATA without its DBIRTH is of no use to a host
+                    reason = (
+                        f"the DBIRTH of {batch.device} is above the {self._max:,}-byte message "
+                        "limit: its readings cannot be sent"
+                    )
+                    refused += [Refused(batch.seq, batch.device, r.ts, reason) for r in readings]
+                    idle.append(batch.seq)
+                    continue
                 packets.append(Packet(born.topic, born.payload, data=False))
             budget = self._max - (1 + 4 + 2 + len(data_topic.encode()) + 2)
             sent, readings = self._ddata(batch, readings, budget, now_ms, historical, refused)
@@ -311,10 +324,12 @@ class SparkplugSession:
                 return [Packet(out.topic, out.payload)], readings
         readings = self._fit(batch, readings, refused)
         packets = []
+        sent: list[Reading] = []  # a tag too large alone went as a bad null: remember that
         for chunk in _chunks(readings, budget, batch, refused):
             out = self._edge.ddata(batch.device, chunk, now_ms, batch.seq, historical=historical)
             packets.append(Packet(out.topic, out.payload))
-        return packets, readings
+            sent += chunk
+        return packets, sent
 
     def reply_key(self, packet: Packet) -> str | None:
         """Sparkplug has no application reply: the PUBACK confirms."""
@@ -374,12 +389,30 @@ class SparkplugSession:
             device.ts = max(device.ts, reading.ts)
         device.edge_seq = seq
 
-    def _dbirth(self, name: str, device: _Device, now_ms: int) -> Outgoing:
+    def _dbirth(self, name: str, device: _Device, now_ms: int) -> Outgoing | None:
+        """The device's DBIRTH; None (nothing changed, logged) when it is above the limit.
+
+        A DBIRTH is never left out on the way: a host cannot read a DDATA
+        without it, and a skipped one would also leave a gap in the seq.
+        """
         specs = [
             s for s in device.specs.values() if s.datatype is not None or s.name in device.values
         ]
         current = Reading(device.ts or now_ms, dict(device.values), dict(device.errors))
+        mark = self._edge.birth_mark(name)
         out = self._edge.dbirth(name, specs, now_ms, current, edge_seq=device.edge_seq)
+        size = packet_size(out.topic, len(out.payload))
+        if size > self._max:
+            self._edge.unbirth(name, mark)
+            if name not in self._big_births:
+                self._big_births.add(name)
+                log.warning(
+                    "the Sparkplug DBIRTH of %s is %s bytes, above the %s-byte message limit: "
+                    "its readings are refused until it fits (raise max_message_size)",
+                    name, f"{size:,}", f"{self._max:,}",
+                )  # fmt: skip
+            return None
+        self._big_births.discard(name)
         device.birth = frozenset(s.name for s in specs)
         return self._qos(out)
 

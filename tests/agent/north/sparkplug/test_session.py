@@ -311,8 +311,12 @@ def _by_device(msgs: list[Received]) -> dict[str, list[int]]:
     return out
 
 
-async def test_a_dbirth_above_the_limit_costs_no_data(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    """300 long tag names: the DBIRTH passes 8 KB, every DDATA is cut below it and goes."""
+async def test_a_dbirth_above_the_limit_refuses_its_readings_loudly(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """300 long tag names: the DBIRTH passes 8 KB. A DDATA without its DBIRTH is of no use
+    to a host (aliases only) and a skipped one would gap the seq: nothing of that device
+    goes, its readings are refused and counted, and the seq stays whole."""
     from agent.buffer import Buffer
 
     limit = 8192
@@ -323,24 +327,25 @@ async def test_a_dbirth_above_the_limit_costs_no_data(mosquitto: Mosquitto, tmp_
         for k in range(3):
             buf.put("m1", [Reading(1764270000000 + k * 1000, dict(tags)),
                            Reading(1764270000500 + k * 1000, dict(tags))])  # fmt: skip
+        buf.put("small", [Reading(1764270009000, {"t": 1.0})])
         await buf.flush()
         view = buf.view("sp")
         with Subscriber(mosquitto.port, "spBv1.0/#") as sub:
             pub = Publisher(options(mosquitto.port, max_message_size=limit), view, AGENT, session)
             async with running(pub):
-                await until(lambda: pub.stats.messages_published == 3, what="3 batches acked")
-                msgs = await sub.wait_for_async(lambda m: set(_firsts(m)) == {1, 2, 3})
+                await until(lambda: pub.stats.refused_by_dialect == 6, what="6 readings refused")
+                msgs = await sub.wait_for_async(lambda m: _firsts(m) == [4])
+                await until(lambda: pub.stats.messages_published == 1, what="seq 4 confirmed")
         assert await view.fetch(0, 10) == []
-    kinds = [_kind(m) for m in _node(msgs)]
-    assert "DBIRTH" not in kinds
-    assert "NBIRTH" in kinds
+    kinds = [(_kind(m), m.topic.rsplit("/", 1)[-1]) for m in _node(msgs)]
+    assert ("DBIRTH", "m1") not in kinds
+    assert ("DDATA", "m1") not in kinds
+    assert [k for k, _ in kinds[:3]] == ["NBIRTH", "DBIRTH", "DDATA"]  # the small device goes
+    seqs = [_payload(m).seq for m in _node(msgs) if _kind(m) != "NDEATH"]
+    assert seqs == list(range(len(seqs)))  # no seq taken by the DBIRTH that was not sent
     assert all(len(m.payload) <= limit for m in msgs)
-    assert sorted(set(_firsts(msgs))) == [1, 2, 3]  # the stored batches, not cut
-    assert pub.stats.oversized_skipped >= 1
-    assert "DBIRTH" in (pub.stats.last_error or "")
-    assert (pub.stats.oversized_split, pub.stats.refused_by_dialect, buf.refused_readings) == (
-        0, 0, 0,
-    )  # fmt: skip
+    assert "DBIRTH of m1" in (pub.stats.last_error or "")
+    assert (pub.stats.oversized_split, buf.refused_readings) == (0, 0)
 
 
 def _firsts(msgs: list[Received]) -> list[int]:
