@@ -673,17 +673,23 @@ class PublishLoop:
         if not decoded:
             return
         self._open += len(decoded)
-        todo: deque[tuple[Sequence[BatchLike], Sequence[Batch]]] = deque()
+        # (stored, batches, partial): a partial entry is one piece of a batch cut in memory,
+        # not its last: its packets finish nothing (the seq is finished by the last piece)
+        todo: deque[tuple[Sequence[BatchLike], Sequence[Batch], bool]] = deque()
         if kept[0].seq <= self._careful_until:  # an encode failed here: one batch at a time
-            todo.extend(([k], [b]) for k, b in zip(kept, decoded, strict=True))
+            todo.extend(([k], [b], False) for k, b in zip(kept, decoded, strict=True))
         else:
-            todo.append((kept, decoded))
+            todo.append((kept, decoded, False))
         while todo:
-            stored_part, part = todo.popleft()
+            stored_part, part, partial = todo.popleft()
             self._births(link)  # due again after a packet withheld: the session moved on
             try:
                 encoded = session.encode(part, now_ms(), historical=historical)
-                packets = self._complete(encoded, [b.seq for b in part])
+                if partial:
+                    encoded = _unfinished(encoded, part[0].seq)
+                    packets = encoded.packets
+                else:
+                    packets = self._complete(encoded, [b.seq for b in part])
                 keys = [session.reply_key(p) for p in packets]
             except Exception as exc:  # a dialect bug: the batches stay in the buffer, loudly
                 self._encode_failed(link, part, exc)  # LinkDown, unless it refused the batch
@@ -696,10 +702,13 @@ class PublishLoop:
                 if len(part) > 1:
                     half = (len(part) + 1) // 2
                     todo.extendleft(
-                        [(stored_part[half:], part[half:]), (stored_part[:half], part[:half])]
-                    )
+                        [(stored_part[half:], part[half:], False),
+                         (stored_part[:half], part[:half], False)]
+                    )  # fmt: skip
                 else:
-                    self._oversized(stored_part[0], part[0], max(too_large))
+                    pieces = self._oversized(stored_part[0], part[0], max(too_large),
+                                             partial=partial)  # fmt: skip
+                    todo.extendleft(reversed(pieces))  # extendleft reverses: first piece first
                 continue
             self._publish_packets(link, encoded, packets, keys, sizes, values, part[0].seq)
 
@@ -725,9 +734,9 @@ class PublishLoop:
                 last, last_size, last_key = out[-1]
                 out[-1] = (replace(last, done=(*last.done, *packet.done)), last_size, last_key)
             elif packet.done:
-                self._ack_now(packet.done)
+                self._finish_after_sent(packet.done)
         self._count_refused(encoded)
-        self._ack_now(encoded.idle)
+        self._finish_after_sent(encoded.idle)
         for packet, size, key in out:
             fut = link.publish(packet.topic, packet.payload, self._o.qos, False)
             sent = _Sent(
@@ -804,34 +813,34 @@ class PublishLoop:
         )
         log.error("%s (counted in refused_by_dialect)", self.stats.last_error, exc_info=exc)
 
-    def _oversized(self, stored: BatchLike, batch: Batch, size: int) -> None:
-        """One batch whose readings make a packet above the limit: cut it in halves, or refuse it.
+    def _oversized(
+        self, stored: BatchLike, batch: Batch, size: int, *, partial: bool
+    ) -> list[tuple[Sequence[BatchLike], Sequence[Batch], bool]]:
+        """One batch whose readings make a packet above the limit: its halves, or refused.
 
-        The halves (by readings, never below one) are queued again by the buffer
-        under new seqs with the batch's age; a batch of one reading cannot be
-        cut: it is refused, counted in ``refused_by_dialect`` and acknowledged.
+        The halves (by readings, never below one) keep the batch's seq and are
+        sent one after the other, in order: only the last one finishes the seq,
+        so a link lost in between resends the whole batch, and no reading of
+        the device overtakes another. A reading too large alone is refused,
+        counted in ``refused_by_dialect``, and its seq finished after what was
+        sent of it.
         """
         limit = self._health.limit
         if len(batch.readings) > 1:
-            self._open = max(0, self._open - 1)  # the buffer acknowledges it with the cut
             half = (len(batch.readings) + 1) // 2
-            lost = self._source.resplit(
-                stored.seq, stored.device, stored.payload, None,
-                created_ms=stored.created_ms, max_readings=half,
-            )  # fmt: skip
+            first = Batch(batch.seq, batch.device, batch.readings[:half])
+            rest = Batch(batch.seq, batch.device, batch.readings[half:])
             self.stats.oversized_split += 1
-            if lost:  # only a payload the buffer could not read again
-                self.stats.refused_by_dialect += lost
-                self.stats.last_error = f"batch seq {stored.seq} of {stored.device} is unreadable"
             (log.warning if self.stats.oversized_split == 1 else log.debug)(
                 "a %s message of %s bytes is above the %s-byte message limit: batch seq %d of "
-                "%s (%d readings) queued again in halves under new seqs",
+                "%s (%d readings) is sent in smaller messages",
                 self.stats.dialect, f"{size:,}", f"{limit:,}", stored.seq, stored.device,
                 len(batch.readings),
             )  # fmt: skip
-            return
-        self._ack_now([stored.seq])
-        self.stats.refused_by_dialect += max(1, len(batch.readings))
+            return [([stored], [first], True), ([stored], [rest], partial)]
+        if not partial:
+            self._finish_after_sent([stored.seq])
+        self.stats.refused_by_dialect += 1
         self.stats.last_error = (
             f"a reading of {stored.device} (batch seq {stored.seq}) makes a "
             f"{self.stats.dialect} message of {size:,} bytes, above the {limit:,}-byte limit: "
@@ -841,6 +850,21 @@ class PublishLoop:
             "%s (counted in refused_by_dialect)", self.stats.last_error
         )
         self._too_large_logged = True
+        return []
+
+    def _finish_after_sent(self, seqs: Sequence[int]) -> None:
+        """Finish ``seqs`` with the last packet sent, or now when nothing is in flight.
+
+        A piece of the same batch may be in flight: acking the seq before it is
+        confirmed would lose that piece if the link dropped.
+        """
+        if not seqs:
+            return
+        if self._sent:
+            last = self._sent[-1]
+            last.done = (*last.done, *seqs)
+        else:
+            self._ack_now(seqs)
 
     def _skip_side(self, topic: str, size: int) -> None:
         """A packet without readings (a birth, attributes) above the limit: left out, reported."""
@@ -1092,6 +1116,15 @@ def _runs(batches: Sequence[BatchLike], up_ms: int) -> Iterator[tuple[list[Batch
         run.append(batch)
     if run:
         yield run, historical
+
+
+def _unfinished(encoded: Encoded, seq: int) -> Encoded:
+    """``encoded`` with ``seq`` finished by none of its packets (a piece that is not the last)."""
+    packets = tuple(
+        replace(p, done=tuple(s for s in p.done if s != seq)) if seq in p.done else p
+        for p in encoded.packets
+    )
+    return replace(encoded, packets=packets, idle=tuple(s for s in encoded.idle if s != seq))
 
 
 def _ignore(fut: asyncio.Future[None]) -> None:
