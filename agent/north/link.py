@@ -74,6 +74,8 @@ class _Link:
         credentials: Credentials | None = None,
         on_message: Callable[[str, bytes], None] | None = None,
         side_messages: int = 2,
+        *,
+        packets_per_batch_vary: bool = False,
     ) -> None:
         self._opts = opts
         self._loop = asyncio.get_running_loop()
@@ -93,9 +95,14 @@ class _Link:
             reconnect_on_failure=False,
         )
         # side messages (status, births, replies) may be in flight next to the data
-        # window; beyond that paho refuses instead of queueing in RAM
+        # window; beyond that paho refuses instead of queueing in RAM (edge-json). A
+        # dialect's batch may take many packets: its queue is bounded by the window of
+        # batches instead (their packets are about the stored batches' size), never by
+        # a count that one wide device could exceed and stall the destination on
         c.max_inflight_messages_set(opts.max_inflight + side_messages)
-        c.max_queued_messages_set(opts.max_inflight + side_messages)
+        c.max_queued_messages_set(
+            0 if packets_per_batch_vary else opts.max_inflight + side_messages
+        )
         c.connect_timeout = opts.connect_timeout
         if credentials is not None:
             c.username_pw_set(credentials.username, credentials.password)
@@ -401,4 +408,7 @@ class Publisher(PublishLoop):
     ) -> _Link:
         # a dialect's births, device messages and replies come on top of the data window
         side = 2 if self._session is None else 2 + 4 * self._o.max_inflight + 1024
-        return _Link(self._o, will, credentials, on_message, side)
+        return _Link(
+            self._o, will, credentials, on_message, side,
+            packets_per_batch_vary=self._session is not None,
+        )  # fmt: skip

@@ -351,3 +351,29 @@ async def test_a_dbirth_above_the_limit_refuses_its_readings_loudly(
 def _firsts(msgs: list[Received]) -> list[int]:
     """edge/seq of every DDATA, read without its DBIRTH: it is the first metric."""
     return [_payload(m).metrics[0].long_value for m in _node(msgs) if _kind(m) == "DDATA"]
+
+
+async def test_a_batch_of_more_packets_than_the_window_does_not_stall_the_destination(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """2,500 readings of 40 tags under a 1 KiB limit: over 1,200 DDATA for one batch, more
+    than the client's queue was sized for (window 1): all go, none is refused."""
+    from agent.buffer import Buffer
+
+    limit = 1024
+    opts = SparkplugOptions(group_id=GROUP, edge_node_id=NODE, state_file=tmp_path / "bd")
+    session = SparkplugSession(opts, AGENT, {}, max_message_size=limit)
+    tags = {f"t{i:03d}": float(i) for i in range(40)}
+    async with Buffer(tmp_path / "b.db", agent_id=AGENT, destinations=("sp",)) as buf:
+        buf.put("m1", [Reading(1764270000000 + k, dict(tags)) for k in range(2500)])
+        buf.put("m1", [Reading(1764280000000, {"t000": 1.0})])
+        await buf.flush()
+        pub = Publisher(
+            options(mosquitto.port, max_message_size=limit, max_inflight=1), buf.view("sp"),
+            AGENT, session,
+        )  # fmt: skip
+        async with running(pub):
+            await until(lambda: pub.stats.messages_published == 2, within=40, what="both batches")
+        assert pub.stats.reconnects == 0, pub.stats.last_error
+        assert pub.stats.packets_published > 1200
+        assert (pub.stats.refused_by_dialect, pub.stats.oversized_split) == (0, 0)
