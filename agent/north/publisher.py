@@ -141,6 +141,7 @@ class _Sent:
 _NOTES_KEPT = 64  # distinct notes logged at warning before they go to debug
 POISON_STRIKES = 3  # encode failures in a row on one batch before it is refused
 _RECONNECT = "the dialect asked for a new connection"
+_UNREADY_DOUBLINGS = 6  # a session left unready waits at most 64 x 2 x keepalive
 
 
 class PublishLoop:
@@ -195,6 +196,7 @@ class PublishLoop:
         self._ready = asyncio.Event()
         self._reconnect = False  # the session asked for a new connection
         self._unready_since: float | None = None  # births out, session not ready since
+        self._unready_strikes = 0  # connections in a row ended for it: the wait doubles
         self._notes: set[str] = set()
         self._refusals_logged = False
         self._too_large_logged = False  # a reading too large for any packet was logged
@@ -366,8 +368,12 @@ class PublishLoop:
         holder: list[Link] = []
         link = self._make_link(will, credentials, lambda t, p: self._inbound(holder[0], t, p))
         holder.append(link)
-        await link.open()
-        await link.subscribe(subscriptions)
+        try:
+            await link.open()
+            await link.subscribe(subscriptions)
+        except BaseException:
+            link.close()  # a refused SUBSCRIBE must not leave the connection open
+            raise
         self._up_ms = now_ms()
         return link
 
@@ -453,14 +459,19 @@ class PublishLoop:
         """
         if not self._birthed or self._session_ready(link):
             self._unready_since = None
+            if self._birthed:
+                self._unready_strikes = 0
             return
+        # each time in a row it waits twice as long (a refusal, not a loss: no storm)
+        wait = timeout_s * 2 ** min(self._unready_strikes, _UNREADY_DOUBLINGS)
         if self._unready_since is None:
             self._unready_since = now
-        elif now - self._unready_since > timeout_s:
+        elif now - self._unready_since > wait:
             self._unready_since = None
+            self._unready_strikes += 1
             self._aborted = True
             link.abort(
-                f"the {self.stats.dialect} session is still not ready {timeout_s} s after "
+                f"the {self.stats.dialect} session is still not ready {wait} s after "
                 "its connect messages (a reply to them was lost?): connecting again"
             )
 

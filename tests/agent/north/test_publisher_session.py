@@ -7,21 +7,24 @@ cloud: it reads ``fake/data`` and answers accepted, refused or retry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.buffer import Buffer
+from agent.errors import PublishError
 from agent.north.destination import ThingsboardOptions
 from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, Refused
 from agent.north.dialects.tb_session import TbSession
 from agent.north.link import Publisher
+from agent.north.publisher import PublishLoop
 from agent.north.session import Reaction, ReplyVerdict
 from agent.north.sparkplug.encode import Outgoing
 from drivers.base import Reading
@@ -688,3 +691,64 @@ async def test_a_session_left_unready_by_a_lost_reply_to_its_births_connects_aga
     assert len(hellos) >= 2
     assert pub.stats.reconnects >= 1
     assert "not ready" in (pub.stats.last_error or ""), pub.stats.last_error
+
+
+async def test_a_session_that_never_gets_ready_waits_longer_each_time(
+    mosquitto: Mosquitto,
+) -> None:
+    """A refusal (a wrong sub-device secret) is not a lost reply: no reconnect storm."""
+    source = MemorySource()
+    source.add("dev")
+    session = LoginSession()  # nobody ever answers its hello
+    pub = Publisher(options(mosquitto.port, keepalive=1), source, AGENT, session)
+    async with running(pub):
+        await until(lambda: pub.stats.reconnects >= 2, within=30, what="two reconnects")
+    assert "still not ready 4 s after" in (pub.stats.last_error or ""), pub.stats.last_error
+    assert source.rows  # nothing sent while it is not ready
+
+
+class _RefusedSubscribeLink:
+    """A connection whose SUBSCRIBE the broker refuses (an ACL): only what the loop calls."""
+
+    made: ClassVar[list[_RefusedSubscribeLink]] = []
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        _RefusedSubscribeLink.made.append(self)
+
+    async def open(self) -> None:
+        return None
+
+    async def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
+        raise PublishError("broker refused the subscription to fake/reply")
+
+    def close(self, reason: str = "closed") -> None:
+        self.closed = True
+
+    def abort(self, reason: str) -> None:
+        self.closed = True
+
+
+class _RefusingLoop(PublishLoop):
+    def _make_link(
+        self, will: Outgoing | None, credentials: Credentials | None = None,
+        on_message: Callable[[str, bytes], None] | None = None,
+    ) -> Any:  # fmt: skip
+        return _RefusedSubscribeLink()
+
+
+async def test_a_refused_subscribe_closes_its_connection() -> None:
+    loop = _RefusingLoop(
+        options(1, reconnect_min=0.05, reconnect_max=0.05), MemorySource(), AGENT, FakeSession()
+    )
+    task = asyncio.create_task(loop.run())
+    for _ in range(200):  # bounded: 4 s
+        if len(_RefusedSubscribeLink.made) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    await loop.stop(drain_timeout=0.1)
+    await task
+    assert len(_RefusedSubscribeLink.made) >= 3
+    assert all(link.closed for link in _RefusedSubscribeLink.made), "connections left open"
+    assert "refused the subscription" in (loop.stats.last_error or "")
