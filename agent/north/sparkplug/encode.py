@@ -32,6 +32,7 @@ from agent.north.dialects.common import Outgoing as Outgoing  # noqa: PLC0414 - 
 from agent.north.dialects.common import TagSpec as TagSpec  # noqa: PLC0414 - re-exported
 from agent.north.sparkplug import sparkplug_b_pb2 as pb
 from agent.north.sparkplug.metrics import datatype_of, get_value, set_value, value_field
+from agent.north.sparkplug.wire import U64, DdataWriter, Slow, varint
 from drivers.base import Reading, Value
 
 NAMESPACE = "spBv1.0"
@@ -90,6 +91,7 @@ def _check_id(part: str) -> None:
 class _Device:
     tags: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (alias, datatype)
     born: bool = False
+    writer: DdataWriter | None = None
 
 
 class EdgeSession:
@@ -177,7 +179,30 @@ class EdgeSession:
 
         A value its tag cannot carry raises :class:`DialectError` and leaves the
         session as it was: the seq is taken only once every metric is built.
+        The common metrics are written by :class:`~agent.north.sparkplug.wire.DdataWriter`;
+        the message is the one :meth:`ddata_pb` builds.
         """
+        device = self._born(device_id)
+        if self._seq is None:
+            raise DialectError("no NBIRTH in this session yet: publish one first")
+        if type(now_ms) is not int or not 0 <= now_ms <= U64:
+            return self.ddata_pb(device_id, readings, now_ms, edge_seq, historical=historical)
+        if device.writer is None:
+            device.writer = DdataWriter(device.tags)
+        alias, datatype = device.tags[EDGE_SEQ]
+        metric = pb.Payload.Metric(alias=alias, datatype=datatype, timestamp=now_ms)
+        set_value(metric, datatype, edge_seq)
+        body = metric.SerializeToString()
+        parts = [b"\x08" + varint(now_ms), b"\x12" + varint(len(body)) + body]
+        device.writer.metrics(device_id, readings, historical, _slow_metric(historical), parts)
+        parts.append(b"\x18" + varint(self._next_seq()))
+        return Outgoing(self._topic("DDATA", device_id), b"".join(parts), 0, False)
+
+    def ddata_pb(
+        self, device_id: str, readings: Iterable[Reading], now_ms: int, edge_seq: int,
+        *, historical: bool = False,
+    ) -> Outgoing:  # fmt: skip
+        """:meth:`ddata` built wholly by the protobuf runtime: its reference, same message."""
         device = self._born(device_id)
         if self._seq is None:
             raise DialectError("no NBIRTH in this session yet: publish one first")
@@ -293,6 +318,24 @@ def _fill(metric: pb.Payload.Metric, datatype: int, value: Value | None, error: 
             _add_property(metric, ERROR_TEXT, pb.String, error)
         return
     set_value(metric, datatype, value)
+
+
+def _slow_metric(historical: bool) -> Slow:
+    """One DDATA metric by the protobuf runtime, checked and filled as ``ddata_pb`` does."""
+
+    def build(alias: int, datatype: int, ts: int, value: Value | None, error: str | None) -> bytes:
+        if value is not None and error is None:
+            field_name, wire = value_field(datatype, value)  # refused before it is built
+            metric = pb.Payload.Metric(alias=alias, datatype=datatype, timestamp=ts)
+            setattr(metric, field_name, wire)
+        else:
+            metric = pb.Payload.Metric(alias=alias, datatype=datatype, timestamp=ts)
+            _fill(metric, datatype, value, error)
+        if historical:
+            metric.is_historical = True
+        return metric.SerializeToString()
+
+    return build
 
 
 def _add_property(metric: pb.Payload.Metric, key: str, datatype: int, value: Value) -> None:

@@ -79,6 +79,8 @@ _INT_FIELDS: dict[int, tuple[int, int, str, int]] = {
     else (low, high, "long_value", 0xFFFFFFFFFFFFFFFF)
     for kind, (low, high) in INT_RANGES.items()
 }
+INT_FIELDS = _INT_FIELDS
+"""Integer datatype -> (low, high, its ``oneof`` field, the two's complement mask)."""
 
 
 def value_field(datatype: int, value: Value) -> tuple[str, Value]:
