@@ -430,13 +430,18 @@ def _typed(device: _Device) -> bool:
 
 
 def _tags(readings: Sequence[Reading]) -> set[str]:
-    return {name for r in readings for name in (*r.values, *r.errors)}
+    out: set[str] = set()
+    for r in readings:
+        out.update(r.values)
+        out.update(r.errors)
+    return out
 
 
 def _reading_cost(reading: Reading) -> int:
     """The sum of :func:`_cost` over a reading's values and errors."""
     size = _METRIC_BASE * len(reading.values)
-    size += sum(len(v.encode()) for v in reading.values.values() if isinstance(v, str))
+    if any(issubclass(kind, str) for kind in set(map(type, reading.values.values()))):
+        size += sum(len(v.encode()) for v in reading.values.values() if isinstance(v, str))
     return size + sum(_cost(None, e) for e in reading.errors.values())
 
 

@@ -113,7 +113,10 @@ class DdataWriter:
         refuses raises what it raised before.
         """
         cache = self._cache[historical]
-        small = _varints()
+        # locals, not globals: this loop runs once per value
+        small, heads, table, uvarint = _varints(), _HEAD, _TABLE, varint
+        int_kind, double_kind, bool_kind = _INT, _DOUBLEK, _BOOL
+        double, isfinite = _DOUBLE, _ISFINITE
         for reading in readings:
             ts, values = reading.ts, reading.values
             if reading.errors or type(ts) is not int or not 0 <= ts <= U64:
@@ -126,12 +129,12 @@ class DdataWriter:
                 if entry is None:
                     entry = self._entry(device_id, name, historical)
                 head, rest, kind, low, high, mask, fixed = entry
-                if kind == _INT and type(value) is int and low <= value <= high:
+                if kind == int_kind and type(value) is int and low <= value <= high:
                     wire = value & mask
-                    data = small[wire] if wire < _TABLE else varint(wire)
-                elif kind == _DOUBLEK and type(value) is float and _ISFINITE(value):
-                    data = _DOUBLE(value)
-                elif kind == _BOOL and type(value) is bool:
+                    data = small[wire] if wire < table else uvarint(wire)
+                elif kind == double_kind and type(value) is float and isfinite(value):
+                    data = double(value)
+                elif kind == bool_kind and type(value) is bool:
                     data = b"\x01" if value else b"\x00"
                 else:
                     data = _other(kind, value)
@@ -141,7 +144,7 @@ class DdataWriter:
                         parts += (b"\x12", varint(len(body)), body)
                         continue
                 size = fixed + ls + len(data)
-                parts += (_HEAD[size] if size < 128 else b"\x12" + varint(size),
+                parts += (heads[size] if size < 128 else b"\x12" + uvarint(size),
                           head, stamp, rest, data)  # fmt: skip
 
     def _mixed(
