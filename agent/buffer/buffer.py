@@ -195,15 +195,11 @@ class Buffer:
         seq: int,
         device: str,
         payload: bytes,
-        limit: int | None,
+        limit: int,
         *,
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         """Queue a committed batch again as pieces of at most ``limit`` bytes, then drop it.
-
-        ``max_readings`` caps the readings of a piece as well (a dialect halves a
-        batch by readings, ``limit`` None: its own encoding decides the bytes).
 
         For a row stored before the broker's limit was known: its readings get
         new seqs (after the pending ones) and the old seq is acknowledged in
@@ -214,7 +210,7 @@ class Buffer:
         readings refused (too large even alone).
         Of the first destination; see :meth:`BufferView.resplit`.
         """
-        return self._resplit(0, seq, device, payload, limit, created_ms, max_readings)
+        return self._resplit(0, seq, device, payload, limit, created_ms)
 
     def _resplit(
         self,
@@ -222,9 +218,8 @@ class Buffer:
         seq: int,
         device: str,
         payload: bytes,
-        limit: int | None,
+        limit: int,
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         others = frozenset(range(len(self._views))) - {index}
         try:
@@ -233,7 +228,7 @@ class Buffer:
                 Reading(r["ts"], r["values"], r.get("errors", {}), r.get("clock"))
                 for r in message["readings"]
             ]
-            refused = self._put(device, readings, limit, others, created_ms, max_readings)
+            refused = self._put(device, readings, limit, others, created_ms)
         except ValueError as exc:  # not our format: it cannot be cut, only refused
             log.warning("buffer: batch seq %d cannot be split (%s): dropped", seq, exc)
             self.refused_readings += 1
@@ -248,10 +243,9 @@ class Buffer:
         limit: int | None,
         had: frozenset[int] = frozenset(),
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         self._check_open()
-        pieces, refused = split_batch(self.agent_id, device, readings, limit, max_readings)
+        pieces, refused = split_batch(self.agent_id, device, readings, limit)
         created = now_ms() if created_ms is None else created_ms
         for head, tail, n_values in pieces:
             if self._inbox.put(Put(device, head, tail, created, n_values, had)):
@@ -544,10 +538,9 @@ class BufferView:
         seq: int,
         device: str,
         payload: bytes,
-        limit: int | None,
+        limit: int,
         *,
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         """Cut a stored batch again for this destination only (see :meth:`Buffer.resplit`).
 
@@ -555,9 +548,7 @@ class BufferView:
         destination (each still gets the original seq), and the original is
         acknowledged for this one: nobody receives the readings twice.
         """
-        return self._buffer._resplit(
-            self._index, seq, device, payload, limit, created_ms, max_readings
-        )
+        return self._buffer._resplit(self._index, seq, device, payload, limit, created_ms)
 
 
 def _load_masks(conn: sqlite3.Connection, masks: list[int], config: StoreConfig) -> None:

@@ -25,33 +25,18 @@ def encoded_size(parts: tuple[bytes, bytes]) -> int:
 
 
 def split_batch(
-    agent: str,
-    device: str,
-    readings: Sequence[Reading],
-    limit: int | None,
-    max_readings: int | None = None,
+    agent: str, device: str, readings: Sequence[Reading], limit: int | None
 ) -> tuple[list[Parts], list[Reading]]:
     """Encoded pieces of ``readings`` each at most ``limit`` bytes, and the readings refused.
 
-    ``max_readings`` also caps the readings of a piece (never below one); None: no cap.
     Raise ``ValueError`` when a reading cannot be encoded (as :func:`encode_parts`).
     """
-    most = len(readings) if max_readings is None else max(1, max_readings)
-    if len(readings) > most:
-        counted = [readings[i : i + most] for i in range(0, len(readings), most)]
-        pieces: list[Parts] = []
-        refused: list[Reading] = []
-        for part in counted:
-            cut, lost = split_batch(agent, device, part, limit)
-            pieces.extend(cut)
-            refused.extend(lost)
-        return pieces, refused
     whole = encode_parts(agent, device, readings)
     if limit is None or encoded_size(whole) <= limit:
         return [(*whole, _values(readings))], []
     empty = encoded_size(encode_parts(agent, device, []))  # the body is "[]"
-    pieces = []
-    refused = []
+    pieces: list[Parts] = []
+    refused: list[Reading] = []
     current: list[Reading] = []
     size = empty
     for reading in readings:

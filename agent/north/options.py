@@ -81,18 +81,10 @@ class BatchSource(Protocol):
     # acked, not yet durably deleted (re-sent after a crash); flush() commits them now
     def unsynced_acks(self) -> int: ...
     async def flush(self) -> None: ...
-    # queue a committed batch again in pieces of at most limit bytes (None: any) and at most
-    # max_readings readings, drop it; readings refused. The pieces keep created_ms when given
-    # (the original row's), else they are stamped now.
+    # queue a committed batch again in pieces of at most limit bytes, drop it; readings
+    # refused. The pieces keep created_ms when given (the original row's), else stamped now.
     def resplit(
-        self,
-        seq: int,
-        device: str,
-        payload: bytes,
-        limit: int | None,
-        *,
-        created_ms: int | None = None,
-        max_readings: int | None = None,
+        self, seq: int, device: str, payload: bytes, limit: int, *, created_ms: int | None = None
     ) -> int: ...
 
 

@@ -48,10 +48,9 @@ class _EmptySource:
         seq: int,
         device: str,
         payload: bytes,
-        limit: int | None,
+        limit: int,
         *,
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         raise AssertionError("nothing was sent")
 

@@ -78,23 +78,3 @@ async def test_resplit_of_a_single_huge_reading_refuses_it(tmp_path: Path) -> No
         assert await buf.fetch(0, 10) == []
     assert buf.refused_readings == 1
     assert len(encode_message(AGENT, "dev", 1, [Reading(1, {"huge": "y" * 5000})])) > LIMIT
-
-
-async def test_resplit_by_readings_keeps_every_reading(tmp_path: Path) -> None:
-    """Halves by count: one reading per piece even where half the payload's bytes holds none."""
-    async with Buffer(tmp_path / "b.db", agent_id=AGENT, destinations=("x", "y")) as buf:
-        buf.put("m1", [Reading(1, {"t": 1.5}), Reading(2, {"t": 2.5}), Reading(3, {"t": 3.5})])
-        await buf.flush()
-        view = buf.view("x")
-        (row,) = await view.fetch(0, 10)
-        assert view.resplit(row.seq, row.device, row.payload, None, max_readings=2) == 0
-        await buf.flush()
-        pieces = await view.fetch(0, 10)
-        (one,) = await view.fetch(pieces[0].seq, 10)
-        assert view.resplit(one.seq, one.device, one.payload, None, max_readings=0) == 0
-        await buf.flush()
-        last = await view.fetch(0, 10)
-    got = [[x["values"]["t"] for x in decode_message(p.payload)["readings"]] for p in pieces]
-    assert got == [[1.5, 2.5], [3.5]]
-    assert [p.seq for p in last] == [pieces[0].seq, pieces[1].seq + 1]  # one reading: kept whole
-    assert buf.refused_readings == 0

@@ -29,10 +29,9 @@ class CuttingSource(MemorySource):
         seq: int,
         device: str,
         payload: bytes,
-        limit: int | None,
+        limit: int,
         *,
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         self.cut.append((seq, limit))
         self.created.append(created_ms)

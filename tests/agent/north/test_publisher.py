@@ -95,10 +95,9 @@ class MemorySource:
         seq: int,
         device: str,
         payload: bytes,
-        limit: int | None,
+        limit: int,
         *,
         created_ms: int | None = None,
-        max_readings: int | None = None,
     ) -> int:
         raise AssertionError("these batches fit any broker")
 
