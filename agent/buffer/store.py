@@ -253,8 +253,9 @@ class Store:
         )
         c.pending += len(rows)
         c.pending_bytes += sum(len(row[4]) for row in rows)
-        for index, mask in enumerate(self.masks):
-            c.dest_pending[index] += sum(1 for row in rows if not row[5] & mask)
+        if not self.single:  # alone, its pending count is meta's (set in _write)
+            for index, mask in enumerate(self.masks):
+                c.dest_pending[index] += sum(1 for row in rows if not row[5] & mask)
 
     def _had_mask(self, put: Put) -> int:
         return sum(self.masks[i] for i in put.had) if put.had and not self.single else 0
