@@ -29,12 +29,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def shared() -> Iterator[Path]:
+def shared(checkout_searchable: None) -> Iterator[Path]:
     """A world-writable sticky folder like /tmp (tmp_path is root's 0700)."""
     folder = Path(tempfile.mkdtemp(prefix="private-", dir="/tmp"))
     folder.chmod(0o1777)
     yield folder
     shutil.rmtree(folder)
+
+
+@pytest.fixture(scope="module")
+def checkout_searchable() -> Iterator[None]:
+    """Let the agent's account reach this checkout, as it reaches an installed agent.
+
+    A checkout below a folder only root may enter (``mktemp -d`` makes 0700 ones)
+    hides the code from the other uid; each such folder gets search permission
+    for others (not read) while these tests run, and its mode back after.
+    """
+    changed: list[tuple[Path, int]] = []
+    for parent in reversed(ROOT.parents):
+        mode = parent.stat().st_mode & 0o7777
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+            changed.append((parent, mode))
+    try:
+        yield
+    finally:
+        for parent, mode in reversed(changed):
+            parent.chmod(mode)
 
 
 def as_agent(shared: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
