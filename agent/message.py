@@ -5,6 +5,18 @@
     {"v":1,"agent":"line-a-box-1","device":"motor-01","seq":42,
      "readings":[{"ts":1764270000123,"values":{"speed_rpm":1480},"errors":{"temp_c":"timeout"}}]}
 
+A machine's facts (state intervals, alarms, counts, counter gaps, shift
+summaries) and the box's own events travel in an *events message* of the
+same envelope (:func:`encode_event_parts`)::
+
+    {"kind":"events","v":1,"agent":"line-a-box-1","source":"press-01","seq":43,
+     "events":[{"type":"state","id":"press-01/state/1764270000000","ts":1764270000000,...}]}
+
+``source`` is a machine named in the site's ``analytics:`` block, or
+:data:`BOX_SOURCE` for the box itself; docs/EVENTS.md lists every event type
+and its fields. :func:`is_events` tells the two kinds apart by their first
+bytes.
+
 ``errors`` is left out of a reading when it is empty; ``clock`` (``"unset"`` or
 ``"unsynced"``) is written only on a reading taken while the agent's clock could
 not be trusted (``agent/clock.py``). A NaN or infinite float is never a value:
@@ -18,7 +30,7 @@ never disagree.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -29,6 +41,10 @@ VERSION = 1
 """The message format version, the ``v`` field."""
 
 _SEQ_KEY = b',"seq":'
+_EVENTS_PREFIX = b'{"kind":"events",'
+BOX_SOURCE = "_box"
+"""The events source of the box itself (clock): not a valid device or machine id."""
+EVENT_TYPES = ("state", "alarm", "count", "counter_gap", "clock", "shift")
 
 
 def encode_parts(agent: str, device: str, readings: Sequence[Reading]) -> tuple[bytes, bytes]:
@@ -48,6 +64,76 @@ def encode_parts(agent: str, device: str, readings: Sequence[Reading]) -> tuple[
         _refuse_non_finite(device, readings)
     # head ends with "}": reopen the object to append seq, then the readings.
     return head[:-1] + _SEQ_KEY, b',"readings":' + body + b"}"
+
+
+def encode_event_parts(
+    agent: str, source: str, events: Sequence[Mapping[str, Any]]
+) -> tuple[bytes, bytes]:
+    """Encode an events message without its seq (see :func:`encode_parts`).
+
+    Raise :class:`ValueError` when an event cannot be encoded as JSON or has no
+    known ``type``, integer ``ts`` and string ``id``.
+    """
+    for event in events:
+        _check_event(source, event)
+    try:
+        head = orjson.dumps({"kind": "events", "v": VERSION, "agent": agent, "source": source})
+        body = orjson.dumps(list(events))
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"events of {source}: cannot be encoded as JSON: {exc}") from exc
+    if b"null" in body:
+        _refuse_non_finite_events(source, events)
+    return head[:-1] + _SEQ_KEY, b',"events":' + body + b"}"
+
+
+def is_events(payload: bytes) -> bool:
+    """True for an events message (:func:`encode_event_parts`), False for readings."""
+    return payload.startswith(_EVENTS_PREFIX)
+
+
+def decode_events(data: bytes) -> dict[str, Any]:
+    """Parse and check an events message; :class:`ValueError` says what is wrong."""
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"message is not valid JSON: {exc}") from exc
+    if not isinstance(message, dict) or message.get("kind") != "events":
+        raise ValueError('not an events message (no "kind": "events")')
+    if message.get("v") != VERSION:
+        raise ValueError(f"unsupported message version v={message.get('v')!r}, expected {VERSION}")
+    for key, kind in (("agent", str), ("source", str), ("seq", int), ("events", list)):
+        if not isinstance(message.get(key), kind) or isinstance(message.get(key), bool):
+            raise ValueError(f"message field {key!r} must be a {kind.__name__}")
+    for event in message["events"]:
+        _check_event(message["source"], event)
+    return message
+
+
+def _check_event(source: str, event: Any) -> None:
+    if not isinstance(event, Mapping):
+        raise ValueError(f"events of {source}: an event must be an object, got {event!r}")
+    if event.get("type") not in EVENT_TYPES:
+        raise ValueError(f"events of {source}: unknown event type {event.get('type')!r}")
+    ts = event.get("ts")
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise ValueError(f"events of {source}: event ts must be an integer (epoch ms)")
+    if not isinstance(event.get("id"), str):
+        raise ValueError(f"events of {source}: event id must be a string")
+
+
+def _refuse_non_finite_events(source: str, events: Sequence[Mapping[str, Any]]) -> None:
+    def walk(value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"events of {source}: {not_finite(value)}")
+        if isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    for event in events:
+        walk(event)
 
 
 def encode_message(agent: str, device: str, seq: int, readings: Sequence[Reading]) -> bytes:
