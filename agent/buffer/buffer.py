@@ -14,26 +14,35 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from agent.buffer.inbox import Inbox, Put
-from agent.buffer.reader import connect_ro, fetch_rows, query_stats, translate
+from agent.buffer.reader import (
+    connect_ro,
+    fetch_rows,
+    load_state,
+    query_stats,
+    read_facts,
+    translate,
+)
 from agent.buffer.reader import read_stats as read_file_stats
 from agent.buffer.records import (
     MAX_DESTINATIONS,
     BufferStats,
+    FactRow,
+    FactsSave,
     OnFull,
     PendingBatch,
     StoreConfig,
     Synchronous,
 )
-from agent.buffer.split import split_batch
+from agent.buffer.split import split_batch, split_events
 from agent.buffer.writer import Writer
 from agent.errors import DiskFull, StorageError
-from agent.message import decode_message
+from agent.message import decode_events, decode_message, is_events
 from drivers.base import Reading, now_ms
 
 T = TypeVar("T")
@@ -190,6 +199,64 @@ class Buffer:
         """
         self._put(device, readings, self.max_message_bytes)
 
+    def put_events(
+        self, source: str, events: Sequence[Mapping[str, Any]], save: FactsSave | None = None
+    ) -> None:
+        """Queue the events of ``source`` (a machine, or the box) as one batch; never blocks.
+
+        ``save`` (the machine's state) is committed in the same transaction as
+        the batch, so a restart resumes from the state that produced exactly the
+        events committed. A message above ``max_message_bytes`` is cut into
+        several batches (``save`` goes with the last); an event too large alone
+        is refused and counted. Raise ``ValueError`` when an event cannot be
+        encoded, :class:`StorageError` when the buffer is not open.
+        """
+        self._check_open()
+        if not events:
+            if save is not None:
+                self.save_facts(save)
+            return
+        pieces, refused = split_events(self.agent_id, source, events, self.max_message_bytes)
+        created = now_ms()
+        for i, (head, tail, n_events) in enumerate(pieces):
+            last = save if i == len(pieces) - 1 else None
+            if self._inbox.put(Put(source, head, tail, created, n_events, save=last)):
+                self._submitted_one()
+            elif last is not None:  # RAM full: the batch is dropped (counted), the state kept
+                self.save_facts(last)
+        if refused:
+            self._refuse(source, refused, self.max_message_bytes)
+            if not pieces and save is not None:
+                self.save_facts(save)
+
+    def save_facts(self, save: FactsSave) -> None:
+        """Queue machine-facts state (and history) alone, for the next commit."""
+        self._check_open()
+        self._inbox.save(save)
+        self._submitted_one()
+
+    async def load_state(self) -> dict[str, bytes]:
+        """Every machine-facts state committed, by key (what a restart resumes from)."""
+        return await self._read(load_state)
+
+    @staticmethod
+    def read_facts(
+        path: Path,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        source: str | None = None,
+    ) -> list[FactRow]:
+        """The facts history of a buffer file, read-only (``edge-agent report``).
+
+        Works while an agent has the file open. Raise :class:`StorageError` if
+        it is missing or unreadable.
+        """
+        conn = connect_ro(Path(path))
+        try:
+            return translate(Path(path), read_facts, conn, since_ms, until_ms, source)
+        finally:
+            conn.close()
+
     def resplit(
         self,
         seq: int,
@@ -223,6 +290,8 @@ class Buffer:
     ) -> int:
         others = frozenset(range(len(self._views))) - {index}
         try:
+            if is_events(payload):
+                return self._resplit_events(index, seq, device, payload, limit, others, created_ms)
             message = decode_message(payload)
             readings = [
                 Reading(r["ts"], r["values"], r.get("errors", {}), r.get("clock"))
@@ -233,6 +302,27 @@ class Buffer:
             log.warning("buffer: batch seq %d cannot be split (%s): dropped", seq, exc)
             self.refused_readings += 1
             refused = 1
+        self._ack(index, [seq])
+        return refused
+
+    def _resplit_events(
+        self,
+        index: int,
+        seq: int,
+        source: str,
+        payload: bytes,
+        limit: int,
+        others: frozenset[int],
+        created_ms: int | None,
+    ) -> int:
+        events = decode_events(payload)["events"]
+        pieces, refused = split_events(self.agent_id, source, events, limit)
+        created = now_ms() if created_ms is None else created_ms
+        for head, tail, n_events in pieces:
+            if self._inbox.put(Put(source, head, tail, created, n_events, others)):
+                self._submitted_one()
+        if refused:
+            self._refuse(source, refused, limit)
         self._ack(index, [seq])
         return refused
 

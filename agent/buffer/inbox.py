@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from agent.buffer.records import FactsSave
+
 RAM_LIMIT = 32 * 1024 * 1024
 """Bytes of uncommitted batches held in memory, the work a failing commit retries
 included (only grows while the disk fails)."""
@@ -28,6 +30,8 @@ class Put:
     had: frozenset[int] = frozenset()
     """Destinations (by index) that already have these readings: the row starts acked
     by them (the pieces of a batch cut again for one destination)."""
+    save: FactsSave | None = None
+    """Machine-facts state that must land in the same transaction as this batch."""
 
     @property
     def size(self) -> int:
@@ -46,6 +50,8 @@ class Work:
     refused: int = 0
     spared: dict[int, int] = field(default_factory=dict)
     """Of ``refused``, per destination index: batches it had already (cut pieces)."""
+    saves: list[FactsSave] = field(default_factory=list)
+    """Machine-facts state, in the order it was queued (a later save of a key wins)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,7 @@ class Inbox:
     """
 
     def __init__(self, ram_limit: int = RAM_LIMIT, destinations: int = 1) -> None:
-        self._ops: deque[Put | tuple[int, frozenset[int]]] = deque()
+        self._ops: deque[Put | FactsSave | tuple[int, frozenset[int]]] = deque()
         self._lock = threading.Lock()
         self._ram_limit = ram_limit
         self._bytes = 0
@@ -115,6 +121,12 @@ class Inbox:
         self.wake.set()
         return True
 
+    def save(self, save: FactsSave) -> None:
+        """Queue machine-facts state on its own (no batch goes with it)."""
+        with self._lock:
+            self._ops.append(save)
+        self.wake.set()
+
     def ack(self, seqs: frozenset[int], destination: int = 0) -> None:
         """Queue acks of one destination; they count as acked for its reads until :meth:`synced`."""
         with self._lock:
@@ -135,6 +147,10 @@ class Inbox:
                     work.puts.append(op)
                     self._taken_bytes += op.size
                     self._puts -= 1
+                    if op.save is not None:
+                        work.saves.append(op.save)
+                elif isinstance(op, FactsSave):
+                    work.saves.append(op)
                 else:
                     work.acks.setdefault(op[0], set()).update(op[1])
                 work.n_ops += 1

@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.buffer.records import BUSY_TIMEOUT_MS, BufferStats, DestinationStats, PendingBatch
+from agent.buffer.records import (
+    BUSY_TIMEOUT_MS,
+    BufferStats,
+    DestinationStats,
+    FactRow,
+    PendingBatch,
+)
 from agent.errors import StorageError
 
 T = TypeVar("T")
@@ -144,3 +150,38 @@ def read_stats(path: Path, *, immutable: bool = False) -> BufferStats:
         return translate(path, query_stats, conn, path)
     finally:
         conn.close()
+
+
+def _has_facts(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the machine-facts tables (a file an older agent made has not)."""
+    found = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('compute_state', 'facts')"
+    ).fetchone()[0]
+    return bool(found == 2)
+
+
+def load_state(conn: sqlite3.Connection) -> dict[str, bytes]:
+    """Every machine-facts state stored, by key."""
+    if not _has_facts(conn):
+        return {}
+    rows = conn.execute("SELECT key, value FROM compute_state")
+    return {key: bytes(value) for key, value in rows}
+
+
+def read_facts(
+    conn: sqlite3.Connection,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    source: str | None = None,
+) -> list[FactRow]:
+    """The facts history in ``[since_ms, until_ms)`` (of one source), in time then insert order."""
+    if not _has_facts(conn):
+        return []
+    sql = "SELECT source, ts_ms, type, body FROM facts WHERE ts_ms >= ? AND ts_ms < ?"
+    args: list[Any] = [-(1 << 62) if since_ms is None else since_ms,
+                       1 << 62 if until_ms is None else until_ms]  # fmt: skip
+    if source is not None:
+        sql += " AND source = ?"
+        args.append(source)
+    rows = conn.execute(sql + " ORDER BY ts_ms, id", args)
+    return [FactRow(src, ts, kind, bytes(body)) for src, ts, kind, body in rows]

@@ -30,6 +30,32 @@ class PendingBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class FactRow:
+    """One fact kept in the buffer's history (``facts`` table) for ``edge-agent report``."""
+
+    source: str
+    ts_ms: int
+    type: str
+    body: bytes
+    """The event as JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class FactsSave:
+    """Machine-facts state committed in the same transaction as the events it goes with.
+
+    ``state`` replaces what is stored under ``key`` (None leaves it); ``facts``
+    are added to the history; rows of the history older than
+    ``prune_before_ms`` are deleted.
+    """
+
+    key: str
+    state: bytes | None = None
+    facts: tuple[FactRow, ...] = ()
+    prune_before_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationStats:
     """One destination's share of the buffer: what it still has to receive, what it never will."""
 

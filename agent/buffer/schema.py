@@ -35,6 +35,23 @@ _DESTINATIONS = """CREATE TABLE destinations (
         pending INTEGER NOT NULL,     -- rows it has not acknowledged
         spared INTEGER NOT NULL)      -- of meta.dropped_batches, rows it had already"""
 
+FACTS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS compute_state (
+        key TEXT PRIMARY KEY,      -- one machine's counters, state, shift tallies
+        value BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS facts (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,      -- a machine, or _box
+        ts_ms INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        body BLOB NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS facts_by_time ON facts (ts_ms)",
+)
+"""Machine facts: the state a restart resumes from and the history ``report`` reads.
+
+Made by the first commit that saves machine facts (``IF NOT EXISTS``), so a
+site without ``analytics:`` has a file as before; an older agent ignores them."""
+
 _SCHEMA = (
     """CREATE TABLE batches (
         seq INTEGER PRIMARY KEY,   -- given explicitly from meta.last_seq, never by SQLite

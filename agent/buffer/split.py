@@ -9,9 +9,10 @@ fit alone is refused (the caller counts and logs it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from agent.message import encode_parts
+from agent.message import encode_event_parts, encode_parts
 from drivers.base import Reading
 
 SEQ_DIGITS = 20  # room left for the seq spliced in at commit (a 64-bit integer)
@@ -58,3 +59,35 @@ def split_batch(
 
 def _values(readings: Sequence[Reading]) -> int:
     return sum(len(r.values) for r in readings)
+
+
+EventParts = tuple[bytes, bytes, int]  # head, tail, n_events
+
+
+def split_events(
+    agent: str, source: str, events: Sequence[Mapping[str, Any]], limit: int | None
+) -> tuple[list[EventParts], int]:
+    """Encoded pieces of an events message each at most ``limit`` bytes, and how many
+    events were refused (too large alone). Raise ``ValueError`` as
+    :func:`~agent.message.encode_event_parts`."""
+    whole = encode_event_parts(agent, source, events)
+    if limit is None or encoded_size(whole) <= limit:
+        return [(*whole, len(events))], 0
+    pieces: list[EventParts] = []
+    refused = 0
+    current: list[Mapping[str, Any]] = []
+    for event in events:
+        trial = encode_event_parts(agent, source, [*current, event])
+        if encoded_size(trial) <= limit:
+            current.append(event)
+            continue
+        if current:
+            pieces.append((*encode_event_parts(agent, source, current), len(current)))
+            current = []
+        if encoded_size(encode_event_parts(agent, source, [event])) > limit:
+            refused += 1
+        else:
+            current = [event]
+    if current:
+        pieces.append((*encode_event_parts(agent, source, current), len(current)))
+    return pieces, refused

@@ -28,7 +28,13 @@ from typing import Any
 
 from agent.buffer.inbox import Put, Work
 from agent.buffer.records import StoreConfig
-from agent.buffer.schema import SQLITE_FULL, open_recovering, space_refused, sqlite_code
+from agent.buffer.schema import (
+    FACTS_SCHEMA,
+    SQLITE_FULL,
+    open_recovering,
+    space_refused,
+    sqlite_code,
+)
 from agent.buffer.seqfile import (
     NORMAL_SEQ_BLOCK,
     SEQ_BLOCK,
@@ -148,7 +154,12 @@ class Store:
         the next synced commit carries it to the disk. It makes the deletes the
         publisher hurries (its window counts unsynced acks) cost no fsync.
         """
-        relax = not work.puts and not work.refused and self.config.synchronous == "FULL"
+        relax = (
+            not work.puts
+            and not work.refused
+            and not work.saves
+            and self.config.synchronous == "FULL"
+        )
         if not relax:
             return self._commit(work)
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -234,6 +245,7 @@ class Store:
         c.dropped += work.refused
         for index, n in work.spared.items():
             self._count_had(c, (index,), n)
+        self._save_facts(work)
         puts = self._admit(c, work.puts, extra_pages)
         if not puts:
             return
@@ -256,6 +268,30 @@ class Store:
         if not self.single:  # alone, its pending count is meta's (set in _write)
             for index, mask in enumerate(self.masks):
                 c.dest_pending[index] += sum(1 for row in rows if not row[5] & mask)
+
+    def _save_facts(self, work: Work) -> None:
+        """Machine-facts state and history, in the same transaction as the batches.
+
+        Applied even when the cap refuses a batch that carried it: the refusal is
+        counted, and the state already includes what the refused events said.
+        """
+        if work.saves:  # made with the first save (a rollback undoes them: made again)
+            for statement in FACTS_SCHEMA:
+                self.conn.execute(statement)
+        for save in work.saves:
+            if save.state is not None:
+                self.conn.execute(
+                    "INSERT INTO compute_state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (save.key, save.state),
+                )
+            if save.facts:
+                self.conn.executemany(
+                    "INSERT INTO facts (source, ts_ms, type, body) VALUES (?, ?, ?, ?)",
+                    [(f.source, f.ts_ms, f.type, f.body) for f in save.facts],
+                )
+            if save.prune_before_ms is not None:
+                self.conn.execute("DELETE FROM facts WHERE ts_ms < ?", (save.prune_before_ms,))
 
     def _had_mask(self, put: Put) -> int:
         return sum(self.masks[i] for i in put.had) if put.had and not self.single else 0

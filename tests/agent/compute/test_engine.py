@@ -1,0 +1,227 @@
+"""The machine engine: raw reads in, the reference's shift figures out, across restarts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.compute.counters import CounterSpec
+from agent.compute.engine import Machine
+from agent.compute.oee import OeeConfig, shift_summary
+from agent.compute.plan import AlarmPlan, CounterPlan, EnergyPlan, MachinePlan, Source
+from agent.compute.state import StateMap, StateSpec, parse_condition
+from drivers.base import Reading
+from tests.agent.compute.test_oee import (
+    CALENDAR,
+    MINUTE,
+    T5_REJECT,
+    T5_STATES,
+    T5_TOTAL,
+    shift,
+    spread,
+    t,
+)
+
+STATES = {0: "running", 1: "stopped", 2: "fault", 3: "idle"}
+CODES = {v: k for k, v in STATES.items()}
+CONFIG = OeeConfig(ideal_cycle_s=1.0, poll_interval_ms=MINUTE)
+
+
+def plan(**extra: Any) -> MachinePlan:
+    spec = StateSpec(StateMap("st", STATES), offline_after_ms=3 * MINUTE, poll_ms=MINUTE)  # type: ignore[arg-type]
+    base: dict[str, Any] = {
+        "name": "press_01",
+        "inputs": {"st": Source("drive", "st")},
+        "state": spec,
+        "counters": (
+            CounterPlan("total", Source("plc", "total"), CounterSpec("uint32")),
+            CounterPlan("reject", Source("plc", "reject"), CounterSpec("uint32")),
+        ),
+        "calendar": CALENDAR,
+        "oee": CONFIG,
+        "publish_every_ms": 0,
+    }
+    base.update(extra)
+    return MachinePlan(**base)
+
+
+def state_at(ts: int) -> str:
+    for interval in T5_STATES:
+        if interval.start_ms <= ts and (interval.end_ms is None or ts < interval.end_ms):
+            return interval.state
+    return "running"
+
+
+def t5_reads() -> Iterator[tuple[str, Reading]]:
+    """One read a minute of the drive and the counter, 07:30 .. 16:40, as in T5."""
+    totals = [*spread(19_271, 480), 55]
+    rejects = [*spread(423, 480), 3]
+    total = reject = 0
+    ts = t("07:30")
+    while ts <= t("16:40"):
+        yield "drive", Reading(ts, {"st": CODES[state_at(ts)]})
+        i = (ts - t("08:00")) // MINUTE
+        if 0 <= i < len(totals):
+            total += totals[i]
+            reject += rejects[i]
+        if ts >= t("07:59"):
+            yield "plc", Reading(ts, {"total": total, "reject": reject})
+        ts += MINUTE
+
+
+def run(machine: Machine, reads: Iterator[tuple[str, Reading]]) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for device, reading in reads:
+        machine.feed(device, reading)
+        machine.tick(reading.ts)
+        events.extend(machine.drain(reading.ts).events)
+    return events
+
+
+def final_day(events: list[dict[str, Any]]) -> dict[str, Any]:
+    found = [e for e in events if e["type"] == "shift" and e["final"]]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_t5_through_the_engine_gives_the_reference_figures() -> None:
+    events = run(Machine(plan()), t5_reads())
+    got = final_day(events)
+    want = shift_summary(
+        "press_01", shift(), T5_STATES, CONFIG, total=T5_TOTAL, reject=T5_REJECT
+    ).to_dict()
+    for key in ("planned_s", "run_s", "down_s", "micro_stop_s", "unknown_s", "total", "good"):
+        assert got[key] == want[key], key
+    assert {k: got[k] for k in ("A", "P", "Q", "OEE")} == {
+        "A": 0.888095,
+        "P": 0.861081,
+        "Q": 0.978050,
+        "OEE": 0.747937,
+    }
+    assert got["id"] == "press_01/2026-03-02/day/0"
+    assert not got["counts_incomplete"]
+    # State events: each interval opened and closed once, with the same id.
+    opened = [e for e in events if e["type"] == "state" and e["end"] is None]
+    closed = [e for e in events if e["type"] == "state" and e["end"] is not None]
+    assert [e["state"] for e in opened] == [i.state for i in T5_STATES]
+    assert [e["start"] for e in opened[1:]] == [i.start_ms for i in T5_STATES[1:]]
+    assert {e["id"] for e in closed} <= {e["id"] for e in opened}
+    counted = sum(e["delta"] for e in events if e["type"] == "count" and e["counter"] == "total")
+    assert counted == 19_271 + 55
+
+
+@pytest.mark.parametrize("cut_at", ["09:25", "12:00", "15:59"])
+def test_a_kill_and_restart_counts_every_piece_once(cut_at: str) -> None:
+    """The state committed with the events is all a restart has: the reads between the
+    last commit and the kill are lost (never committed), the next read covers them."""
+    reads = list(t5_reads())
+    cut = t(cut_at)
+    machine = Machine(plan())
+    before = [(d, r) for d, r in reads if r.ts <= cut]
+    events = run(machine, iter(before))
+    saved = json.loads(json.dumps(machine.state()))
+    # Down for one read: shorter than offline_after (3 min), so no time is unknown.
+    lost = [(d, r) for d, r in reads if cut < r.ts <= cut + MINUTE]
+    assert lost
+    after = [(d, r) for d, r in reads if r.ts > cut + MINUTE]
+    again = Machine(plan(), saved)
+    assert not again.problems
+    events += run(again, iter(after))
+    got = final_day(events)
+    assert (got["total"], got["good"], got["reject"]) == (19_271, 18_848, 423)
+    uninterrupted = final_day(run(Machine(plan()), t5_reads()))
+    assert got == uninterrupted
+    counted = sum(e["delta"] for e in events if e["type"] == "count" and e["counter"] == "total")
+    assert counted == 19_271 + 55
+
+
+def test_an_alarm_is_raised_held_through_a_blip_and_cleared() -> None:
+    alarm = AlarmPlan(
+        "jam",
+        parse_condition("st == 2", {"st"}),
+        severity=700,
+        message="jammed",
+        min_repeat_ms=2 * MINUTE,
+    )
+    machine = Machine(plan(alarms=(alarm,), calendar=None, oee=None))
+    codes = [0, 2, 0, 2, 0, 0, 0, 0]  # fault, clear 1 min, fault again, clear for good
+    events: list[dict[str, Any]] = []
+    for i, code in enumerate(codes):
+        ts = t("08:00") + i * MINUTE
+        machine.feed("drive", Reading(ts, {"st": code}))
+        machine.tick(ts)
+        events += machine.drain(ts).events
+    alarms = [e for e in events if e["type"] == "alarm"]
+    assert [(a["active"], a["ts"]) for a in alarms] == [
+        (True, t("08:01")),
+        (False, t("08:04")),
+    ]
+    assert alarms[0]["id"] == alarms[1]["id"]
+    assert alarms[1]["quality"] == "good"
+
+
+def test_an_alarm_ends_stale_when_the_machine_goes_offline() -> None:
+    alarm = AlarmPlan("jam", parse_condition("st == 2", {"st"}))
+    machine = Machine(plan(alarms=(alarm,), calendar=None, oee=None))
+    machine.feed("drive", Reading(t("08:00"), {"st": 2}))
+    machine.feed("drive", Reading(t("08:01"), {}, {"st": "timeout"}))
+    machine.tick(t("08:05"))
+    events = machine.drain(t("08:05")).events
+    end = [e for e in events if e["type"] == "alarm" and not e["active"]]
+    assert len(end) == 1
+    assert end[0]["quality"] == "stale"
+    offline = [e for e in events if e["type"] == "state" and e["state"] == "offline"]
+    assert offline[0]["start"] == t("08:01")  # back-dated to the first failed read
+
+
+def test_a_restart_longer_than_offline_after_is_unknown_time_not_downtime() -> None:
+    reads = list(t5_reads())
+    cut = t("09:25")
+    machine = Machine(plan())
+    events = run(machine, iter([(d, r) for d, r in reads if r.ts <= cut]))
+    again = Machine(plan(), json.loads(json.dumps(machine.state())))
+    events += run(again, iter([(d, r) for d, r in reads if r.ts > cut + 3 * MINUTE]))
+    got = final_day(events)
+    assert got["unknown_s"] == 3 * 60  # offline from 09:26 (the read due) to 09:29
+    assert got["down_s"] == 47 * 60 - 3 * 60
+    assert got["coverage"] == round(417 / 420, 6)
+    assert (got["total"], got["counts_incomplete"]) == (19_271, False)
+
+
+def test_a_counter_gap_is_an_event_never_a_number() -> None:
+    spec = CounterSpec("uint16", max_rate=20.0)
+    machine = Machine(
+        plan(
+            counters=(CounterPlan("total", Source("plc", "total"), spec),),
+            calendar=None,
+            oee=None,
+        )
+    )
+    machine.feed("plc", Reading(t("08:00"), {"total": 100}))
+    machine.feed("plc", Reading(t("10:00"), {"total": 200}))  # 7,200 s: more than a turn
+    events = machine.drain(t("10:00")).events
+    gaps = [e for e in events if e["type"] == "counter_gap"]
+    assert [(g["from"], g["to"], g["raw"]) for g in gaps] == [(t("08:00"), t("10:00"), 200)]
+    assert not [e for e in events if e["type"] == "count"]
+
+
+def test_energy_per_part_in_the_shift_summary() -> None:
+    meter = EnergyPlan(Source("meter", "kwh"), register="exact", poll_ms=MINUTE)
+    machine = Machine(plan(energy=meter))
+    kwh = 1000.0
+    events: list[dict[str, Any]] = []
+    for device, reading in t5_reads():
+        machine.feed(device, reading)
+        if device == "drive":
+            machine.feed("meter", Reading(reading.ts, {"kwh": kwh}))
+            kwh += 0.5  # 30 kWh an hour
+        machine.tick(reading.ts)
+        events += machine.drain(reading.ts).events
+    energy = final_day(events)["energy"]
+    assert energy["kwh"] == 240.0  # 8 h at 30 kWh/h
+    assert energy["kwh_per_good"] == round(240 / 18_848, 6)
+    assert energy["complete"]
+    assert len(machine.state()["meter"]) < 40  # thinned: not one read a minute
