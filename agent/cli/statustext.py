@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from agent.status.document import ClockStatus, StatusDocument
+from agent.status.document import ClockStatus, MachineStatus, StatusDocument
 
 _CODES: Final = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33"}
 _STATE: Final = {"connected": "green", "backoff": "yellow", "error": "red", "disabled": "dim"}
@@ -100,7 +100,31 @@ def render(doc: StatusDocument, colour: bool | None = None) -> str:
         [_STATE.get(row[1], "") if i == 1 else "" for i in range(len(row))] for row in counters
     ]
     lines += grid(heads, counters, styles, paint)
+    machines = doc.get("machines") or {}
+    if machines:
+        lines.append("")
+        lines += grid(
+            ("machine", "state", "for", "reason", "counts", "shift", "OEE"),
+            [_machine_row(name, m) for name, m in machines.items()],
+        )
     return "\n".join(lines) + "\n"
+
+
+def _machine_row(name: str, m: MachineStatus) -> tuple[str, ...]:
+    shift = m["shift"]
+    oee = "-" if shift is None or shift["OEE"] is None else f"{shift['OEE'] * 100:.1f} %"
+    counts = ", ".join(f"{role} {n}" for role, n in m["totals"].items()) or "-"
+    if shift is not None:
+        counts = f"good {shift['good']}, reject {shift['reject']}"
+    return (
+        name,
+        m["state"] or "-",
+        "-" if m["for_s"] is None else f"{m['for_s']:.0f} s",
+        m["reason"] or "",
+        counts,
+        "-" if shift is None else shift["shift"],
+        oee,
+    )
 
 
 def grid(

@@ -25,6 +25,7 @@ from typing import Any
 from agent import __version__, logs
 from agent.buffer import Buffer, BufferStats
 from agent.clock import system_clock
+from agent.compute.plan import MachinePlan
 from agent.errors import StorageError
 from agent.north.destination import Destination
 from agent.north.link import MqttOptions, Publisher
@@ -32,6 +33,7 @@ from agent.north.options import PublisherStats, payload_budget
 from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.private import private_dir
 from agent.runtime.destinations import connection_options, destinations
+from agent.runtime.facts import Facts
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
@@ -80,7 +82,7 @@ def destination_budget(destination: Destination, agent_id: str) -> int:
 class Agent:
     """One agent process for one site file."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, plans: tuple[MachinePlan, ...] = ()) -> None:
         self.site = site
         self.started = time.monotonic()
         self.started_ms = now_ms()
@@ -95,6 +97,7 @@ class Agent:
             max_message_bytes=message_budget(site),
             destinations=[d.id for d in self.destinations],
         )
+        self.facts = Facts(self.buffer, plans)
         self.publishers = {d.id: self._make_publisher(d, site) for d in self.destinations}
         self.pollers = [self._poller(d) for d in site.devices]
         self.metrics = MetricsService(
@@ -128,7 +131,12 @@ class Agent:
         )
 
     def _poller(self, device: DeviceConfig) -> DevicePoller:
-        return DevicePoller(device, self.buffer, on_state=self._device_state)
+        return DevicePoller(
+            device,
+            self.buffer,
+            on_state=self._device_state,
+            on_reading=self.facts.reading if self.facts.plans else None,
+        )
 
     def _device_state(self, device: str, answers: bool) -> None:
         for publisher in self.publishers.values():
@@ -300,8 +308,12 @@ class Agent:
                 await self.status.close()
 
     async def _run_tasks(self, on_ready: Callable[[], object] | None) -> None:
+        await self.facts.start()  # before the first reading: machines resume their state
         async with asyncio.TaskGroup() as group:
             self._group = group
+            computing = (
+                group.create_task(self.facts.run(), name="facts") if self.facts.plans else None
+            )
             for dest_id in self.publishers:
                 self._start_publisher(dest_id)
             reporting = group.create_task(self.metrics.run(), name="metrics")
@@ -329,6 +341,11 @@ class Agent:
                 for task in polling:
                     task.cancel()
                 await asyncio.gather(*polling, return_exceptions=True)
+                if computing is not None:
+                    computing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await computing
+                    self.facts.commit(now_ms(), force=True)  # the last reads' facts too
                 try:
                     async with asyncio.timeout(FLUSH_TIMEOUT_S):
                         await self.buffer.flush()
@@ -352,7 +369,7 @@ class Agent:
         now = now_ms()
         buffer = await self.buffer.stats()
         first = self.destinations[0]
-        return {
+        doc: StatusDocument = {
             "agent": {
                 "id": self.site.agent.id,
                 "version": __version__,
@@ -380,6 +397,9 @@ class Agent:
             },
             "clock": system_clock().report(),
         }
+        if self.facts.plans:
+            doc["machines"] = self.facts.status(now)
+        return doc
 
     def _publish_side(self, topic: str, payload: bytes) -> bool:
         # the metrics summary is edge-json: to the first edge-json destination, if any

@@ -119,10 +119,12 @@ class DevicePoller:
         backoff_max: float = 30.0,
         clock: ClockWatch | None = None,
         on_state: Callable[[str, bool], object] | None = None,
+        on_reading: Callable[[str, Reading], object] | None = None,
     ) -> None:
         self.device = device
         self.sink = sink
         self._on_state = on_state  # (device id, answers): an outage begins or ends
+        self._on_reading = on_reading  # every raw reading (machine facts), before the filter
         self._clock = clock or system_clock()
         self.stats = DeviceStats(state="connecting" if device.enabled else "disabled")
         self._factory = driver_factory or (lambda d: d.spec.create(d.id, d.options))
@@ -246,9 +248,19 @@ class DevicePoller:
             stats.latest.setdefault("", {}).update(reading.values)
         # heartbeats on the monotonic clock: a wall clock stepped an hour back
         # would otherwise silence every heartbeat for that hour
+        if self._on_reading is not None:
+            self._raw(reading)
         reported = self._filter.apply(reading, monotonic_ms())
         if reported.values or reported.errors:
             self._put(reported)
+
+    def _raw(self, reading: Reading) -> None:
+        assert self._on_reading is not None
+        reading.clock = self._clock.flag()
+        try:
+            self._on_reading(self.device.id, reading)
+        except Exception:  # machine facts must never stop polling
+            log.exception("device %s: machine facts could not take a reading", self.device.id)
 
     def _put(self, reading: Reading) -> None:
         reading.clock = self._clock.flag()
@@ -282,7 +294,10 @@ class DevicePoller:
             else:
                 log.warning("device %s: unavailable: %s", self.device.id, reason)
             tags = [n for n, t in self.device.options.tags.items() if t.group in groups]
-            self._put(Reading(now_ms(), {}, dict.fromkeys(tags, reason)))
+            failed = Reading(now_ms(), {}, dict.fromkeys(tags, reason))
+            if self._on_reading is not None:
+                self._raw(failed)
+            self._put(failed)
             self._down = True
             self._tell(answers=False)
         else:

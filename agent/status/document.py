@@ -121,6 +121,34 @@ class ClockStatus(TypedDict):
     last_step_s: float | None
 
 
+class ShiftFigures(TypedDict):
+    """A machine's running figure for the shift in progress (ratios None when not known)."""
+
+    shift: str
+    total: int
+    good: int
+    reject: int
+    A: float | None
+    P: float | None
+    Q: float | None
+    OEE: float | None
+    coverage: float | None
+
+
+class MachineStatus(TypedDict):
+    """One machine of the site's ``analytics:``: what it does now, since when, what it made."""
+
+    state: str | None
+    reason: str | None
+    mode: str | None
+    since_ms: int | None
+    for_s: float | None
+    totals: dict[str, int]
+    """Each counter's running total (role -> pieces)."""
+    shift: ShiftFigures | None
+    problems: list[str]
+
+
 class StatusDocument(TypedDict):
     """The whole answer of a running agent."""
 
@@ -134,6 +162,8 @@ class StatusDocument(TypedDict):
     metrics: dict[str, Any]
     serial_lines: dict[str, SerialLineStatus]
     clock: ClockStatus
+    machines: NotRequired[dict[str, MachineStatus]]
+    """Machine facts (an agent without ``analytics:`` machines leaves it out)."""
 
 
 class ErrorAnswer(TypedDict):
