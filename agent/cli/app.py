@@ -265,6 +265,22 @@ def listen(
     )
 
 
+@app.command()
+def report(
+    config: ConfigOpt,
+    shift: Annotated[
+        str | None,
+        typer.Option("--shift", help="DATE/NAME, e.g. 2026-12-07/day (default: the latest)."),
+    ] = None,
+    machine: Annotated[str | None, typer.Option("--machine", help="Only this machine.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What the box computed for a shift: states, pieces, OEE, energy per part."""
+    from agent.cli.report import report as show
+
+    show(config, shift, machine, as_json)
+
+
 def _add_buffer_commands() -> None:
     from agent.cli.buffer import buffer_app  # typer only; the commands import lazily
 
