@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from agent.compute.counters import CounterSpec
@@ -13,6 +15,7 @@ from agent.compute.engine import Machine
 from agent.compute.oee import OeeConfig, shift_summary
 from agent.compute.plan import AlarmPlan, CounterPlan, EnergyPlan, MachinePlan, Source
 from agent.compute.state import StateMap, StateSpec, parse_condition
+from agent.message import decode_events, encode_event_parts, splice_seq
 from drivers.base import Reading
 from tests.agent.compute.test_oee import (
     CALENDAR,
@@ -225,3 +228,31 @@ def test_energy_per_part_in_the_shift_summary() -> None:
     assert energy["kwh_per_good"] == round(240 / 18_848, 6)
     assert energy["complete"]
     assert len(machine.state()["meter"]) < 40  # thinned: not one read a minute
+
+
+def test_every_event_the_engine_makes_fits_the_published_schema() -> None:
+    """Checked by jsonschema (an independent validator) against config/schema/events.schema.json."""
+    root = Path(__file__).resolve().parents[3]
+    schema = json.loads((root / "config" / "schema" / "events.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    meter = EnergyPlan(Source("drive", "kwh"), register="exact", poll_ms=MINUTE)
+    alarm = AlarmPlan("jam", parse_condition("st == 2", {"st"}), severity=800, message="jam")
+    machine = Machine(plan(energy=meter, alarms=(alarm,), publish_every_ms=3_600_000))
+    kinds: set[str] = set()
+    for n, (device, reading) in enumerate(t5_reads()):
+        if device == "drive":
+            reading = Reading(reading.ts, {**reading.values, "kwh": 100.0 + n})
+        machine.feed(device, reading)
+        machine.tick(reading.ts)
+        events = machine.drain(reading.ts).events
+        if events:
+            head, tail = encode_event_parts("box", "press_01", events)
+            message = decode_events(splice_seq(head, n + 1, tail))
+            validator.validate(message)
+            kinds |= {e["type"] for e in events}
+    assert kinds == {"state", "count", "alarm", "shift"}
+    wrong = {"kind": "events", "v": 1, "agent": "a", "source": "m", "seq": 1,
+             "events": [{"type": "state", "id": "m/state/1", "ts": 1, "state": "busy"}]}  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(wrong)
