@@ -240,9 +240,9 @@ def test_every_event_the_engine_makes_fits_the_published_schema() -> None:
     alarm = AlarmPlan("jam", parse_condition("st == 2", {"st"}), severity=800, message="jam")
     machine = Machine(plan(energy=meter, alarms=(alarm,), publish_every_ms=3_600_000))
     kinds: set[str] = set()
-    for n, (device, reading) in enumerate(t5_reads()):
-        if device == "drive":
-            reading = Reading(reading.ts, {**reading.values, "kwh": 100.0 + n})
+    for n, (device, raw) in enumerate(t5_reads()):
+        extra = {"kwh": 100.0 + n} if device == "drive" else {}
+        reading = Reading(raw.ts, {**raw.values, **extra})
         machine.feed(device, reading)
         machine.tick(reading.ts)
         events = machine.drain(reading.ts).events
@@ -252,7 +252,7 @@ def test_every_event_the_engine_makes_fits_the_published_schema() -> None:
             validator.validate(message)
             kinds |= {e["type"] for e in events}
     assert kinds == {"state", "count", "alarm", "shift"}
-    wrong = {"kind": "events", "v": 1, "agent": "a", "source": "m", "seq": 1,
-             "events": [{"type": "state", "id": "m/state/1", "ts": 1, "state": "busy"}]}  # fmt: skip
+    bad = {"type": "state", "id": "m/state/1", "ts": 1, "state": "busy"}
+    wrong = {"kind": "events", "v": 1, "agent": "a", "source": "m", "seq": 1, "events": [bad]}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(wrong)
