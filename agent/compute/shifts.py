@@ -28,8 +28,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_MIN = 24 * 60
-_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_DAY_MIN = 24 * 60 * 60  # spans are counted in seconds after local midnight
+_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 
 
 class CalendarError(ValueError):
@@ -84,15 +84,17 @@ class ShiftInstance:
 
 
 def parse_time(text: object, where: str) -> time:
-    """A local ``HH:MM`` (00:00-23:59), or a :class:`CalendarError` naming ``where``."""
+    """A local ``HH:MM`` (00:00-23:59, ``HH:MM:SS`` too), or a :class:`CalendarError`
+    naming ``where``."""
     match = _TIME.match(text) if isinstance(text, str) else None
     if match is None:
         raise CalendarError(f"{where}: {text!r} is not a time HH:MM (00:00 to 23:59)")
-    return time(int(match.group(1)), int(match.group(2)))
+    return time(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
 
 
 def _minutes(t: time) -> int:
-    return t.hour * 60 + t.minute
+    """Seconds after midnight (the name is older than the seconds)."""
+    return t.hour * 3600 + t.minute * 60 + t.second
 
 
 class Calendar:
@@ -219,9 +221,9 @@ class Calendar:
             planned.append(Period(cursor, end))
         return ShiftInstance(day, definition.name, start, end, breaks, tuple(planned))
 
-    def _instant(self, day: date, minutes: int) -> int:
-        """Epoch ms of local wall time ``day`` + ``minutes`` (may exceed one day)."""
-        wall = datetime.combine(day, time()) + timedelta(minutes=minutes)
+    def _instant(self, day: date, seconds: int) -> int:
+        """Epoch ms of local wall time ``day`` + ``seconds`` (may exceed one day)."""
+        wall = datetime.combine(day, time()) + timedelta(seconds=seconds)
         return local_to_ms(wall, self._tz)
 
 
@@ -254,7 +256,7 @@ def _ms(dt: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Span:
-    """A shift in minutes after the local midnight of its date (end may pass 24:00)."""
+    """A shift in seconds after the local midnight of its date (end may pass 24:00)."""
 
     start: int
     end: int
@@ -262,7 +264,7 @@ class _Span:
 
 
 def _check(shifts: Sequence[ShiftDef]) -> tuple[_Span, ...]:
-    """Each shift's span in minutes, or a :class:`CalendarError` for what cannot work."""
+    """Each shift's span in seconds, or a :class:`CalendarError` for what cannot work."""
     if not shifts:
         raise CalendarError("shifts: a calendar needs at least one shift")
     names = [s.name for s in shifts]

@@ -252,3 +252,18 @@ def test_adjacent_shifts_are_not_an_overlap() -> None:
     assert all(a.end_ms == b.start_ms for a, b in itertools.pairwise(found))
     with pytest.raises(CalendarError, match="no shift named 'x'"):
         cal.instance(date(2026, 3, 2), "x")
+
+
+def test_shift_times_may_name_seconds() -> None:
+    calendar = Calendar.from_config(
+        {
+            "timezone": "Asia/Shanghai",
+            "workdays": list(WEEKDAYS),
+            "shifts": [{"name": "short", "start": "08:00:30", "end": "08:01:15"}],
+        }
+    )
+    found = calendar.instance(date(2026, 3, 2), "short")
+    assert found is not None
+    assert found.end_ms - found.start_ms == 45_000
+    with pytest.raises(CalendarError, match="is not a time"):
+        Calendar.from_config({"shifts": [{"name": "x", "start": "08:00:60", "end": "09:00"}]})
