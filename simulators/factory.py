@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from simulators.faults import FaultSwitch
 from simulators.packaging_line import run_packaging_line
 from simulators.run import SimDevice, run_simulators
 from simulators.serial_devices import TorqueToolSim
+from simulators.timeline import Timeline
 
 SERIAL_DIR = Path("/tmp/edge-agent-sim")  # noqa: S108 - fixed, documented demo paths
 
@@ -84,8 +86,19 @@ async def _pty_pair(device_end: Path, agent_end: Path) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def run_factory(ports: FactoryPorts = FactoryPorts()) -> AsyncIterator[Factory]:
-    """Start the whole sample factory; yields where each machine can be reached."""
+async def run_factory(
+    ports: FactoryPorts = FactoryPorts(), timelines: Mapping[str, Timeline] | None = None
+) -> AsyncIterator[Factory]:
+    """Start the whole sample factory; yields where each machine can be reached.
+
+    ``timelines`` scripts machines by device id (the Modbus motors, the meter's
+    silence, ``packaging-line``): see :mod:`simulators.timeline`.
+    """
+    timelines = dict(timelines or {})
+    scriptable = {"press-motor-1", "saw-motor-2", "main-meter", "spindle-motor-3"}
+    unknown = sorted(set(timelines) - scriptable - {"packaging-line"})
+    if unknown:
+        raise ValueError(f"no scriptable machine {unknown} in the factory")
     folder = ports.serial_dir
     folder.mkdir(parents=True, exist_ok=True)
     rtu_device, rtu_agent = folder / "rtu-device", folder / "rtu"
@@ -95,10 +108,15 @@ async def run_factory(ports: FactoryPorts = FactoryPorts()) -> AsyncIterator[Fac
         SimDevice("main-meter", "meter", port=ports.meter, seed=3),
         SimDevice("spindle-motor-3", "vfd", serial_port=str(rtu_device), baudrate=19200, seed=4),
     ]
+    modbus = [dataclasses.replace(s, timeline=timelines.get(s.name)) for s in modbus]
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(_pty_pair(rtu_device, rtu_agent))
         sims = await stack.enter_async_context(run_simulators(modbus))
-        line = await stack.enter_async_context(run_packaging_line(ports.packaging_line, seed=5))
+        line = await stack.enter_async_context(
+            run_packaging_line(
+                ports.packaging_line, seed=5, timeline=timelines.get("packaging-line")
+            )
+        )
         torque = await stack.enter_async_context(TorqueToolSim(link=folder / "torque", seed=6))
         dlt645 = await stack.enter_async_context(
             PtyMeters(MeterLine([Meter(DLT645_ADDRESS)]), link=folder / "dlt645")

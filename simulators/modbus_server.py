@@ -109,6 +109,8 @@ def _read(
         # pymodbus passes the count of packed words here, not of bits.
         if address not in device.bits[table]:
             return ExcCodes.ILLEGAL_ADDRESS
+        if device.refresh is not None:
+            device.refresh()
         _fill_bits(device, table, start, registers)
         return None
     words = device.read_registers(table, address, count)

@@ -6,8 +6,8 @@ first so its index is 2)::
     Objects/Line1                      ns=2;s=Line1
       StateCurrent        Int32        PackML state number (2 Stopped, 6 Execute, 9 Aborted...)
       ModeCurrent         Int32        1 Production, 2 Maintenance, 3 Manual
-      ProdProcessedCount  UInt32       packs made, only grows
-      ProdDefectiveCount  UInt32       packs rejected, only grows
+      ProdProcessedCount  Int32        packs made (PackTags AccCount: INT32, wraps to negative)
+      ProdDefectiveCount  Int32        packs rejected, same type
       CurSpeed            Double       packs/min, actual
       MachSpeed           Double       packs/min, set point (writable)
       RecipeName          String
@@ -50,7 +50,8 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 
 from simulators.fault_proxy import FaultProxy
-from simulators.packml import LineConfig, PackagingLine
+from simulators.packml import LineConfig, Mode, PackagingLine, State
+from simulators.timeline import Scripted, Timeline, TimelineError, wrap
 
 _log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ VT = ua.VariantType
 VARIABLES: dict[str, tuple[ua.VariantType, Callable[[PackagingLine], Any]]] = {
     "StateCurrent": (VT.Int32, lambda line: int(line.state)),
     "ModeCurrent": (VT.Int32, lambda line: int(line.mode)),
-    "ProdProcessedCount": (VT.UInt32, lambda line: line.processed),
-    "ProdDefectiveCount": (VT.UInt32, lambda line: line.defective),
+    "ProdProcessedCount": (VT.Int32, lambda line: wrap(line.processed, "int32")),
+    "ProdDefectiveCount": (VT.Int32, lambda line: wrap(line.defective, "int32")),
     "CurSpeed": (VT.Double, lambda line: round(line.cur_speed, 3)),
     "MachSpeed": (VT.Double, lambda line: float(line.mach_speed)),
     "RecipeName": (VT.String, lambda line: line.recipe),
@@ -111,6 +112,9 @@ class LineHandle:
     users: dict[str, str] | None = None
     anonymous: bool = True
     security: ServerSecurity | None = None
+    timeline: Timeline | None = None
+    """The script the line follows instead of its random behaviour (see :meth:`tick`)."""
+    _offline: bool = False
     _nodes: dict[str, Node] = field(default_factory=dict)
     _published: dict[str, Any] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -148,8 +152,24 @@ class LineHandle:
             speed = await self._nodes["MachSpeed"].read_value()
             if isinstance(speed, float | int) and speed >= 0:
                 self.line.mach_speed = float(speed)
-            self.line.step(dt)
+            if self.timeline is None:
+                self.line.step(dt)
+            else:
+                self._follow(self.timeline.advance())
             await self._publish()
+
+    def _follow(self, state: Scripted) -> None:
+        """Set the line as the script says: state, mode, counters, alarm, link."""
+        line = self.line
+        line.state = State(state.packml_state)
+        if state.mode is not None:
+            line.mode = Mode(state.mode)
+        line.processed, line.defective = state.pieces, state.rejects
+        line.alarm_active, line.alarm_code = state.fault != 0, state.fault
+        line.cur_speed = line.mach_speed if state.running else 0.0
+        if state.offline != self._offline:
+            self._offline = state.offline
+            self.proxy.set("freeze" if state.offline else None)
 
     async def value(self, name: str) -> Any:
         """A variable's current value, read inside the server (for tests)."""
@@ -247,6 +267,7 @@ async def run_packaging_line(
     users: dict[str, str] | None = None,
     anonymous: bool = True,
     security: ServerSecurity | None = None,
+    timeline: Timeline | None = None,
 ) -> AsyncIterator[LineHandle]:
     """Serve a packaging line on 127.0.0.1:``port`` (0 = free port) until the block ends.
 
@@ -254,16 +275,25 @@ async def run_packaging_line(
     own clock, and the caller moves it with :meth:`LineHandle.advance`.
     ``users`` ({name: password}) checks passwords; ``anonymous`` False then
     refuses clients without a user name. ``security`` serves signed or
-    encrypted channels only (see :class:`ServerSecurity`).
+    encrypted channels only (see :class:`ServerSecurity`). ``timeline`` scripts the
+    line (:mod:`simulators.timeline`): ``run`` is Execute/Stopped, a ``fault`` Aborted
+    with that AlarmCode, ``state``/``mode`` set StateCurrent/ModeCurrent, the piece and
+    reject counters are ProdProcessedCount/ProdDefectiveCount, ``offline`` freezes the
+    link (connections kept, nothing answered). The script is applied every ``tick``.
     """
     line = PackagingLine(seed=seed, config=config or LineConfig())
+    if timeline is not None:
+        _check_packml(timeline)
     handle = LineHandle(
         line=line,
         proxy=FaultProxy("127.0.0.1", 0),
         users=users,
         anonymous=anonymous,
         security=security,
+        timeline=timeline,
     )
+    if timeline is not None:
+        handle._follow(timeline.advance())
     await handle._start_server()
     handle.proxy.target = ("127.0.0.1", handle.backend_port)
     await handle.proxy.start(port)
@@ -276,6 +306,17 @@ async def run_packaging_line(
             await runner
         await handle.proxy.stop()
         await handle._stop_server()
+
+
+def _check_packml(timeline: Timeline) -> None:
+    """Refuse states and modes the line cannot show."""
+    for index, step in enumerate(timeline.steps):
+        if step.state is not None and step.state not in State._value2member_map_:
+            raise TimelineError(f"timeline step {index}: {step.state} is not a PackML state")
+        if step.mode is not None and step.mode not in Mode._value2member_map_:
+            raise TimelineError(f"timeline step {index}: {step.mode} is not a unit mode (1-3)")
+        if step.counter is not None and step.counter > 2**32 - 1:
+            raise TimelineError(f"timeline step {index}: counter {step.counter} exceeds 32 bits")
 
 
 async def _secure(server: Server, security: ServerSecurity) -> None:

@@ -9,7 +9,7 @@ inputs) and turns engineering values into raw words with :mod:`simulators.encode
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -141,6 +141,8 @@ class ProfileDevice:
         self.writable: dict[str, set[int]] = {f: set() for f in FUNCTIONS}
         self.values: dict[str, Scalar] = {}
         """The last engineering value given to each tag by :meth:`update`."""
+        self.refresh: Callable[[], None] | None = None
+        """Called before every read: a scripted device brings its image up to the instant."""
         for function in FUNCTIONS:
             used = [a for t in self.tags.values() if t.function == function for a in t.registers]
             valid = _fill_gaps(used, gap_fill)
@@ -190,6 +192,8 @@ class ProfileDevice:
 
     def read_registers(self, function: str, address: int, count: int) -> list[int] | None:
         """Words at ``address..address+count-1``, or ``None`` if any is unmapped."""
+        if self.refresh is not None:
+            self.refresh()
         table = self.registers[function]
         span = range(address, address + count)
         if any(a not in table for a in span):
@@ -198,6 +202,8 @@ class ProfileDevice:
 
     def read_bits(self, function: str, address: int, count: int) -> list[bool] | None:
         """Bits at ``address..address+count-1``, or ``None`` if any is unmapped."""
+        if self.refresh is not None:
+            self.refresh()
         table = self.bits[function]
         span = range(address, address + count)
         if any(a not in table for a in span):

@@ -66,6 +66,8 @@ def _delta(values: Mapping[str, bool | int | float | str]) -> Values:
     return {
         "fault_warning_code": int(_num(values, "fault_code")) & 0xFF,
         "drive_status": 0x0503 if running else 0x0500,  # bits1-0 11 running; comms bits
+        "run_status_b0": running,
+        "run_status_b1": running,
         "multi_step": 0,
         "counter": 0,
         "pf_angle_deg": 25.8 if running else 0.0,
@@ -77,6 +79,8 @@ def _atv320(values: Mapping[str, bool | int | float | str]) -> Values:
     status = 0x0008 if fault else (0x0227 if _running(values) else 0x0223)
     return {
         "status_word": status,
+        "eta_operation_enabled": bool(status & 0x0004),
+        "eta_fault": bool(status & 0x0008),
         "extended_status_word": 0,
         "mains_voltage_v": 400.0,
         "output_torque_pct": round(_num(values, "output_torque_pct")),

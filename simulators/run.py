@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from simulators.counter import CounterModel
-from simulators.faults import FaultSwitch
+from simulators.faults import FaultMode, FaultSwitch
 from simulators.meter import MeterModel
 from simulators.modbus_server import SerialEndpoint, TcpEndpoint
-from simulators.profile_device import ProfileDevice, Scalar, load_profile, profile_path
+from simulators.profile_device import (
+    ProfileDevice,
+    Scalar,
+    TagSpec,
+    load_profile,
+    profile_path,
+)
 from simulators.profile_models import BEHAVIOUR_OF_PROFILE, adapt
+from simulators.timeline import Scripted, Timeline, TimelineError, wrap
 from simulators.vfd import VfdModel
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,9 @@ DEFAULT_PROFILES: Final = {
     "meter": "eastron-sdm630",
     "counter": "generic-counter",
 }
+
+COUNTER_TAGS: Final = {"generic-counter": "t0", "delta-c2000": "counter", "delta-ms300": "counter"}
+"""The register a timeline's piece counter is served on when the timeline names none."""
 
 
 class BehaviourModel(Protocol):
@@ -72,6 +82,8 @@ class SimDevice:
     gateway: str | None = None
     extra_tags: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    timeline: Timeline | None = None
+    """Follow this script (:mod:`simulators.timeline`) instead of the random behaviour."""
 
 
 @dataclass
@@ -93,6 +105,11 @@ class RunningDevice:
     def unit_id(self) -> int:
         """The Modbus unit id the device answers to."""
         return self.device.unit_id
+
+    @property
+    def timeline(self) -> Timeline | None:
+        """The script this device follows, if any (its ``log`` lists the applied steps)."""
+        return self.model.timeline if isinstance(self.model, ScriptedModel) else None
 
     def step(self, dt: float) -> None:
         """Advance the behaviour model and refresh the register image."""
@@ -170,6 +187,82 @@ class _Adapted:
         return adapt(self.profile, self.model.step(dt))
 
 
+class ScriptedModel:
+    """A device that follows a :class:`Timeline`: run/fault words, piece counter, silence.
+
+    A VFD's drive model is commanded (run, frequency, trip code) and its values
+    recoded for the profile as usual, so each profile shows the script in its
+    own run and fault words. The piece counter is written to ``counter_tag``
+    wrapped into that tag's type; ``offline`` switches the device's fault to
+    ``silent`` (connections stay open, requests get no answer) and back.
+    Every read brings the scripted values up to the instant of the read.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: BehaviourModel,
+        timeline: Timeline,
+        device: ProfileDevice,
+        faults: FaultSwitch,
+        counter_tag: str | None,
+    ) -> None:
+        self.model = model
+        self.timeline = timeline
+        self.faults = faults
+        inner = model.model if isinstance(model, _Adapted) else None
+        self._vfd = inner if isinstance(inner, VfdModel) else None
+        self._offline = False
+        for index, step in enumerate(timeline.steps):
+            if step.state is not None or step.mode is not None:
+                raise TimelineError(
+                    f"{name}: timeline step {index} sets a PackML state or mode; "
+                    "only the packaging line has those"
+                )
+        self._tags: dict[str, TagSpec] = {}
+        for role, tag in (("counter", timeline.counter_tag or counter_tag),
+                          ("reject", timeline.reject_tag)):  # fmt: skip
+            if tag is None:
+                continue
+            if tag not in device.tags:
+                raise TimelineError(
+                    f"{name}: the timeline's {role} tag {tag!r} is not a tag of "
+                    f"{device.name} (add it with extra_tags)"
+                )
+            self._tags[role] = device.tags[tag]
+        timeline.begin()
+
+    def _scripted_values(self, state: Scripted) -> dict[str, Scalar]:
+        values: dict[str, Scalar] = {}
+        for role, count in (("counter", state.pieces), ("reject", state.rejects)):
+            tag = self._tags.get(role)
+            if tag is not None:
+                raw = wrap(count, tag.type)
+                plain = tag.scale == 1.0 and tag.offset == 0.0
+                values[tag.name] = raw if plain else raw * tag.scale + tag.offset
+        if state.offline != self._offline:
+            self._offline = state.offline
+            if state.offline:
+                self.faults.set(FaultMode.SILENT)
+            else:
+                self.faults.clear()
+        return values
+
+    def step(self, dt: float) -> Mapping[str, Scalar]:
+        state = self.timeline.advance()
+        if self._vfd is not None:
+            self._vfd.command(state.run, state.freq, state.fault)
+        values = dict(self.model.step(dt))
+        values.update(self._scripted_values(state))
+        return values
+
+    def refresh(self) -> Mapping[str, Scalar]:
+        """The scripted values at this instant (a counter device's other tags hold still)."""
+        if self._vfd is not None:
+            return self.step(0.0)
+        return self._scripted_values(self.timeline.advance())
+
+
 def _endpoint_key(spec: SimDevice, index: int) -> tuple[Any, ...]:
     if spec.serial_port is not None:
         return ("serial", spec.serial_port)
@@ -184,6 +277,14 @@ def _make_endpoints(
     built = {spec.name: (spec, *build_device(spec), FaultSwitch()) for spec in specs}
     if len(built) != len(specs):
         raise ValueError("simulated device names must be unique")
+    for name, (spec, device, model, switch) in list(built.items()):
+        if spec.timeline is not None:
+            scripted = ScriptedModel(
+                name, model, spec.timeline, device, switch, COUNTER_TAGS.get(device.name)
+            )
+            device.refresh = lambda d=device, m=scripted: d.update(m.refresh())
+            device.update(scripted.step(0.0))
+            built[name] = (spec, device, scripted, switch)
     groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
     for index, spec in enumerate(specs):
         groups[_endpoint_key(spec, index)].append(spec.name)

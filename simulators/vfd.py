@@ -69,15 +69,31 @@ class VfdModel:
         self.heatsink_c = self.params.ambient_c
         self.motor_c = self.params.ambient_c
         self.energy_kwh = 0.0
+        self.scripted = False
+        """True once :meth:`command` took over: no random starts, stops or trips, no ramps."""
         self._timer_s = self._rng.uniform(*self.params.stopped_s)
+
+    def command(self, run: bool, freq_hz: float, fault: int = 0) -> None:
+        """Follow a script from now on: trip on ``fault`` (0 = none), else run at ``freq_hz``
+        while ``run`` holds, else stop. The output frequency follows at once (no ramp),
+        so the run and fault words a script asks for are served from the next step."""
+        self.scripted = True
+        if fault:
+            self.state, self.fault_code, self.freq_hz = DriveState.FAULTED, fault, 0.0
+        elif run:
+            self.state, self.fault_code = DriveState.RUNNING, 0
+            self.set_point_hz = self.freq_hz = freq_hz
+        else:
+            self.state, self.fault_code, self.freq_hz = DriveState.STOPPED, 0, 0.0
 
     def step(self, dt: float) -> Values:
         """Advance ``dt`` seconds and return the new values."""
         if dt < 0:
             raise ValueError("time only moves forward")
         self.time_s += dt
-        self._advance_state(dt)
-        self._advance_frequency(dt)
+        if not self.scripted:
+            self._advance_state(dt)
+            self._advance_frequency(dt)
         self.load = min(1.0, max(0.2, self.load + self._rng.gauss(0.0, 0.05) * math.sqrt(dt)))
         values = self._electrical()
         self._advance_thermal(dt, values["output_power_kw"])

@@ -97,7 +97,7 @@ async def test_server_serves_the_line_in_namespace_2() -> None:
             assert state == int(handle.line.state)
             variant = await client.get_node(node_id("ProdProcessedCount")).read_data_value()
             assert variant.Value is not None
-            assert variant.Value.VariantType == ua.VariantType.UInt32
+            assert variant.Value.VariantType == ua.VariantType.Int32  # PackTags AccCount
 
 
 def test_profile_names_existing_nodes() -> None:
