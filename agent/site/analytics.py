@@ -312,6 +312,14 @@ class _Machine:
         state = self._state()
         mode = self._mode()
         counters = self._counters()
+        if self.ok and state is None and mode is not None:
+            self.ok = False
+            self.top.problems.append(
+                mode.at.problem(
+                    "a mode qualifies the machine's state, and the machine has none: give "
+                    "state too, or list the device whose profile gives it"
+                )
+            )
         if state is not None and mode is not None:
             other = state.inputs.get(mode.name)
             if other is not None and other != mode.ref:

@@ -494,3 +494,21 @@ def test_rates_read_as_counts_per_second() -> None:
     for bad in ("0/s", "-1/s", "fast", True):
         with pytest.raises(ValueError, match="rate"):
             parse_rate(bad)
+
+
+def test_a_mode_without_a_state_is_refused(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """\
+        analytics:
+          machines:
+            press-01:
+              counters: {total: {source: plc-01/parts, width: uint32}}
+              mode: {tag: press-01-drive/op_mode, names: {3: production}}
+        """,
+    )
+    assert found == [
+        f"{line_of(tmp_path / SITE, 'mode:')}: analytics.machines.press-01.mode: a mode "
+        "qualifies the machine's state, and the machine has none: give state too, or list the "
+        "device whose profile gives it"
+    ]
