@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from agent.paths import SHIPPED_PROFILES
+from agent.runtime.machines import plan_machines
 from agent.site.loader import load_profile, load_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,16 @@ def test_example_site_validates(path: Path) -> None:
     site = load_site(path, env={})
     assert site.agent.id
     assert all(d.profile for d in site.devices), "example sites use shipped profiles only"
+    plans = plan_machines(site)  # what validate builds too
+    assert len(plans) == (len(site.analytics.machines) if site.analytics else 0)
+
+
+def test_the_analytics_example_has_machines_with_shifts() -> None:
+    site = load_site(ROOT / "config" / "examples" / "analytics-demo.yaml", env={})
+    plans = {p.name: p for p in plan_machines(site)}
+    assert set(plans) == {"press-01", "line-1-packer"}
+    assert all(p.oee is not None and p.calendar is not None for p in plans.values())
+    assert plans["press-01"].energy is not None
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
 
 if TYPE_CHECKING:
+    from agent.compute.plan import MachinePlan
     from agent.site.loader import Site
     from agent.site.models import MqttSection
+    from agent.site.source import Problem
 
 EXIT_OK: Final = 0
 EXIT_RUNTIME: Final = 1
@@ -38,11 +40,16 @@ def load_site_errors(config: Path) -> Site | int:
     try:
         return load_site(config)
     except ConfigFileError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(f"{problem}\n")
-        n = len(exc.problems)
-        sys.stderr.write(f"{config}: {n} problem{'s' if n != 1 else ''}, nothing was started\n")
-        return EXIT_INPUT
+        return report_problems(config, exc.problems)
+
+
+def report_problems(config: Path, problems: list[Problem]) -> int:
+    """Print each problem of ``config`` and the count on stderr; the exit code 2."""
+    for problem in problems:
+        sys.stderr.write(f"{problem}\n")
+    n = len(problems)
+    sys.stderr.write(f"{config}: {n} problem{'s' if n != 1 else ''}, nothing was started\n")
+    return EXIT_INPUT
 
 
 def load_site_or_exit(config: Path) -> Site:
@@ -53,8 +60,8 @@ def load_site_or_exit(config: Path) -> Site:
     return site
 
 
-def print_summary(config: Path, site: Site) -> None:
-    """What ``validate`` prints for a valid site: devices, profiles, overrides, lines."""
+def print_summary(config: Path, site: Site, machines: tuple[MachinePlan, ...] = ()) -> None:
+    """What ``validate`` prints for a valid site: devices, profiles, overrides, lines, machines."""
     from agent.site.permissions import readable_by_others
 
     out = sys.stdout
@@ -82,6 +89,8 @@ def print_summary(config: Path, site: Site) -> None:
             f"  serial line {use.link}: {use.baud} baud, {use.utilisation:.0%} used by "
             f"{', '.join(use.devices)}\n"
         )
+    for line in machine_lines(site, machines):
+        out.write(f"  {line}\n")
     out.flush()
     for warning in [*site.warnings, *readable_by_others(site)]:
         sys.stderr.write(f"warning: {warning}\n")
@@ -110,3 +119,43 @@ def destination_lines(site: Site) -> list[str]:
 
 def _broker(section: MqttSection) -> str:
     return f"{section.host}:{section.port}" + (" (TLS)" if section.tls is not None else "")
+
+
+def machine_lines(site: Site, machines: tuple[MachinePlan, ...]) -> list[str]:
+    """One line per machine: where its state comes from, counters, calendar, meter."""
+    calendars = {m.id: m.calendar for m in site.analytics.machines} if site.analytics else {}
+    lines = []
+    for plan in machines:
+        parts = [_state_text(plan)]
+        counters = [f"{c.role} {c.source} {c.spec.width}" for c in plan.counters]
+        parts.append("counters " + ", ".join(counters) if counters else "no counters")
+        calendar = calendars.get(plan.name)
+        if plan.calendar is not None and calendar is not None:
+            shifts = ", ".join(s.name for s in plan.calendar.shifts)
+            parts.append(f"calendar {calendar} ({shifts}; {plan.calendar.timezone})")
+        else:
+            parts.append("no calendar")
+        if plan.oee is not None:
+            parts.append(f"OEE ideal cycle {plan.oee.ideal_cycle_s:g}s")
+        if plan.energy is not None:
+            parts.append(f"meter {plan.energy.source} ({plan.energy.register})")
+        if plan.alarms:
+            parts.append(f"alarms {', '.join(a.name for a in plan.alarms)}")
+        lines.append(f"machine {plan.name}: " + ", ".join(parts))
+    return lines
+
+
+def _state_text(plan: MachinePlan) -> str:
+    from agent.compute.state import Rules
+
+    spec = plan.state
+    if spec is None:
+        return "no state"
+    names = sorted(spec.source.inputs)
+    devices = sorted({plan.inputs[n].device for n in names if n in plan.inputs})
+    how = (
+        "rules over " + ", ".join(names) if isinstance(spec.source, Rules) else f"map of {names[0]}"
+    )
+    mode = f"; mode {spec.mode.tag}" if spec.mode is not None else ""
+    offline = f"; offline after {spec.offline_after_ms / 1000:g}s"
+    return f"state from {', '.join(devices)} ({how}{mode}{offline})"

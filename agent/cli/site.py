@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from agent.cli.common import fail, load_site_or_exit, print_summary
+from agent.cli.common import fail, load_site_or_exit, print_summary, report_problems
 from agent.secretmask import MASK, is_secret_key
 from agent.secretmask import mask as mask_text
 
@@ -31,7 +31,15 @@ config_app = typer.Typer(
 
 def validate(config: Path) -> None:
     """Check a site file without touching any device; exit 2 with every problem if invalid."""
-    print_summary(config, load_site_or_exit(config))
+    from agent.runtime.machines import plan_machines
+    from agent.site.source import ConfigFileError
+
+    site = load_site_or_exit(config)
+    try:
+        machines = plan_machines(site)
+    except ConfigFileError as exc:
+        raise SystemExit(report_problems(config, exc.problems)) from None
+    print_summary(config, site, machines)
 
 
 def show_schema(kind: str, output: Path | None) -> None:

@@ -10,6 +10,7 @@ process       the foreground process: signals, sd_notify, the watchdog pets
 agent         ``Agent``: wires buffer, publishers, pollers, status; reload, snapshot
 destinations  ``destinations(site)``: the Destination records; broker options per section
 sessions      a destination's dialect session, and the device facts it announces
+machines      ``plan_machines(site)``: each machine as a compute plan, refusals located
 poller        ``DevicePoller``: one task per device, deadlines, backoff, isolation
 stats         per-device counters, the poll-duration histogram, latest values
 reload        what a SIGHUP may change live, and what needs a restart

@@ -13,6 +13,7 @@ loader       ``load_site``: profiles merged, drivers asked, every problem locate
              ``Site``, serial line capacity, secrets masked in problems
 device       one device: its profile + the site's overrides, each change recorded
 north        the ``north:`` destinations: blocks, credentials, sub-devices; secret files
+analytics    the ``analytics:`` machines merged with their profiles' ``machine:`` blocks
 profiles     profile lookup, ``extends`` chains, content hashes and pins
 params       ``${param.X}`` values and safe expressions (no eval)
 schema       JSON schemas of site files and profiles (``edge-agent schema``)

@@ -9,7 +9,7 @@ in the site file or in the profile. Nothing here touches a device or the network
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ class DeviceConfig:
     vendor: str | None = None
     """The profile's equipment maker and model, for the cloud's device attributes."""
     model: str | None = None
+    machine: cfg.MachineBlock | None = None
+    """The profile's ``machine:`` block (tags are this device's), None without one."""
+    machine_source: Source | None = field(default=None, compare=False, repr=False)
+    """The profile file that wrote :attr:`machine`, to locate its problems."""
 
 
 def merge_device(
@@ -123,6 +127,8 @@ class _DeviceBuilder:
             changes=tuple(self.changes),
             vendor=profile.model.vendor if profile else None,
             model=profile.model.model if profile else None,
+            machine=profile.model.machine if profile else None,
+            machine_source=profile.source_of(("machine",)) if profile else None,
         )
 
     def _profile(self) -> Profile | None:

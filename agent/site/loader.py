@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from agent.paths import ETC_PROFILES, SHIPPED_PROFILES, default_data_dir
 from agent.secretmask import mask, secret_values
 from agent.site import models as cfg
+from agent.site.analytics import Analytics, resolve_analytics
 from agent.site.device import DEFAULT_GROUP_INTERVAL, DeviceConfig, merge_device
 from agent.site.north import (
     DestinationSecrets,
@@ -87,6 +88,8 @@ class Site:
     """Destination id -> its secrets, files read (:mod:`agent.site.north`)."""
     notes: tuple[str, ...] = ()
     """Warnings found while loading (a secret written in the file), part of :attr:`warnings`."""
+    analytics: Analytics | None = None
+    """The ``analytics:`` block, each machine merged with its devices' profiles; None: off."""
 
     @property
     def warnings(self) -> list[str]:
@@ -184,8 +187,9 @@ class _SiteBuilder:
                     )
                 ]
             )
-        # devices and destinations one by one: a bad entry hides no problem of the others
-        sections = {k: v for k, v in data.items() if k not in ("devices", "north")}
+        # devices, destinations, analytics on their own: a bad entry hides no other problem
+        own = ("devices", "north", "analytics")
+        sections = {k: v for k, v in data.items() if k not in own}
         top = _validate(cfg.SiteFile, {**sections, "devices": []}, (), self.source, self.problems)
         north = self._north(data.get("north"), mqtt_given="mqtt" in data)
         raw_devices = data.get("devices") or []
@@ -194,6 +198,14 @@ class _SiteBuilder:
             raw_devices = []
         folders = profile_folders(self.site_dir, top.profiles if top else [])
         devices = self._devices(raw_devices, folders)
+        analytics = None
+        if data.get("analytics") is not None:
+            ids = {
+                r["id"] for r in raw_devices if isinstance(r, dict) and isinstance(r.get("id"), str)
+            }
+            analytics = resolve_analytics(
+                data["analytics"], devices, ids, self.source, self.problems
+            )
         password = self._password(top.mqtt) if top else None
         if top is not None and top.mqtt.tls is not None:
             check_tls_files(self.site_dir, top.mqtt.tls, ("mqtt",), self._problem)
@@ -204,7 +216,7 @@ class _SiteBuilder:
         self._check_shared_lines(devices)
         if self.problems or top is None:
             raise ConfigFileError(mask_problems(self.problems, self._secrets(password, secrets)))
-        return self._site(top, devices, password, north, secrets)
+        return self._site(top, devices, password, north, secrets, analytics)
 
     def _north(self, raw: Any, *, mqtt_given: bool) -> dict[int, cfg.NorthSection] | None:
         """The valid ``north`` entries by index; None when the site has no ``north``."""
@@ -297,6 +309,7 @@ class _SiteBuilder:
         password: str | None,
         north: dict[int, cfg.NorthSection] | None,
         secrets: dict[str, DestinationSecrets],
+        analytics: Analytics | None,
     ) -> Site:
         data_dir, socket, buffer_path = self._places(top)
         return Site(
@@ -315,7 +328,11 @@ class _SiteBuilder:
             north=tuple((north or {}).values()),
             mqtt_is_destination=mqtt_is_destination(top, north),
             north_secrets=secrets,
-            notes=tuple(literal_secrets(self.source)),
+            notes=(
+                *literal_secrets(self.source),
+                *(analytics.notes if analytics is not None else ()),
+            ),
+            analytics=analytics,
         )
 
     def _secrets(

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from agent.site.params import check_name
 from drivers.base import ByteSize, Duration, StrictModel
@@ -439,6 +441,393 @@ class DeviceSection(StrictModel):
         return value
 
 
+# --------------------------------------------------------------------------- machine facts
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|min|m|h))?\s*$")
+_RATE_PER = {"s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_COND_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_COND_KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+MachineStateName = Literal["running", "idle", "stopped", "fault"]
+"""The states a rule or a map may give (``offline`` is derived, never configured)."""
+CounterRoleName = Literal["total", "good", "reject"]
+CounterWidth = Literal["uint16", "uint32", "int16", "int32", "uint64"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WORKWEEK: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+
+
+def parse_rate(value: Any) -> float:
+    """``"20/s"``, ``"1200/min"``, ``"72000/h"`` or a number (per second) -> counts per second."""
+    if isinstance(value, bool):
+        raise ValueError("expected a rate such as 20/s, 600/min")
+    if isinstance(value, int | float):
+        rate = float(value)
+    else:
+        match = _RATE.match(str(value))
+        if not match:
+            raise ValueError("expected a rate such as 20/s, 600/min, 5000/h")
+        rate = float(match.group(1)) / _RATE_PER[match.group(2)]
+    if rate <= 0:
+        raise ValueError("a rate must be more than 0")
+    return rate
+
+
+Rate = Annotated[float, BeforeValidator(parse_rate, json_schema_input_type=float | str)]
+"""Counts per second, written in config as ``20/s``, ``600/min``, ``5000/h``."""
+
+
+def check_condition_name(name: str) -> str:
+    """A name a condition can use: a letter or '_' first, then letters, digits, '_'."""
+    if not _COND_NAME.match(name) or name in _COND_KEYWORDS:
+        raise ValueError(
+            f"name {name!r}: use letters, digits and '_' (a letter or '_' first, at most 64), "
+            "not and/or/not/true/false"
+        )
+    return name
+
+
+def _names(value: dict[str, Any]) -> dict[str, Any]:
+    for name in value:
+        check_condition_name(name)
+    return value
+
+
+def _text_keys(value: Any) -> Any:
+    """YAML keys 0, 1... arrive as text from the site loader; the same when built in code."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def check_hhmm(value: Any) -> str:
+    """A local time ``"HH:MM"``; YAML reads an unquoted 10:15 as the number 615."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f'{value}: write times in quotes ("{value // 60:02d}:{value % 60:02d}"): '
+            "YAML reads an unquoted 10:15 as the number 615"
+        )
+    if not isinstance(value, str) or not _HHMM.match(value):
+        raise ValueError(f"{value!r}: a local time HH:MM, 00:00 to 23:59")
+    return value
+
+
+HHMM = Annotated[str, BeforeValidator(check_hhmm, json_schema_input_type=str)]
+
+
+class StateRule(StrictModel):
+    """One state rule: the machine is in ``state`` when ``when`` holds (the first that holds)."""
+
+    state: MachineStateName = Field(description="The state this rule gives.")
+    when: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Condition over the inputs: names, numbers, true/false, == != < <= > >=, "
+        'and, or, not, parentheses (e.g. "run and freq > 0.5"). Write true for the last rule.',
+    )
+    reason: str | None = Field(None, description="Why, sent with the state (e.g. fault).")
+
+
+StateEntry = MachineStateName | tuple[MachineStateName, str]
+
+
+class StateMapBlock(StrictModel):
+    """A state tag whose values name the state: the PackML table or a table of its own."""
+
+    tag: str = Field(min_length=1, description="The tag holding the state value.")
+    table: Literal["packml"] | dict[str, StateEntry] = Field(
+        description="packml (PackML StateCurrent numbers), or value -> state, or value -> "
+        "[state, reason], e.g. {0: stopped, 1: running, 3: [fault, E.OC1]}. Keys that are "
+        "whole numbers match numbers (and 0/1 match false/true)."
+    )
+
+    _keys = field_validator("table", mode="before")(_text_keys)
+
+
+class StateBlock(StrictModel):
+    """Where the machine's state comes from: ordered rules over inputs, or a state tag's map."""
+
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Condition name -> tag of this profile, used in the rules "
+        "(e.g. {run: run_bit, freq: output_freq_hz}).",
+    )
+    rules: list[StateRule] = Field(
+        default_factory=list,
+        description="Ordered rules; the first that holds gives the state, an input in error "
+        "gives no confident state.",
+    )
+    map: StateMapBlock | None = Field(None, description="Instead of inputs and rules: a state tag.")
+    debounce: Duration = Field(
+        0.0, description="A new state counts once it has held this long (back-dated)."
+    )
+    offline_after: Duration | None = Field(
+        None,
+        gt=0,
+        description="Offline after this long without a confident read. Default: 3 x the "
+        "poll interval of the state tags (the slowest), at least 5s.",
+    )
+
+    _inputs = field_validator("inputs")(_names)
+
+    @model_validator(mode="after")
+    def _rules_or_map(self) -> StateBlock:
+        if self.map is not None and (self.inputs or self.rules):
+            raise ValueError("give inputs and rules, or map, not both")
+        if self.map is None and not self.rules:
+            raise ValueError(
+                "give inputs and rules (the last often {state: idle, when: 'true'}) or map"
+            )
+        return self
+
+
+class ModeBlock(StrictModel):
+    """An intent tag: production, setup, maintenance...; planned-downtime modes leave OEE."""
+
+    tag: str = Field(min_length=1, description="The tag holding the mode value.")
+    names: dict[str, str] = Field(
+        min_length=1,
+        description="Value -> mode name, e.g. {1: production, 2: maintenance}; a value not "
+        "named makes the read not confident.",
+    )
+    planned_downtime: list[str] = Field(
+        default_factory=list,
+        description="Modes whose time is planned downtime (not in OEE's planned time).",
+    )
+
+    _keys = field_validator("names", mode="before")(_text_keys)
+
+    @model_validator(mode="after")
+    def _known_modes(self) -> ModeBlock:
+        unknown = [m for m in self.planned_downtime if m not in self.names.values()]
+        if unknown:
+            known = ", ".join(sorted(set(self.names.values())))
+            raise ValueError(f"planned_downtime {unknown} are not among the modes: {known}")
+        return self
+
+
+class CounterBlock(StrictModel):
+    """A piece counter of this profile: its tag, register width and fastest count rate."""
+
+    tag: str = Field(min_length=1, description="The tag holding the raw count.")
+    width: CounterWidth = Field(
+        description="Register width: where it wraps (a signed register is read as unsigned)."
+    )
+    max_rate: Rate | None = Field(
+        None,
+        description="Fastest the counter can count, e.g. 20/s. Without it a fall is never "
+        "a wrap: a uint16 counter on a fast line needs it, or its wraps read as resets.",
+    )
+    reset_tag: str | None = Field(
+        None, description="A tag of the same device that is true when the device reset it."
+    )
+
+
+class AlarmBlock(StrictModel):
+    """An alarm: active while its condition holds over the state inputs and its own inputs."""
+
+    when: str = Field(min_length=1, max_length=200, description="Condition, as in the state rules.")
+    severity: int = Field(500, ge=1, le=1000, description="1 (least) to 1000 (most severe).")
+    message: str = Field("", description="Text sent with the alarm.")
+    min_repeat: Duration = Field(
+        0.0, description="Raised again sooner than this after it cleared: still the same alarm."
+    )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="More condition names -> tags of this profile, besides the state inputs.",
+    )
+
+    _inputs = field_validator("inputs")(_names)
+
+
+def _alarm_names(value: dict[str, Any]) -> dict[str, Any]:
+    for name in value:
+        if not _COND_NAME.match(name):
+            raise ValueError(f"alarm name {name!r}: use letters, digits and '_' (at most 64)")
+    return value
+
+
+def _two_roles(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > 2:
+        raise ValueError("at most two counter roles: the third follows (good = total - reject)")
+    return value
+
+
+class MachineBlock(StrictModel):
+    """What this equipment says about its machine: state, mode, counters, alarms."""
+
+    state: StateBlock | None = Field(None, description="Where the state comes from.")
+    mode: ModeBlock | None = Field(None, description="The intent tag (optional).")
+    counters: dict[CounterRoleName, CounterBlock] = Field(
+        default_factory=dict,
+        description="Role (total, good, reject) -> counter; at most two roles.",
+    )
+    alarms: dict[str, AlarmBlock] = Field(
+        default_factory=dict, description="Alarm name -> its condition."
+    )
+    ideal_cycle: Duration | None = Field(
+        None, gt=0, description="Default ideal seconds per piece for OEE performance."
+    )
+
+    _roles = field_validator("counters")(_two_roles)
+    _alarms = field_validator("alarms")(_alarm_names)
+
+
+class SiteStateMap(StateMapBlock):
+    """A state tag written ``device/tag``."""
+
+    tag: str = Field(min_length=1, description="The state tag, written device/tag.")
+
+
+class SiteState(StateBlock):
+    """The machine's state from the site: sources written ``device/tag``, all of one device."""
+
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Condition name -> device/tag (all of one device, the state device).",
+    )
+    map: SiteStateMap | None = Field(
+        None, description="Instead of inputs and rules: a state tag (device/tag)."
+    )
+
+
+class SiteMode(ModeBlock):
+    """The intent tag from the site, written ``device/tag``."""
+
+    tag: str = Field(min_length=1, description="The mode tag, written device/tag.")
+
+
+class SiteCounter(StrictModel):
+    """A piece counter given by the site: replaces the profile's counter of that role."""
+
+    source: str = Field(min_length=1, description="The raw count, written device/tag.")
+    width: CounterWidth = Field(description="Register width: where it wraps.")
+    max_rate: Rate | None = Field(
+        None, description="Fastest the counter can count, e.g. 50/s (see the profile's)."
+    )
+    reset_tag: str | None = Field(
+        None, description="device/tag of the same device, true when the device reset it."
+    )
+
+
+class SiteAlarm(AlarmBlock):
+    """An alarm given by the site; its own inputs are written ``device/tag``."""
+
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="More condition names -> device/tag, besides the state inputs.",
+    )
+
+
+class EnergyBlock(StrictModel):
+    """The meter that feeds this machine: a cumulative kWh register."""
+
+    meter: str = Field(min_length=1, description="The kWh register, written device/tag.")
+    # "register" would shadow BaseModel.register (abc): the key keeps its name as an alias
+    register_kind: Literal["float32", "exact"] = Field(
+        "float32",
+        alias="register",
+        description="float32: the meter sends a float32 (its resolution is reported); "
+        "exact: an integer or decimal register.",
+    )
+
+
+class MachineSection(StrictModel):
+    """One machine: the devices whose profiles describe it, its calendar, its OEE settings."""
+
+    devices: list[str] = Field(
+        default_factory=list,
+        description="Devices whose profile machine blocks are merged (one may give the state).",
+    )
+    calendar: str | None = Field(
+        None, description="A calendar of analytics.calendars; without one no shift summaries."
+    )
+    ideal_cycle: Duration | None = Field(
+        None, gt=0, description="Ideal seconds per piece (overrides the profile's); OEE needs it."
+    )
+    micro_stop_max: Duration = Field(
+        120.0, description="Stops up to this long are micro-stops (a performance loss)."
+    )
+    method: Literal["common", "iso22400"] = Field(
+        "common", description="common: micro-stops are run time; iso22400: downtime."
+    )
+    unknown_time: Literal["exclude", "as_down"] = Field(
+        "exclude", description="Planned time offline: left out of availability, or downtime."
+    )
+    energy: EnergyBlock | None = Field(None, description="The meter feeding this machine.")
+    state: SiteState | None = Field(
+        None, description="The state, when no profile gives it (replaces a profile's)."
+    )
+    mode: SiteMode | None = Field(None, description="The intent tag (replaces a profile's).")
+    counters: dict[CounterRoleName, SiteCounter] = Field(
+        default_factory=dict, description="Role -> counter; replaces the profile's of that role."
+    )
+    alarms: dict[str, SiteAlarm] = Field(
+        default_factory=dict, description="More alarms; a name also in a profile is refused."
+    )
+
+    _roles = field_validator("counters")(_two_roles)
+    _alarms = field_validator("alarms")(_alarm_names)
+
+
+class ShiftSection(StrictModel):
+    """One shift of a workday, in local time; an end at or before the start crosses midnight."""
+
+    name: str = Field(description="Shift name, unique in the calendar (in the shift's id).")
+    start: HHMM = Field(description='Local start, "HH:MM" (quoted).')
+    end: HHMM = Field(description='Local end, "HH:MM"; at or before start: the next day.')
+    breaks: list[tuple[HHMM, HHMM]] = Field(
+        default_factory=list,
+        description='Breaks inside the shift, [["10:00", "10:15"], ...]: not planned time.',
+    )
+
+    _check_name = field_validator("name")(check_id)
+
+
+class CalendarSection(StrictModel):
+    """A calendar: workdays, holidays and the shifts of a workday."""
+
+    workdays: list[Weekday] = Field(
+        default_factory=lambda: list(_WORKWEEK),
+        description="Days shifts start on (mon ... sun).",
+    )
+    holidays: list[date] = Field(
+        default_factory=list, description='Dates without shifts, "YYYY-MM-DD".'
+    )
+    shifts: list[ShiftSection] = Field(min_length=1, description="The shifts of a workday.")
+    breaks_count_if_running: bool = Field(
+        False, description="A break worked through counts as planned and run time."
+    )
+
+
+class AnalyticsSection(StrictModel):
+    """Machine facts computed at the edge: state, pieces, OEE per shift, energy per part."""
+
+    timezone: str | None = Field(
+        None, description="IANA time zone of the calendars (default: the box's local zone)."
+    )
+    publish_every: Duration = Field(
+        300.0, description="How often a running shift figure is sent; 0: only at the shift end."
+    )
+    calendars: dict[str, CalendarSection] = Field(
+        default_factory=dict, description="Calendar name -> its shifts."
+    )
+    machines: dict[str, MachineSection] = Field(
+        default_factory=dict,
+        description="Machine id -> its devices and settings (same rules as device ids, "
+        "not a device id).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone, e.g. Asia/Shanghai") from None
+        return value
+
+
 class SiteFile(StrictModel):
     """The top level of a site file."""
 
@@ -461,6 +850,9 @@ class SiteFile(StrictModel):
         default_factory=list, description="Extra profile folders, searched before the shipped ones."
     )
     devices: list[DeviceSection] = Field(default_factory=list, description="The devices to poll.")
+    analytics: AnalyticsSection | None = Field(
+        None, description="Machine facts: machines, calendars (docs/EVENTS.md). Off when unset."
+    )
 
 
 Expected = bool | int | float | str
@@ -551,6 +943,11 @@ class ProfileFile(StrictModel):
     vectors: list[ProfileVector] = Field(
         default_factory=list,
         description="Test vectors: raw input -> expected values (edge-agent profile test).",
+    )
+    machine: MachineBlock | None = Field(
+        None,
+        description="What the equipment says about its machine (state, counters, alarms); "
+        "used by the site's analytics.machines. Replaces a base profile's block whole.",
     )
 
     @field_validator("params")

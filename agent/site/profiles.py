@@ -2,10 +2,11 @@
 
 A profile may extend another one (a vendor family base, then a series):
 ``protocol``, ``poll_groups`` and ``params`` are merged key by key, ``tags``
-attribute by attribute, the child winning. ``drop_tags`` removes inherited
-tags. The content hash covers the whole chain, so a change in a base profile
-changes the hash of every profile built on it, and a site pinned to the old
-hash (``profile: name@hash``) is told so.
+attribute by attribute, the child winning; a child's ``machine`` block replaces
+its base's whole. ``drop_tags`` removes inherited tags. The content hash
+covers the whole chain, so a change in a base profile changes the hash of
+every profile built on it, and a site pinned to the old hash
+(``profile: name@hash``) is told so.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def _origins_of(model: cfg.ProfileFile, source: Source) -> dict[Path_, Source]:
         origins[("tags", tag)] = source
         for attr in attrs:
             origins[("tags", tag, attr)] = source
+    if model.machine is not None:
+        origins[("machine",)] = source
     return origins
 
 
@@ -176,6 +179,12 @@ def _merge(
     if problems:
         raise ConfigFileError(problems)
     update = {**merged, "tags": tags, "drop_tags": [], "vectors": _vectors(base, child)}
+    # The machine block is one piece (rules are ordered, roles go together): a child's
+    # block replaces its base's whole, without one the child keeps the base's.
+    if child.machine is None:
+        update["machine"] = base.machine
+    else:
+        origins[("machine",)] = source
     for key in ("vendor", "model", "description", "source", "notes"):
         if getattr(child, key) is None:
             update[key] = getattr(base, key)

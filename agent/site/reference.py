@@ -22,7 +22,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from agent.site.models import ProfileFile, SiteFile
+from agent.site.models import ProfileFile, SiteFile, parse_rate
 from agent.site.schema import driver_specs
 from drivers.base import parse_duration, parse_size
 
@@ -44,7 +44,8 @@ PYTHONPATH=. python -m agent schema --markdown -o docs/SITE-REFERENCE.md
 A test fails while this page differs from what the models generate. Keys not
 listed are refused (`unknown key`). Durations are written `500ms`, `1s`,
 `2m`, `1h` (a bare number is seconds); sizes `64MB`, `256MiB`, `1GB` (a bare
-number is bytes).
+number is bytes); rates `20/s`, `600/min`, `5000/h` (a bare number is per
+second).
 """
 
 _RULES = """\
@@ -118,6 +119,41 @@ _RULES = """\
       sparkplug: {group_id: county-plants, primary_host: county-scada}
   ```
 
+- **Machines (`analytics`)**: a machine lists `devices`; the `machine:`
+  block of each one's profile (in that profile's tag names) gives parts of
+  the machine, and the machine's own keys in the site add to or replace
+  them, with sources written `device/tag`. Exactly one device may give
+  `state` (two: an error naming both) unless the site gives `state`, which
+  replaces it; the same for `mode`. A counter role (`total`, `good`,
+  `reject`) comes from one device, a site counter replaces that role, and a
+  machine has at most two roles (good = total - reject). Alarms are the
+  union (a name twice is an error); an alarm's condition may use the state
+  inputs and its own `inputs`. The site's `ideal_cycle` overrides the
+  profiles'. A machine id follows the device id rules and is not a device
+  id. Defaults: `offline_after` is 3 x the poll interval of the state tags
+  (the slowest), at least 5s; OEE needs a `calendar`, an `ideal_cycle` and
+  a counter (without them summaries carry times and counts only). A uint16
+  counter on a fast line needs `max_rate`, or its wraps read as resets.
+  Write shift times in quotes: YAML reads an unquoted `10:15` as the
+  number 615. `validate` prints one line per machine.
+
+  ```yaml
+  analytics:
+    timezone: Asia/Shanghai
+    calendars:
+      two_shift:
+        shifts:
+          - {name: day, start: "08:00", end: "16:00", breaks: [["10:00", "10:15"]]}
+          - {name: night, start: "22:00", end: "06:00"}
+    machines:
+      press-01:
+        devices: [press-01-drive]          # its profile's machine: block gives the state
+        calendar: two_shift
+        ideal_cycle: 1.2s
+        counters: {total: {source: plc-01/parts_made, width: uint32, max_rate: 50/s}}
+        energy: {meter: meter-01/import_energy_kwh}
+  ```
+
 - **Permissions**: `validate` and `run` warn when the site file, the MQTT
   password file or a key file is readable by every user
   (`... is readable by every user (mode -rw-r--r--): chmod 640 FILE`). Fix it
@@ -185,7 +221,8 @@ def section(path: str, model: type[BaseModel], driver: str = "") -> str:
     doc = doc.replace("``", "`")
     rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
     for name, info in model.model_fields.items():
-        cells = (f"`{name}`", _type(info), _default(info), _cell(info.description or ""))
+        key = info.alias or name  # the key as written (an alias where a name is taken)
+        cells = (f"`{key}`", _type(info), _default(info), _cell(info.description or ""))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([title, "", _cell(doc), "", *rows, ""])
 
@@ -218,10 +255,13 @@ def _type_name(annotation: Any, metadata: list[Any]) -> str:
 
 
 def _unit(metadata: list[Any]) -> str | None:
-    """``duration`` or ``size`` for the types written with a unit (``500ms``, ``64MB``)."""
+    """``duration``, ``size`` or ``rate`` for the types written with a unit (``500ms``, ``64MB``,
+    ``20/s``)."""
     funcs = {getattr(meta, "func", None) for meta in metadata}
     if parse_duration in funcs:
         return "duration"
+    if parse_rate in funcs:
+        return "rate"
     return "size" if parse_size in funcs else None
 
 
@@ -232,6 +272,8 @@ def _container(origin: Any, args: tuple[Any, ...]) -> str | None:
         return f"list of {_plural(_type_name(args[0], []))}"
     if origin is dict:
         return f"mapping of name to {_type_name(args[1], [])}"
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return "[" + ", ".join(_type_name(a, []) for a in args) + "]"
     return None
 
 
@@ -300,6 +342,8 @@ def _value(value: Any, kind: str) -> str:
         return _duration(float(value))
     if kind == "size" and isinstance(value, int):
         return _size(value)
+    if value == "":
+        return '""'
     return repr(value) if isinstance(value, str) and value.strip() != value else str(value)
 
 

@@ -60,8 +60,9 @@ def test_every_key_has_a_description() -> None:
 def test_every_key_of_every_section_is_on_the_page() -> None:
     page = PAGE.read_text(encoding="utf-8")
     for path, model in _all_models():
-        for name in model.model_fields:
-            assert f"| `{name}` |" in page, f"{path or 'top level'}.{name}"
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            assert f"| `{key}` |" in page, f"{path or 'top level'}.{key}"
 
 
 def test_types_and_defaults_read_as_a_contractor_writes_them() -> None:
