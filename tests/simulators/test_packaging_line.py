@@ -113,6 +113,7 @@ def test_profile_names_existing_nodes() -> None:
         "protocol",
         "poll_groups",
         "tags",
+        "machine",
     }
     prefix = f"nsu={NAMESPACE};s=Line1."
     names = {tag["node"].removeprefix(prefix) for tag in profile["tags"].values()}

@@ -12,6 +12,7 @@ from simulators.profile_device import PROFILES_DIR, ProfileDevice, load_profile,
 ALLOWED_TOP = {
     "profile", "version", "vendor", "model", "description", "source", "notes",
     "protocol", "poll_groups", "tags", "vectors",  # vectors: for profile test, not the device
+    "machine",  # the agent's machine facts: not the simulator's business
 }  # fmt: skip
 TAG_KEYS = {
     "address", "function", "type", "bit", "length", "byte_order", "scale", "offset", "unit",
