@@ -41,7 +41,7 @@ def validate(config: ConfigOpt) -> None:
 @app.command()
 def run(config: ConfigOpt) -> None:
     """Run the agent in the foreground (what systemd runs). SIGTERM flushes and exits 0."""
-    site = load_site_or_exit(config)
+    site = load_site_or_exit(config, machines=True)
     from agent import logs
     from agent.runtime.process import run_agent
 

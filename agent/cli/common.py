@@ -32,15 +32,24 @@ def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
     raise SystemExit(code)
 
 
-def load_site_errors(config: Path) -> Site | int:
-    """Load a site file; on problems print each one and return the exit code 2."""
+def load_site_errors(config: Path, *, machines: bool = False) -> Site | int:
+    """Load a site file; on problems print each one and return the exit code 2.
+
+    ``machines``: also build the machines of ``analytics:`` (what ``run`` needs),
+    so a rule the computing core refuses is a located problem before anything starts.
+    """
     from agent.site.loader import load_site
     from agent.site.source import ConfigFileError
 
     try:
-        return load_site(config)
+        site = load_site(config)
+        if machines:
+            from agent.runtime.machines import plan_machines
+
+            plan_machines(site)
     except ConfigFileError as exc:
         return report_problems(config, exc.problems)
+    return site
 
 
 def report_problems(config: Path, problems: list[Problem]) -> int:
@@ -52,9 +61,9 @@ def report_problems(config: Path, problems: list[Problem]) -> int:
     return EXIT_INPUT
 
 
-def load_site_or_exit(config: Path) -> Site:
+def load_site_or_exit(config: Path, *, machines: bool = False) -> Site:
     """Load a site file; print every problem and exit 2 if it is invalid."""
-    site = load_site_errors(config)
+    site = load_site_errors(config, machines=machines)
     if isinstance(site, int):
         raise SystemExit(site)
     return site

@@ -25,7 +25,7 @@ def _fast_run(args: list[str]) -> int | None:
     from agent.cli.common import load_site_errors
     from agent.runtime.process import run_agent
 
-    site = load_site_errors(Path(config))
+    site = load_site_errors(Path(config), machines=True)
     if isinstance(site, int):
         return site
     logs.setup(site.agent.log_level, site.secrets)

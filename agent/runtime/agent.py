@@ -34,6 +34,7 @@ from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.private import private_dir
 from agent.runtime.destinations import connection_options, destinations
 from agent.runtime.facts import Facts
+from agent.runtime.machines import plan_machines
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
@@ -82,8 +83,12 @@ def destination_budget(destination: Destination, agent_id: str) -> int:
 class Agent:
     """One agent process for one site file."""
 
-    def __init__(self, site: Site, plans: tuple[MachinePlan, ...] = ()) -> None:
+    def __init__(self, site: Site, plans: tuple[MachinePlan, ...] | None = None) -> None:
+        """``plans``: the site's machines (default: built from its ``analytics:`` block;
+        :class:`~agent.site.source.ConfigFileError` if a rule cannot be built)."""
         self.site = site
+        if plans is None:
+            plans = plan_machines(site)
         self.started = time.monotonic()
         self.started_ms = now_ms()
         self.destinations = destinations(site)
