@@ -25,6 +25,7 @@ options      broker options, publisher counters, error sentences (no paho)
 probe        a paho-free MQTT CONNECT probe for ``edge-agent doctor``
 sparkplug    Sparkplug B 3.0: pure builders (``encode``) and the Edge Node session
 dialects     cloud encodings and sessions (Alink, IoTDA, ThingsBoard)
+facts        events messages as a machine's values and births (pure)
 decoding     any dialect's payload decoded; buffer-seq and Sparkplug-seq gaps
 listen       the subscriber of ``edge-agent listen`` (paho's second home)
 ===========  ================================================================

@@ -33,7 +33,9 @@ from typing import Any, Final
 import orjson
 
 from agent.errors import DialectError
-from agent.message import decode_message
+from agent.message import decode_events, decode_message, is_events
+from agent.north.dialects.thingsboard import OWN_TELEMETRY
+from agent.north.facts import event_values
 from agent.north.options import MqttOptions
 from agent.north.sparkplug import sparkplug_b_pb2 as pb
 from agent.north.sparkplug.encode import (
@@ -67,9 +69,13 @@ def _default_of(name: str) -> str:
 
 
 _FILTERS: dict[str, tuple[str, ...]] = {
-    "edge-json": (_filter_of(_default_of("topic")), _filter_of(_default_of("status_topic"))),
+    "edge-json": (
+        _filter_of(_default_of("topic")),
+        _filter_of(_default_of("status_topic")),
+        _filter_of(_default_of("events_topic")),
+    ),
     "sparkplug-b": (f"{NAMESPACE}/#",),
-    "thingsboard": ("v1/gateway/#",),
+    "thingsboard": ("v1/gateway/#", OWN_TELEMETRY),
     "alink": ("/sys/#",),
     "iotda": ("$oc/devices/#",),
     # '#' never matches a topic that starts with '$' (MQTT 3.1.1, 4.7.2): IoTDA's is asked apart
@@ -114,7 +120,7 @@ def guess_dialect(topic: str) -> str:
     """The dialect whose topics ``topic`` looks like (edge-json for anything else)."""
     if topic.startswith(f"{NAMESPACE}/"):
         return "sparkplug-b"
-    if topic.startswith("v1/gateway/"):
+    if topic.startswith("v1/gateway/") or topic == OWN_TELEMETRY:
         return "thingsboard"
     if topic.startswith("/sys/"):
         return "alink"
@@ -240,6 +246,8 @@ class Decoder:
         if isinstance(body, dict) and "state" in body and "readings" not in body:
             agent, state = body.get("agent"), body.get("state")
             return Decoded("edge-json", "status", f"status {agent}: {state}", body)
+        if is_events(payload):
+            return self._events(payload)
         try:
             message = decode_message(payload)
         except ValueError as exc:
@@ -258,6 +266,29 @@ class Decoder:
                 parts.append(f"(clock {first['clock']})")
         sample = Sample(agent, device, seq)
         return Decoded("edge-json", "data", " ".join(parts), message, (sample,))
+
+    def _events(self, payload: bytes) -> Decoded:
+        """An events message: each event's type and the values it stands for."""
+        try:
+            message = decode_events(payload)
+        except ValueError as exc:
+            return _raw("edge-json", payload, f"not an events message ({exc})")
+        agent, source, seq = message["agent"], message["source"], message["seq"]
+        events = message["events"]
+        n = len(events)
+        parts = [f"{agent}/{source} seq={seq} {n} event{'s' if n != 1 else ''}:"]
+        shown = []
+        for event in events[:SHOWN]:
+            try:
+                values = event_values(event)
+            except (KeyError, TypeError, ValueError):
+                values = {}
+            shown.append(f"{event['type']} {_pairs(list(values.items()))}".rstrip())
+        if n > SHOWN:
+            shown.append(f"… (+{n - SHOWN})")
+        parts.append("; ".join(shown))
+        sample = Sample(agent, source, seq)
+        return Decoded("edge-json", "events", " ".join(parts), message, (sample,))
 
     # -- Sparkplug B ---------------------------------------------------------
     def _sparkplug(self, topic: str, payload: bytes) -> Decoded:
@@ -369,6 +400,8 @@ class Decoder:
     def _thingsboard(self, topic: str, payload: bytes) -> Decoded:
         body = orjson.loads(payload)
         kind = topic.removeprefix("v1/gateway/") or "gateway"
+        if topic == OWN_TELEMETRY:  # the gateway's own: a list of samples (or one)
+            body, kind = {"(gateway)": body}, "telemetry"
         if kind == "telemetry" and isinstance(body, dict):
             samples: list[Sample] = []
             lines = []
@@ -411,15 +444,22 @@ class Decoder:
             return Decoded("alink", method, f"{gateway} {method} id={msg_id}", body)
         samples = []
         lines = []
+        params = body.get("params") or {}
+        own = [("(gateway)", params)] if params.get("properties") or params.get("events") else []
         for sub in sub_devices:
             ident = sub.get("identity", {})
-            device = f"{ident.get('productKey')}/{ident.get('deviceName')}"
-            props = sub.get("properties", {})
+            own.append((f"{ident.get('productKey')}/{ident.get('deviceName')}", sub))
+        for device, holder in own:
+            props = holder.get("properties") or {}
             seq = self._seq_of(props)
             if seq is not None:
                 samples.append(Sample(gateway, device, seq, _key(props)))
             values = {k: v.get("value") if isinstance(v, dict) else v for k, v in props.items()}
-            lines.append(self._samples_line(device, [(values, seq)]))
+            line = self._samples_line(device, [(values, seq)])
+            events = holder.get("events") or {}
+            if isinstance(events, dict) and events:
+                line += f" events: {', '.join(map(str, events))}"
+            lines.append(line)
         text = f"{gateway} {method} id={msg_id} {'; '.join(lines)}"
         return Decoded("alink", method, text, body, tuple(samples))
 

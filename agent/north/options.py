@@ -111,6 +111,7 @@ class MqttOptions:
     keepalive: float = 30
     topic: str = "edge/{agent}/{device}"
     status_topic: str = "edge/{agent}/status"
+    events_topic: str = "edge/{agent}/events/{source}"  # events messages (docs/EVENTS.md)
     qos: int = 1
     max_inflight: int = 100
     reconnect_min: float = 0.5

@@ -6,7 +6,8 @@ order, acks to the buffer, reconnect backoff, dead-link detection, drain on
 stop, and the one-warning/one-info logging of the broker link.
 
 Without a session (edge-json) each stored payload is one PUBLISH on
-``mqtt.topic``, acked after its PUBACK; the retained status message is the
+``mqtt.topic`` (an events message on ``mqtt.events_topic``, docs/EVENTS.md),
+acked after its PUBACK; the retained status message is the
 birth and the Last Will.
 
 With a :class:`agent.north.session.Session` the publisher speaks the session's
@@ -84,8 +85,9 @@ from functools import partial
 import orjson
 
 from agent.errors import PublishError, StorageError
-from agent.message import decode_message
+from agent.message import decode_message, is_events
 from agent.north.dialects.common import Batch, Credentials, Encoded, Outgoing, Packet
+from agent.north.facts import events_batch, halves
 from agent.north.health import STABLE_S, LinkEnd, LinkHealth
 from agent.north.options import (
     BatchLike,
@@ -167,7 +169,9 @@ class PublishLoop:
         self._status_topic = options.status_topic.format(agent=agent_id)
         check_topic(options.topic.format(agent=agent_id, device="device"))
         check_topic(self._status_topic)
+        check_topic(options.events_topic.format(agent=agent_id, source="source"))
         self._topics: dict[str, str] = {}
+        self._event_topics: dict[str, str] = {}  # source -> its events topic
         self._inflight: dict[int, _InFlight] = {}
         self._acked: list[int] = []
         self._ack_ready = asyncio.Event()
@@ -763,8 +767,14 @@ class PublishLoop:
         self.stats.inflight = len(self._sent)
 
     def _decode(self, stored: BatchLike) -> Batch | None:
-        """The readings of a stored edge-json payload; None (acked, counted) if unreadable."""
+        """The readings of a stored edge-json payload; None (acked, counted) if unreadable.
+
+        An events payload gives one reading per event with values, and its
+        events (:func:`agent.north.facts.events_batch`).
+        """
         try:
+            if is_events(stored.payload):
+                return events_batch(stored.seq, stored.payload)
             message = decode_message(stored.payload)
             readings = [
                 Reading(r["ts"], r["values"], r.get("errors", {}), r.get("clock"))
@@ -837,10 +847,13 @@ class PublishLoop:
         sent of it.
         """
         limit = self._health.limit
-        if len(batch.readings) > 1:
-            half = (len(batch.readings) + 1) // 2
-            first = Batch(batch.seq, batch.device, batch.readings[:half])
-            rest = Batch(batch.seq, batch.device, batch.readings[half:])
+        if len(batch.events) > 1 or (not batch.events and len(batch.readings) > 1):
+            if batch.events:  # by events: a dialect may send the events themselves too
+                first, rest = halves(batch)
+            else:
+                half = (len(batch.readings) + 1) // 2
+                first = Batch(batch.seq, batch.device, batch.readings[:half])
+                rest = Batch(batch.seq, batch.device, batch.readings[half:])
             self.stats.oversized_split += 1
             (log.warning if self.stats.oversized_split == 1 else log.debug)(
                 "a %s message of %s bytes is above the %s-byte message limit: batch seq %d of "
@@ -1051,9 +1064,8 @@ class PublishLoop:
 
     def _send(self, link: Link, batch: BatchLike) -> None:
         topic = self._topics.get(batch.device)
-        if topic is None:
-            topic = self._o.topic.format(agent=self._agent, device=batch.device)
-            self._topics[batch.device] = topic
+        if topic is None:  # a device seen first, or a source of events (never cached here)
+            topic = self._topic_of(batch)
         size = packet_size(topic, len(batch.payload))
         if size > self._health.limit:
             self._cut(batch, topic, size)
@@ -1062,6 +1074,23 @@ class PublishLoop:
         self._inflight[batch.seq] = _InFlight(batch.seq, fut, time.monotonic(), size)
         self.stats.inflight = len(self._inflight)
         fut.add_done_callback(partial(self._on_acked, batch.seq, batch.n_values, size))
+
+    def _topic_of(self, batch: BatchLike) -> str:
+        """The topic of a stored batch: ``mqtt.topic``, or ``mqtt.events_topic`` for events.
+
+        Only a device's readings topic is cached in ``_topics``: the batches of a
+        known device pay nothing (a machine's name is no device id, ``_box``
+        none at all), those of an events source one ``startswith`` each.
+        """
+        if is_events(batch.payload):
+            topic = self._event_topics.get(batch.device)
+            if topic is None:
+                topic = self._o.events_topic.format(agent=self._agent, source=batch.device)
+                self._event_topics[batch.device] = topic
+            return topic
+        topic = self._o.topic.format(agent=self._agent, device=batch.device)
+        self._topics[batch.device] = topic
+        return topic
 
     def _cut(self, batch: BatchLike, topic: str, size: int) -> None:
         """A stored batch the broker cannot take: queued again in pieces (new seqs), never sent."""

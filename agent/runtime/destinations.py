@@ -74,6 +74,7 @@ def connection_options(
         keepalive=section.keepalive,
         topic=section.topic,
         status_topic=section.status_topic,
+        events_topic=section.events_topic,
         qos=section.qos,
         max_inflight=section.max_inflight,
         reconnect_max=section.reconnect_max,

@@ -4,13 +4,17 @@ A destination's dialect decides its :class:`~agent.north.session.Session`
 (``edge-json`` has none: the stored message is sent as it is). The facts a
 session announces (Sparkplug DBIRTH metrics, ThingsBoard attributes, the
 device type) come from the merged site: each device's profile and its tags.
+A machine of ``analytics.machines`` is announced like a device
+(:func:`machine_facts`): profile ``machine@1``, the values its events become
+(:func:`agent.north.facts.machine_tags`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from agent import __version__
+from agent.compute.plan import MachinePlan
 from agent.north.destination import (
     AlinkOptions,
     Destination,
@@ -18,11 +22,12 @@ from agent.north.destination import (
     SparkplugOptions,
     ThingsboardOptions,
 )
+from agent.north.facts import MACHINE_PROFILE, machine_tags
 from agent.north.options import payload_budget
 from agent.north.session import DeviceFacts, Session, TagSpec
 from agent.site.device import DeviceConfig
 
-__all__ = ["device_facts", "make_session"]
+__all__ = ["device_facts", "machine_facts", "make_session"]
 
 
 def device_facts(devices: list[DeviceConfig]) -> dict[str, DeviceFacts]:
@@ -44,6 +49,19 @@ def device_facts(devices: list[DeviceConfig]) -> dict[str, DeviceFacts]:
             static={"agent_version": __version__, "driver": device.kind},
         )
     return facts
+
+
+def machine_facts(machines: Sequence[MachinePlan]) -> dict[str, DeviceFacts]:
+    """What each machine is, announced next to the devices (same mapping, merge both)."""
+    return {
+        plan.name: DeviceFacts(
+            device=plan.name,
+            profile=MACHINE_PROFILE,
+            tags=machine_tags([c.role for c in plan.counters], [a.name for a in plan.alarms]),
+            static={"agent_version": __version__},
+        )
+        for plan in machines
+    }
 
 
 def make_session(

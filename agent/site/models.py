@@ -98,6 +98,10 @@ class MqttSection(StrictModel):
     status_topic: str = Field(
         "edge/{agent}/status", description="Retained online/offline topic ({agent})."
     )
+    events_topic: str = Field(
+        "edge/{agent}/events/{source}",
+        description="Topic of the events messages: machine facts ({agent}, {source}).",
+    )
     qos: Literal[0, 1] = Field(1, description="1: at-least-once. 0 may lose messages.")
     max_inflight: int = Field(
         100, ge=1, le=65535, description="Batches sent and not yet acknowledged and deleted."
@@ -123,6 +127,12 @@ class MqttSection(StrictModel):
     def _status_topic(cls, value: str) -> str:
         # the status message is the agent's, not a device's: {device} has no value there
         return check_topic(value, ("agent",))
+
+    @field_validator("events_topic")
+    @classmethod
+    def _events_topic(cls, value: str) -> str:
+        # source: a machine of analytics.machines, or _box for the box itself
+        return check_topic(value, ("agent", "source"))
 
     @model_validator(mode="after")
     def _room_for_readings(self) -> MqttSection:

@@ -209,7 +209,7 @@ class _Checker:
         if dest.tls is not None:
             check_tls_files(self.site_dir, dest.tls, path, self.report)
         if dest.dialect != "edge-json":
-            for key in ("topic", "status_topic"):
+            for key in ("topic", "status_topic", "events_topic"):
                 if key in dest.model_fields_set:
                     self.report(
                         (*path, key),

@@ -104,7 +104,7 @@ _RULES = """\
   entries are published to (one of them may then take the id `mqtt`, to keep
   that destination's place in the buffer). `alink` and `iotda` need a
   `subdevices` entry for every enabled device, and sign their own client id,
-  user name and password; `topic` and `status_topic` are edge-json's. A
+  user name and password; `topic`, `status_topic` and `events_topic` are edge-json's. A
   Sparkplug destination keeps its bdSeq in `<data_dir>/sparkplug-<id>.bdseq`.
   Secrets: `password`, `access_token`, `device_secret` and `secret` take
   `${ENV}`, or the matching `*_file` key names a file holding it.

@@ -546,6 +546,10 @@ def _counts(value: Any, tag: str) -> bool:
 
 # --------------------------------------------------------------------------- ThingsBoard
 
+OWN_TELEMETRY = "v1/devices/me/telemetry"
+GATEWAY = "(gateway)"
+"""The device name the stand-ins record the gateway's own data under."""
+
 
 class ThingsboardCloud(CloudStandIn):
     """The ThingsBoard server's side of the gateway API (see the module docstring).
@@ -559,7 +563,7 @@ class ThingsboardCloud(CloudStandIn):
     def __init__(
         self, port: int, *, seq_key: str = "edge_seq", gate: ConnectGate | None = None
     ) -> None:
-        super().__init__(port, ["v1/gateway/#"], name="thingsboard", gate=gate)
+        super().__init__(port, ["v1/gateway/#", OWN_TELEMETRY], name="thingsboard", gate=gate)
         self.seq_key = seq_key
         self.connected: set[str] = set()
         self.announced: set[str] = set()
@@ -592,6 +596,12 @@ class ThingsboardCloud(CloudStandIn):
                         self.errors.append(f"{device}: ts {sample['ts']!r} is not epoch ms")
                     self.record(device, int(seq), sample["ts"], values)
                 self.events.append(("telemetry", device))
+        elif topic == OWN_TELEMETRY:  # the gateway device's own (device API)
+            for sample in body if isinstance(body, list) else [body]:
+                values = dict(sample["values"])
+                seq = values.pop(self.seq_key)
+                self.record(GATEWAY, int(seq), sample["ts"], values)
+            self.events.append(("telemetry", GATEWAY))
         else:
             self.errors.append(f"a message on {topic}, not a gateway API topic")
 
@@ -657,6 +667,8 @@ class AlinkCloud(CloudStandIn):
         self.logouts: dict[str, int] = {}
         self.not_logged_in: list[tuple[str, int]] = []
         self.after_logout: list[tuple[str, int]] = []
+        self.pack_events: list[tuple[str, str, dict[str, Any], int]] = []
+        """(deviceName or GATEWAY, identifier, value, time) of each event posted and kept."""
 
     def answer_next(self, *codes: int | None) -> None:
         """Answer the next pack posts with ``codes`` (None: no reply), then 200 again."""
@@ -667,6 +679,12 @@ class AlinkCloud(CloudStandIn):
         """Seqs of the posts answered with a code the platform calls a content error."""
         with self.lock:
             return {s for p in self.posts if p.code == 460 for _, s, _ in p.samples}
+
+    def _events_of(self, device: str, holder: Mapping[str, Any]) -> None:
+        for identifier, event in holder.get("events", {}).items():
+            if not isinstance(event["value"], dict) or not isinstance(event["time"], int):
+                self.errors.append(f"event {identifier} of {device} is not {{value, time}}")
+            self.pack_events.append((device, identifier, dict(event["value"]), event["time"]))
 
     def _signed(self, params: Mapping[str, Any], sign_key: str) -> str | None:
         """Why a topo add / login entry is badly signed; None when it is right."""
@@ -754,6 +772,17 @@ class AlinkCloud(CloudStandIn):
         code = self.script.popleft() if self.script else 200
         post = Post(body["id"], code, [])
         total = len(params.get("properties", {}))
+        posted = sum(len(p.get("events", {})) for p in [params, *subs])
+        if posted > 20:
+            self.errors.append(f"a pack of {posted} events (at most 20)")
+        if code in (200, None):
+            self._events_of(GATEWAY, params)
+            own = dict(params.get("properties", {}))
+            if own:
+                seq = int(own.pop(self.seq_property)["value"])
+                stamps = {p["time"] for p in own.values()}
+                values = {k: p["value"] for k, p in own.items()}
+                self.record(GATEWAY, seq, min(stamps) if stamps else None, values)
         for sub in subs:
             identity = sub["identity"]
             name = identity["deviceName"]
@@ -772,6 +801,7 @@ class AlinkCloud(CloudStandIn):
             post.samples.append((name, seq, len(values)))
             if code in (200, None):  # kept; None: taken, only its reply is lost
                 self.record(name, seq, min(stamps) if stamps else None, values)
+                self._events_of(name, sub)
         if total > 200:
             self.errors.append(f"a pack of {total} properties (at most 200)")
         self.posts.append(post)
@@ -813,6 +843,8 @@ class IotdaCloud(CloudStandIn):
         self.gateway_id = gateway_id
         self.seq_property = seq_property
         self.statuses: dict[str, list[str]] = {}
+        self.services: dict[str, list[str]] = {}
+        """Per device id, the service of each sample reported, in arrival order."""
         self._ids = itertools.count(1)
 
     def handle(self, topic: str, body: Any) -> None:
@@ -828,6 +860,9 @@ class IotdaCloud(CloudStandIn):
                     props = dict(service["properties"])
                     seq = int(props.pop(self.seq_property))
                     self.record(device["device_id"], seq, stamp, props)
+                    self.services.setdefault(device["device_id"], []).append(
+                        str(service["service_id"])
+                    )
                 self.events.append(("report", device["device_id"]))
             return
         for service in body["services"]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from agent.north.facts import BOX_SOURCE, event_values
 from drivers.base import Reading, Value
 
 from .common import Batch, Credentials, Encoded, Entry, Packet, Sheet, chunks, dumps, hmac_hex
@@ -159,6 +160,10 @@ def alink_value(value: Value, as_float: bool) -> Any:
     return value
 
 
+_GATEWAY = ""
+"""The entry key of the gateway's own properties and events (sub-devices: ``pk/dn``)."""
+
+
 class _PackSheet(Sheet):
     def __init__(self, topic: str, max_bytes: int, first_id: int) -> None:
         super().__init__(max_bytes)
@@ -166,33 +171,46 @@ class _PackSheet(Sheet):
         self.first_id = first_id
         self.keys: set[str] = set()
         self.properties = 0
+        self.events = 0
 
     def accepts(self, entry: Entry) -> bool:
         return (
             super().accepts(entry)
             and entry.key not in self.keys  # one sample per property per pack
-            and len(self.keys) < MAX_SUB_DEVICES
+            and len(self.keys - {_GATEWAY}) + (entry.key != _GATEWAY) <= MAX_SUB_DEVICES
             and self.properties + entry.count <= MAX_PROPERTIES
+            and self.events + entry.events <= MAX_EVENTS
         )
 
     def add(self, entry: Entry) -> None:
         super().add(entry)
         self.keys.add(entry.key)
         self.properties += entry.count
+        self.events += entry.events
 
     def render(self, first_seq: int, index: int) -> tuple[str, bytes]:
+        own: dict[str, Any] = next((e.body for e in self.entries if e.key == _GATEWAY), {})
         body = {
             "id": str((self.first_id + index) % ID_MODULUS),
             "version": "1.0",
             "sys": {"ack": 1},
             "params": {
-                "properties": {},
-                "events": {},
-                "subDevices": [e.body for e in self.entries],
+                "properties": own.get("properties", {}),
+                "events": own.get("events", {}),
+                "subDevices": [e.body for e in self.entries if e.key != _GATEWAY],
             },
             "method": "thing.event.property.pack.post",
         }
         return self.topic, dumps(body)
+
+
+def event_value(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's fields as the value of a pack event: no type or ts, no nulls, bools 0/1."""
+    return {
+        k: alink_value(v, False) if isinstance(v, bool | int | float | str) else v
+        for k, v in event.items()
+        if k not in ("type", "ts") and v is not None
+    }
 
 
 class AlinkGateway:
@@ -219,21 +237,43 @@ class AlinkGateway:
         self.max_bytes = max_bytes
         self.topic = f"/sys/{product_key}/{device_name}/thing/event/property/pack/post"
         self.reply_topic = self.topic + "_reply"
+        self._events: dict[int, Mapping[str, Any]] = {}  # reading id -> its event, in pack()
 
     def pack(self, batches: Iterable[Batch], *, first_id: int) -> Encoded:
         """The pack posts for ``batches`` in order (see :func:`common.pack`).
 
         Their ids are ``first_id``, ``first_id + 1``... (mod 2**32).
         """
-        return _pack(
-            batches,
-            self._entries,
-            lambda: _PackSheet(self.topic, self.max_bytes, first_id),
-            self.max_bytes,
-            known=self.subdevices.__contains__,
-        )
+        self._events = {}
+        try:
+            return _pack(
+                [self._aligned(b) if b.events else b for b in batches],
+                self._entries,
+                lambda: _PackSheet(self.topic, self.max_bytes, first_id),
+                self.max_bytes,
+                known=self._known,
+            )
+        finally:
+            self._events = {}
+
+    def _known(self, device: str) -> bool:
+        return device in self.subdevices or device == BOX_SOURCE
+
+    def _aligned(self, batch: Batch) -> Batch:
+        """An events batch with one reading per event (none skipped), each event noted."""
+        readings = []
+        for event in batch.events:
+            reading = Reading(event["ts"], event_values(event))
+            self._events[id(reading)] = event
+            readings.append(reading)
+        return Batch(batch.seq, batch.device, readings, batch.events)
 
     def _entries(self, batch: Batch, reading: Reading) -> list[Entry]:
+        event = self._events.get(id(reading))
+        if event is not None:
+            return [self._event_entry(batch, reading, event)]
+        if batch.device not in self.subdevices:
+            return []  # the box's own data is events only
         sub = self.subdevices[batch.device]
         if not reading.values:
             return []  # tag errors are never values
@@ -254,6 +294,25 @@ class AlinkGateway:
             body = {"identity": identity, "properties": props, "events": {}}
             out.append(Entry(key, body, count=len(props)))
         return out
+
+    def _event_entry(self, batch: Batch, reading: Reading, event: Mapping[str, Any]) -> Entry:
+        """One event: its values as properties and the event itself, of its sub-device."""
+        sub = self.subdevices.get(batch.device)
+        ids = {} if sub is None else sub.identifiers
+        floats = frozenset() if sub is None else sub.float_tags
+        props = {
+            ids.get(n, n): {"value": alink_value(v, n in floats), "time": reading.ts}
+            for n, v in sorted(reading.values.items())
+        }
+        if self.seq_property:
+            props[self.seq_property] = {"value": batch.seq, "time": reading.ts}
+        events = {str(event["type"]): {"value": event_value(event), "time": reading.ts}}
+        body: dict[str, Any] = {"properties": props, "events": events}
+        if sub is None:
+            return Entry(_GATEWAY, body, count=len(props), events=1)
+        identity = {"productKey": sub.product_key, "deviceName": sub.device_name}
+        body = {"identity": identity, **body}
+        return Entry(f"{sub.product_key}/{sub.device_name}", body, count=len(props), events=1)
 
 
 class Verdict(Enum):

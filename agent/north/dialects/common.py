@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +23,17 @@ from drivers.base import Reading
 
 @dataclass(frozen=True)
 class Batch:
-    """One committed buffer batch: the readings of one agent device under one seq."""
+    """One committed buffer batch: the readings of one agent device under one seq.
+
+    A batch of events (docs/EVENTS.md) names its source (a machine, or ``_box``)
+    as ``device``, holds one reading per event that has values
+    (:mod:`agent.north.facts`) and the events themselves in ``events``.
+    """
 
     seq: int
     device: str
     readings: Sequence[Reading]
+    events: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,8 @@ class Entry:
     count: int = 0
     """How many properties (or values) it holds, for the cloud's per-message cap."""
     size: int = 0
+    events: int = 0
+    """How many events it holds (Alink caps them per pack)."""
 
     def __post_init__(self) -> None:
         self.size = len(dumps(self.body)) + len(self.key) + 48  # wrappers, commas, quotes

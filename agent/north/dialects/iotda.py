@@ -13,6 +13,12 @@ Pure encoding, no I/O. From Huawei's device documentation:
 - sub-device online/offline goes as ``sub_device_update_status`` events of the
   ``$sub_device_manager`` service, 1 to 100 statuses per request.
 - no application-level reply to a property report: PUBACK is the only receipt.
+
+A machine's events (docs/EVENTS.md) are properties of the service
+``machine`` of its sub-device, one service entry per event. The box's own
+events (``_box``: its clock) have no sub-device: they are refused and counted
+like any device without a cloud identity (the gateway's own property report
+would need a service of the gateway's product model the site does not name).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .common import pack as _pack
 MAX_DEVICES = 100
 MAX_STATUSES = 100
 MAX_BYTES = 1024 * 1024
+MACHINE_SERVICE = "machine"
+"""The product-model service a machine's values are reported under (docs/EVENTS.md)."""
 
 
 def hour_stamp(epoch_s: float) -> str:
@@ -124,7 +132,7 @@ class IotdaGateway:
         if self.seq_property:
             props[self.seq_property] = batch.seq
         body = {
-            "service_id": sub.service_id,
+            "service_id": MACHINE_SERVICE if batch.events else sub.service_id,
             "properties": props,
             "event_time": event_time(reading.ts),
         }

@@ -21,6 +21,14 @@ vendor, model, the static facts, and an empty ``last_error``.
   answers again, ``v1/gateway/connect`` once more. The goodbye disconnects
   every connected device. Nothing here asks for a rebirth.
 
+Machines (docs/EVENTS.md) are devices of the gateway, announced with their
+facts (device type ``machine@1``): their events are telemetry at each event's
+``ts``, and ``state``, ``state_reason``, ``mode`` and the ``alarm_*`` values
+also client attributes (one packet after the telemetry, which finishes those
+batches), so a machine's page shows its current state. The box's own events
+(``_box``: its clock) are the gateway device's own telemetry
+(``v1/devices/me/telemetry``).
+
 Duplicates and loss, as a consumer sees them: every sample carries the batch
 seq under ``options.seq_key`` (``edge_seq``). A packet sent again after a lost
 PUBACK repeats its samples with the same ``ts`` and ``edge_seq``; ThingsBoard
@@ -48,6 +56,7 @@ from agent.north.dialects.common import (
     dumps,
     payload_room,
 )
+from agent.north.facts import BOX_SOURCE, machine_attributes
 from agent.north.session import DeviceFacts, Outgoing, Reaction
 from drivers.base import Value
 
@@ -110,23 +119,29 @@ class TbSession:
         packet (its errors travel there), not by the telemetry before it: it is
         acknowledged only once its errors were confirmed too.
         """
+        own = [b for b in batches if b.device == BOX_SOURCE and b.events]
+        if own:
+            batches = [b for b in batches if not (b.device == BOX_SOURCE and b.events)]
         encoded = self._gateway.pack(batches)
         changed: dict[str, tuple[dict[str, str], int]] = {}
         owners: dict[str, list[int]] = {}
+        states: dict[str, dict[str, Value]] = {}  # machine -> its state attributes
+        state_owners: list[int] = []
         for batch in batches:
             for reading in batch.readings:
+                if batch.events:
+                    found = machine_attributes(reading.values)
+                    if found:
+                        states.setdefault(batch.device, {}).update(found)
+                        if batch.seq not in state_owners:
+                            state_owners.append(batch.seq)
+                    continue
                 if reading.errors != self._errors.get(batch.device, {}):
                     self._errors[batch.device] = dict(reading.errors)
                     changed[batch.device] = (dict(reading.errors), reading.ts)
                     seqs = owners.setdefault(batch.device, [])
                     if batch.seq not in seqs:
                         seqs.append(batch.seq)
-        if not changed:
-            return encoded
-        moved = {seq for seqs in owners.values() for seq in seqs}
-        packets = [
-            replace(p, done=tuple(s for s in p.done if s not in moved)) for p in encoded.packets
-        ]
         extra = [
             replace(
                 tb.error_attributes(self.name(d), e, ts, self.max_bytes),
@@ -135,8 +150,24 @@ class TbSession:
             )
             for d, (e, ts) in changed.items()
         ]
-        idle = tuple(s for s in encoded.idle if s not in moved)
-        return Encoded((*packets, *extra), encoded.refused, idle)
+        if states:
+            names = {self.name(d): values for d, values in states.items()}
+            extra.append(replace(tb.attributes(names), done=tuple(state_owners), data=False))
+        if extra:
+            moved = {seq for seqs in owners.values() for seq in seqs} | set(state_owners)
+            packets = [
+                replace(p, done=tuple(s for s in p.done if s not in moved)) for p in encoded.packets
+            ]
+            idle = tuple(s for s in encoded.idle if s not in moved)
+            encoded = Encoded((*packets, *extra), encoded.refused, idle)
+        if not own:
+            return encoded
+        mine = self._gateway.pack_own(own)
+        return Encoded(
+            (*encoded.packets, *mine.packets),
+            (*encoded.refused, *mine.refused),
+            (*encoded.idle, *mine.idle),
+        )
 
     def reply_key(self, packet: Packet) -> str | None:
         return None  # PUBACK is the only receipt ThingsBoard gives

@@ -8,6 +8,8 @@ Pure encoding, no I/O. From ThingsBoard's gateway API documentation:
   sight with ``type`` as its device profile; ``v1/gateway/disconnect`` ends it.
 - ``v1/gateway/telemetry`` ``{name: [{"ts": ms, "values": {...}}, ...]}``;
   ``v1/gateway/attributes`` ``{name: {key: value}}`` for client attributes.
+- ``v1/devices/me/telemetry`` ``[{"ts": ms, "values": {...}}]``: the gateway
+  device's own telemetry (the device API; the gateway is a device too).
 - no application-level reply: PUBACK is the only receipt.
 - the server's default MQTT payload cap is 65,536 bytes; above it the
   connection is closed, so every packet stays under ``max_bytes``.
@@ -32,6 +34,8 @@ CONNECT = "v1/gateway/connect"
 DISCONNECT = "v1/gateway/disconnect"
 TELEMETRY = "v1/gateway/telemetry"
 ATTRIBUTES = "v1/gateway/attributes"
+OWN_TELEMETRY = "v1/devices/me/telemetry"
+"""The gateway's own telemetry (it is a device too): the box's own events go there."""
 
 
 def connect_credentials(token: str, *, client_id: str) -> Credentials:
@@ -100,6 +104,11 @@ class _TelemetrySheet(Sheet):
         return TELEMETRY, dumps(self.devices)
 
 
+class _OwnSheet(Sheet):
+    def render(self, first_seq: int, index: int) -> tuple[str, bytes]:
+        return OWN_TELEMETRY, dumps([e.body for e in self.entries])
+
+
 class TbGateway:
     """Encodes buffer batches as gateway telemetry.
 
@@ -125,6 +134,13 @@ class TbGateway:
         return _pack(
             batches, self._entries, lambda: _TelemetrySheet(self.max_bytes), self.max_bytes
         )
+
+    def pack_own(self, batches: Iterable[Batch]) -> Encoded:
+        """The gateway's own telemetry packets for ``batches`` (the box's own events)."""
+        return _pack(batches, self._own, lambda: _OwnSheet(self.max_bytes), self.max_bytes)
+
+    def _own(self, batch: Batch, reading: Reading) -> list[Entry]:
+        return [Entry("me", e.body, e.count) for e in self._entries(batch, reading)]
 
     def _entries(self, batch: Batch, reading: Reading) -> list[Entry]:
         if not reading.values:

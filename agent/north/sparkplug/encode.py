@@ -125,8 +125,18 @@ class EdgeSession:
         payload.metrics.append(self._bd_seq_metric(now_ms))
         return Outgoing(self._topic("NDEATH"), payload.SerializeToString(), 1, False)
 
-    def nbirth(self, now_ms: int, metrics: Mapping[str, Value] | None = None) -> Outgoing:
-        """NBIRTH: seq 0, bdSeq, ``Node Control/Rebirth`` false, node metrics; unborn devices."""
+    def nbirth(
+        self,
+        now_ms: int,
+        metrics: Mapping[str, Value] | None = None,
+        tags: Sequence[TagSpec] = (),
+        current: Reading | None = None,
+    ) -> Outgoing:
+        """NBIRTH: seq 0, bdSeq, ``Node Control/Rebirth`` false, node metrics; unborn devices.
+
+        ``tags`` are node metrics with a declared datatype, born with their
+        value in ``current`` (at its ts) or null: what NDATA reports later.
+        """
         self._seq = 0
         for device in self._devices.values():
             device.born = False
@@ -138,7 +148,42 @@ class EdgeSession:
             metric = payload.metrics.add(name=name, alias=alias, timestamp=now_ms)
             metric.datatype = datatype
             set_value(metric, datatype, value)
+        known = current.values if current is not None else {}
+        for spec in tags:
+            alias, datatype = self._alias(
+                self._node_aliases, spec.name, datatype_of(spec.datatype, None)
+            )
+            metric = payload.metrics.add(name=spec.name, alias=alias, datatype=datatype)
+            metric.timestamp = current.ts if current is not None else now_ms
+            if spec.unit:
+                _add_property(metric, ENG_UNIT, pb.String, spec.unit)
+            _fill(metric, datatype, known.get(spec.name), None)
         return Outgoing(self._topic("NBIRTH"), payload.SerializeToString(), 0, False)
+
+    def ndata(
+        self, readings: Iterable[Reading], now_ms: int, *, historical: bool = False
+    ) -> Outgoing:
+        """NDATA: node metrics born in the NBIRTH, by alias; DialectError for any other."""
+        if self._seq is None:
+            raise DialectError("no NBIRTH in this session yet: publish one first")
+        payload = pb.Payload(timestamp=now_ms)
+        for reading in readings:
+            for name, value in reading.values.items():
+                known = self._node_aliases.get(name)
+                if known is None:
+                    raise DialectError(f"node metric {name} was not in the NBIRTH")
+                alias, datatype = known
+                field_name, wire = value_field(datatype, value)
+                metric = payload.metrics.add(alias=alias, datatype=datatype, timestamp=reading.ts)
+                setattr(metric, field_name, wire)
+                if historical:
+                    metric.is_historical = True
+        payload.seq = self._next_seq()
+        return Outgoing(self._topic("NDATA"), payload.SerializeToString(), 0, False)
+
+    def node_tags(self) -> Mapping[str, int]:
+        """Node metric name -> datatype, as born."""
+        return {n: kind for n, (_, kind) in self._node_aliases.items()}
 
     # -- devices ------------------------------------------------------------
     def dbirth(

@@ -24,6 +24,11 @@ Per connection:
   announced offline. An NCMD ``Node Control/Rebirth`` = true sends both again
   (same bdSeq, seq back to 0). Other NCMD metrics and every DCMD are ignored
   with a note: the agent does not write to devices.
+- machines (docs/EVENTS.md) are devices of the node: their facts come as
+  any device's (``machine_tags``), their events as readings
+  (:mod:`agent.north.facts`). The box's own events (source ``_box``: its
+  clock) are NDATA of the node metric ``clock_state``, born in every NBIRTH
+  with its last value sent (null before the first).
 - data: one DDATA per batch (aliases only, ``edge/seq`` = the buffer seq
   first), cut in several DDATA when it would pass ``max_message_size`` (by
   readings, then by tags); the last one finishes the seq. A device not born on
@@ -60,6 +65,7 @@ from typing import ClassVar
 from agent.errors import DialectError
 from agent.north.destination import SparkplugOptions
 from agent.north.dialects.common import Batch, Credentials, Encoded, Packet, Refused
+from agent.north.facts import BOX_SOURCE, BOX_TAGS
 from agent.north.options import packet_size
 from agent.north.session import DeviceFacts, Reaction
 from agent.north.sparkplug import sparkplug_b_pb2 as pb
@@ -119,6 +125,7 @@ class SparkplugSession:
         self._devices: dict[str, _Device] = {}
         for device, fact in facts.items():
             self._devices[device] = _Device(specs={t.name: t for t in fact.tags})
+        self._box = Reading(0, {})  # the box's own metrics (clock_state) as last sent
         self._offline: set[str] = set()
         self._buried: set[str] = set()  # DDEATH sent on this connection, no DBIRTH since
         self._topics: dict[str, str] = {}  # device -> its DDATA topic
@@ -174,8 +181,10 @@ class SparkplugSession:
         self._max = min(self._ceiling, max_message_size)
 
     def on_connect(self, now_ms: int) -> Sequence[Outgoing]:
-        """NBIRTH, then a DBIRTH of every device known and not announced offline."""
-        out = [self._edge.nbirth(now_ms)]
+        """NBIRTH (with the box's own metrics), then a DBIRTH of every device known and
+        not announced offline (machines too)."""
+        box = self._box if self._box.values else None
+        out = [self._edge.nbirth(now_ms, tags=BOX_TAGS, current=box)]
         self._birthed = True
         for name, device in self._devices.items():
             device.birth = frozenset()
@@ -256,6 +265,12 @@ class SparkplugSession:
         refused: list[Refused] = []
         idle: list[int] = []
         for batch in batches:
+            if batch.device == BOX_SOURCE and batch.events:
+                packets += self._ndata(batch, now_ms, historical, refused, idle)
+                continue
+            if batch.events and not batch.readings:
+                idle.append(batch.seq)  # events without values: nothing to say here
+                continue
             try:
                 data_topic = self._data_topic(batch.device)
             except DialectError as exc:
@@ -291,6 +306,38 @@ class SparkplugSession:
                 self._buried.add(batch.device)
                 packets.append(Packet(death.topic, death.payload, data=False))
         return Encoded(tuple(packets), tuple(refused), tuple(idle))
+
+    def _ndata(
+        self, batch: Batch, now_ms: int, historical: bool, refused: list[Refused],
+        idle: list[int],
+    ) -> list[Packet]:  # fmt: skip
+        """The box's own events as NDATA of its node metrics (born in the NBIRTH)."""
+        born = self._edge.node_tags()
+        readings = []
+        for reading in batch.readings:
+            values = {}
+            for name, value in reading.values.items():
+                kind = born.get(name)
+                problem = f"{name} is no node metric of the NBIRTH" if kind is None else None
+                if kind is not None:
+                    try:
+                        value_field(kind, value)
+                    except DialectError as exc:
+                        problem = str(exc)
+                if problem is None:
+                    values[name] = value
+                else:
+                    refused.append(Refused(batch.seq, batch.device, reading.ts, problem))
+            if values:
+                readings.append(Reading(reading.ts, values))
+        if not readings:
+            idle.append(batch.seq)
+            return []
+        out = self._edge.ndata(readings, now_ms, historical=historical)
+        for reading in readings:
+            if reading.ts >= self._box.ts:
+                self._box = Reading(reading.ts, {**self._box.values, **reading.values})
+        return [Packet(out.topic, out.payload, (batch.seq,))]
 
     def _data_topic(self, device: str) -> str:
         found = self._topics.get(device)

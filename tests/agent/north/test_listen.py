@@ -11,17 +11,19 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import PublishError
-from agent.message import encode_message
+from agent.message import encode_event_parts, encode_message, splice_seq
 from agent.north.decoding import Decoder, SeqTracker, covers, default_filters, minimal_filters
 from agent.north.dialects.alink import AlinkGateway, SubDevice
 from agent.north.dialects.common import Batch
 from agent.north.dialects.iotda import IotdaGateway
 from agent.north.dialects.iotda import SubDevice as IotdaSub
 from agent.north.dialects.thingsboard import TbGateway
+from agent.north.facts import batch_of_events
 from agent.north.listen import Listener, ListenOptions, Summary, summary_lines
 from agent.north.options import MqttOptions
 from agent.north.sparkplug.encode import EdgeSession, Outgoing, TagSpec
 from drivers.base import Reading
+from tests.support import events as ev
 from tests.support.mosquitto import HOST, Mosquitto, free_port
 
 TS = 1_764_270_000_123
@@ -113,6 +115,51 @@ def test_edge_json_lines_name_the_values_and_warn_on_a_gap_and_a_duplicate(
     ]
 
 
+def test_events_messages_are_shown_with_their_values_and_their_seq_followed(
+    mosquitto: Mosquitto, publisher: Publisher
+) -> None:
+    def events(seq: int, source: str, *batch: dict[str, object]) -> tuple[str, bytes]:
+        head, tail = encode_event_parts("box", source, list(batch))
+        return f"edge/box/events/{source}", splice_seq(head, seq, tail)
+
+    send = [
+        _edge(1),
+        events(2, "press-01", ev.state("press-01", TS, "fault", reason="fault"),
+               ev.count("press-01", "total", 42, 2, TS - 1000, TS)),
+        events(3, "_box", ev.clock(TS, "unsynced")),
+        events(5, "press-01", ev.alarm("press-01", "overcurrent", TS, active=True, ts=TS)),
+    ]  # fmt: skip
+    lines, summary = _listen(mosquitto.port, send, publisher, count=4)
+    assert _text(lines)[1:] == [
+        'edge/box/events/press-01  box/press-01 seq=2 2 events: state state="fault" '
+        'state_reason="fault" mode="production"; count count_total=42',
+        'edge/box/events/_box  box/_box seq=3 1 event: clock clock_state="unsynced"',
+        "edge/box/events/press-01  box/press-01 seq=5 1 event: alarm alarm_overcurrent=true",
+        "WARNING  box/press-01: gap: seq 3..4 missing (2 batches)",
+    ]
+    assert summary.devices[("box", "press-01")].last == 5
+
+
+def test_the_gateways_own_data_and_alink_pack_events_are_shown() -> None:
+    decoder = Decoder("auto")
+    own = decoder.decode(
+        "v1/devices/me/telemetry", b'[{"ts":1,"values":{"clock_state":"ok","edge_seq":9}}]'
+    )
+    assert own.summary == 'telemetry (gateway) edge_seq=9 clock_state="ok"'
+    assert [(s.device, s.seq) for s in own.samples] == [("(gateway)", 9)]
+    gateway = AlinkGateway("a1GW", "gw01", {"m": SubDevice("a1MC", "press-01")})
+    batch = batch_of_events(4, "m", [ev.state("m", TS, "running")])
+    box = batch_of_events(5, "_box", [ev.clock(TS, "ok")])
+    packet = gateway.pack([batch, box], first_id=7).packets[0]
+    shown = decoder.decode(packet.topic, packet.payload)
+    assert shown.summary == (
+        "a1GW/gw01 thing.event.property.pack.post id=7 (gateway) edge_seq=5 "
+        'clock_state="ok" events: clock; a1MC/press-01 edge_seq=4 mode="production" '
+        'state="running" state_reason="" events: state'
+    )
+    assert [(s.device, s.seq) for s in shown.samples] == [("(gateway)", 5), ("a1MC/press-01", 4)]
+
+
 def _sparkplug_session() -> tuple[list[Outgoing], EdgeSession]:
     """NBIRTH, DBIRTH, DDATA edge/seq 5, (DDATA 6 made, never sent), DDATA 7 with a tag error."""
     s = EdgeSession("plant", "box")
@@ -201,7 +248,8 @@ def test_count_stops_after_that_many_messages(mosquitto: Mosquitto, publisher: P
 def test_timeout_stops_a_quiet_listener(mosquitto: Mosquitto) -> None:
     listener = Listener(_options(mosquitto.port), lambda line: None)
     try:
-        assert listener.connect() == ("edge/+/+",)  # the status topic is one of those
+        # the status topic is one of the first; events have a level more
+        assert listener.connect() == ("edge/+/+", "edge/+/events/+")
         summary = listener.run(timeout=0.3)
     finally:
         listener.close()
@@ -309,9 +357,9 @@ def test_covers(wide: str, narrow: str, expected: bool) -> None:
 
 
 def test_default_filters() -> None:
-    assert default_filters("edge-json") == ("edge/+/+",)
+    assert default_filters("edge-json") == ("edge/+/+", "edge/+/events/+")
     assert default_filters("sparkplug-b") == ("spBv1.0/#",)
-    assert default_filters("thingsboard") == ("v1/gateway/#",)
+    assert default_filters("thingsboard") == ("v1/gateway/#", "v1/devices/me/telemetry")
     assert default_filters("alink") == ("/sys/#",)
     assert default_filters("iotda") == ("$oc/devices/#",)
     assert default_filters("auto") == ("#", "$oc/devices/#")

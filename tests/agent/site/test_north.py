@@ -211,6 +211,22 @@ def test_topics_and_qos_belong_to_edge_json(tmp_path: Path) -> None:
     assert load(tmp_path, [own]).north[0].topic == "f/{agent}/{device}"
 
 
+def test_events_topic_belongs_to_edge_json_and_takes_agent_and_source(tmp_path: Path) -> None:
+    assert problems(tmp_path, [sparkplug(events_topic="x/{agent}/{source}")]) == [
+        "north[0].events_topic: events_topic is for edge-json destinations: sparkplug-b "
+        "publishes on the topics its platform defines; remove it",
+    ]
+    bad = {"id": "own", "dialect": "edge-json", "host": "h", "events_topic": "f/{device}"}
+    assert problems(tmp_path, [bad]) == [
+        "north[0].events_topic: 'f/{device}': unknown placeholder {device}: only {agent} "
+        "and {source} can be used here",
+    ]
+    own = {"id": "own", "dialect": "edge-json", "host": "h", "events_topic": "f/{source}"}
+    assert load(tmp_path, [own]).north[0].events_topic == "f/{source}"
+    default = {"id": "own", "dialect": "edge-json", "host": "h"}
+    assert load(tmp_path, [default]).north[0].events_topic == "edge/{agent}/events/{source}"
+
+
 def test_two_connections_with_one_client_id_to_one_broker(tmp_path: Path) -> None:
     found = problems(
         tmp_path,
