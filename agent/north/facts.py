@@ -79,10 +79,17 @@ def _state(event: Mapping[str, Any]) -> dict[str, Value]:
     return {"state_duration_s": _seconds(event.get("start"), event.get("end"))}
 
 
+_SHIFT_NAMES = {"OEE": "oee", "A": "availability", "P": "performance", "Q": "quality"}
+"""The shift event's ratio fields and the value names they travel under."""
+
+
 def _shift(event: Mapping[str, Any]) -> dict[str, Value]:
     out: dict[str, Value] = {"shift": str(event["shift"]), "shift_final": bool(event.get("final"))}
     energy = event.get("energy")
     figures = {**event, **(energy if isinstance(energy, Mapping) else {})}
+    for field, name in _SHIFT_NAMES.items():
+        if field in figures:
+            figures[name] = figures[field]
     for name in _SHIFT_FLOATS:
         value = figures.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -39,7 +39,7 @@ from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
 from agent.runtime.reload import ReloadPlan, plan_reload
-from agent.runtime.sessions import device_facts, make_session
+from agent.runtime.sessions import device_facts, machine_facts, make_session
 from agent.site.device import DeviceConfig
 from agent.site.loader import Site, load_site
 from agent.site.permissions import readable_by_others
@@ -128,7 +128,8 @@ class Agent:
         Raise ``ValueError`` (and the like) for a topic it cannot format.
         """
         view = self.buffer.view(destination.id)
-        session = make_session(destination, site.agent.id, device_facts(site.devices))
+        facts = {**device_facts(site.devices), **machine_facts(self.facts.plans)}
+        session = make_session(destination, site.agent.id, facts)
         if session is None:  # the stored message is sent as it is: cut below its limit
             view.max_message_bytes = destination_budget(destination, site.agent.id)
         return Publisher(

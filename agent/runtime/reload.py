@@ -13,8 +13,11 @@ that asks for it is refused as a whole, keeping the running config.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agent.site.analytics import At
 from agent.site.loader import DeviceConfig, Site
 
 
@@ -60,6 +63,23 @@ def _same_device(old: DeviceConfig, new: DeviceConfig) -> bool:
     )
 
 
+def _machines_key(site: Site) -> object:
+    """What a site's machines are made of, without where each key was written."""
+    return _plain(site.analytics), [(d.id, d.machine) for d in site.devices]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, At):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def plan_reload(running: Site, new: Site) -> ReloadPlan:
     """What applying ``new`` over ``running`` does; ``needs_restart`` lists what it cannot."""
     restart = []
@@ -77,6 +97,10 @@ def plan_reload(running: Site, new: Site) -> ReloadPlan:
         running.north_secrets,
     ):
         restart.append("north destinations")
+    if _machines_key(new) != _machines_key(running):
+        # a machine's counters and shift tallies are bound to its plan: restarted, not
+        # swapped under a running shift (the state carries over the restart)
+        restart.append("analytics (machines, calendars or profiles' machine blocks)")
     old_devices = {d.id: d for d in running.devices}
     new_devices = {d.id: d for d in new.devices}
     return ReloadPlan(

@@ -1,10 +1,7 @@
 """Events messages into a real buffer, and events as docs/EVENTS.md writes them.
 
-:func:`put_events` stores one events message (``agent.message.encode_event_parts``)
-of a source in a real :class:`agent.buffer.Buffer`: through ``Buffer.put_events``
-where the buffer has it, else as the same row ``put`` would write (the buffer's
-inbox, spliced with its seq at commit). One place to switch once the buffer
-takes events itself.
+:func:`put_events` stores one events message of a source in a real
+:class:`agent.buffer.Buffer` (``Buffer.put_events``, no state with it).
 """
 
 from __future__ import annotations
@@ -13,25 +10,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.buffer import Buffer
-from agent.buffer.inbox import Put
 from agent.compute.counters import CounterSpec
 from agent.compute.plan import AlarmPlan, CounterPlan, MachinePlan, Source
 from agent.compute.state import parse_condition
-from agent.message import BOX_SOURCE, encode_event_parts
-from drivers.base import now_ms
+from agent.message import BOX_SOURCE
 
 T0 = 1764270000000
 
 
 def put_events(buffer: Buffer, source: str, events: Sequence[Mapping[str, Any]]) -> None:
     """Queue one events message of ``source`` for the buffer's next commit."""
-    put = getattr(buffer, "put_events", None)
-    if put is not None:
-        put(source, events)
-        return
-    head, tail = encode_event_parts(buffer.agent_id, source, events)
-    if buffer._inbox.put(Put(source, head, tail, now_ms(), len(events))):
-        buffer._submitted_one()
+    buffer.put_events(source, events)
 
 
 def state(

@@ -25,7 +25,7 @@ def test_every_event_type_has_its_values() -> None:
     }
     shift = {
         "type": "shift", "id": "m/x", "ts": T0, "shift": "2026-12-07/day", "final": True,
-        "oee": 0.5, "availability": 1, "performance": None, "good": 9, "total": 10,
+        "OEE": 0.5, "A": 1, "P": None, "good": 9, "total": 10,
         "reject": 1, "run_s": 60, "energy": {"kwh_per_good": 0.25, "kwh_per_total": None},
     }  # fmt: skip
     assert event_values(shift) == {

@@ -210,3 +210,18 @@ def test_a_changed_north_asks_for_a_restart(tmp_path: Path, change: dict[str, An
     assert "north destinations" in plan_reload(running, new).needs_restart
     same = load(tmp_path / "c", north=north)
     assert "north destinations" not in plan_reload(running, same).needs_restart
+
+
+def test_a_reload_that_changes_the_machines_needs_a_restart(tmp_path: Path) -> None:
+    """A machine's counters and shift tallies belong to its plan: never swapped live."""
+    calendar = {"c": {"shifts": [{"name": "day", "start": "08:00", "end": "16:00"}]}}
+    analytics = {"timezone": "Asia/Shanghai", "calendars": calendar,
+                 "machines": {"press": {"devices": ["m1"], "calendar": "c"}}}  # fmt: skip
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    running = load(tmp_path / "a", analytics=analytics)
+    other = {**analytics, "publish_every": "1m"}
+    new = load(tmp_path / "b", analytics=other)
+    assert any(r.startswith("analytics") for r in plan_reload(running, new).needs_restart)
+    same = load(tmp_path / "c", analytics=analytics)  # the same block in another file
+    assert not any(r.startswith("analytics") for r in plan_reload(running, same).needs_restart)
