@@ -12,6 +12,7 @@ from simulators.profile_device import PROFILES_DIR, ProfileDevice, load_profile,
 ALLOWED_TOP = {
     "profile", "version", "vendor", "model", "description", "source", "notes",
     "protocol", "poll_groups", "tags", "vectors",  # vectors: for profile test, not the device
+    "compute",  # derived tags: computed by the agent, the device has no registers for them
 }  # fmt: skip
 TAG_KEYS = {
     "address", "function", "type", "bit", "length", "byte_order", "scale", "offset", "unit",
