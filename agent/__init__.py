@@ -14,7 +14,8 @@ cli        what does ``edge-agent X`` do and print?
 
 Modules of their own: ``errors`` (the error tree), ``message`` (the wire
 format and what it can carry), ``clock`` (whether the wall clock can be trusted
-for ``ts``), ``paths`` (every default location), ``logs`` and ``secretmask``.
+for ``ts``), ``formula`` (the language of derived tags, compiled when the site
+is loaded), ``paths`` (every default location), ``logs`` and ``secretmask``.
 The version comes from the package metadata (pyproject).
 """
 

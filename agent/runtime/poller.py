@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 
 from agent.clock import ClockWatch, system_clock
 from agent.compute.deadband import Filter
+from agent.compute.derive import Derivation, Deriver
 from agent.message import encodable
 from agent.runtime.stats import DeviceStats
 from agent.site.loader import DeviceConfig
@@ -128,7 +129,9 @@ class DevicePoller:
         self._clock = clock or system_clock()
         self.stats = DeviceStats(state="connecting" if device.enabled else "disabled")
         self._factory = driver_factory or (lambda d: d.spec.create(d.id, d.options))
-        self._filter = Filter(device.options.tags)
+        derived = device.derived
+        self._deriver = Deriver([Derivation(d.name, d.formula) for d in derived])
+        self._filter = Filter({**device.options.tags, **{d.name: d.attrs for d in derived}})
         fastest = min(device.poll_groups[g] for g in self._groups())
         self._backoff = Backoff(base=min(max(fastest, 0.5), 2.0), maximum=backoff_max)
         self._down = False
@@ -240,6 +243,8 @@ class DevicePoller:
             stats.last_poll_ms = took * 1000
             stats.poll_seconds.observe(took)
         stats.count_values(len(reading.values))
+        # derived tags (compute:) join the reading here, before it is kept and filtered
+        reading = self._deriver.apply(reading)
         if group is not None:
             # a poll reads its whole group: keep a reference, copy nothing per poll
             stats.latest[group] = reading.values
@@ -294,7 +299,7 @@ class DevicePoller:
             else:
                 log.warning("device %s: unavailable: %s", self.device.id, reason)
             tags = [n for n, t in self.device.options.tags.items() if t.group in groups]
-            failed = Reading(now_ms(), {}, dict.fromkeys(tags, reason))
+            failed = self._deriver.apply(Reading(now_ms(), {}, dict.fromkeys(tags, reason)))
             if self._on_reading is not None:
                 self._raw(failed)
             self._put(failed)

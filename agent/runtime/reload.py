@@ -60,6 +60,7 @@ def _same_device(old: DeviceConfig, new: DeviceConfig) -> bool:
         and old.options == new.options
         and old.poll_groups == new.poll_groups
         and old.enabled == new.enabled
+        and old.derived == new.derived
     )
 
 

@@ -40,6 +40,8 @@ def device_facts(devices: list[DeviceConfig]) -> dict[str, DeviceFacts]:
             f"{device.profile}@{device.profile_hash}" if device.profile else f"({device.kind})"
         )
         tags = tuple(TagSpec(name, None, tag.unit) for name, tag in device.options.tags.items())
+        # a derived tag's type is known from its formula, before its first value
+        tags += tuple(TagSpec(d.name, d.datatype, d.attrs.unit) for d in device.derived)
         facts[device.id] = DeviceFacts(
             device=device.id,
             profile=profile,

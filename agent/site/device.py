@@ -8,11 +8,15 @@ in the site file or in the profile. Nothing here touches a device or the network
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from agent.formula import Formula, FormulaError, UnknownName, compile_formula
 from agent.site import models as cfg
 from agent.site.params import ParamError, Scalar, substitute
 from agent.site.profiles import (
@@ -25,9 +29,31 @@ from agent.site.profiles import (
 )
 from agent.site.source import ConfigFileError, Path_, Problem, Source, dotted
 from drivers import registry
-from drivers.base import ConfigError, DeviceOptions, DriverSpec
+from drivers.base import (
+    ConfigError,
+    DeviceOptions,
+    DriverSpec,
+    TagBase,
+    problems_from_validation_error,
+)
 
 DEFAULT_GROUP_INTERVAL = 1.0
+_DERIVED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedTag:
+    """A ``compute:`` entry of the device: its compiled formula and its tag attributes."""
+
+    name: str
+    formula: Formula
+    attrs: TagBase
+    """The poll group of its inputs, and the unit, description, deadband, heartbeat given."""
+
+    @property
+    def datatype(self) -> str:
+        """``Double`` or ``Boolean``: the Sparkplug names of what it gives."""
+        return "Boolean" if self.formula.kind == "bool" else "Double"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +76,8 @@ class DeviceConfig:
     """The profile's ``machine:`` block (tags are this device's), None without one."""
     machine_source: Source | None = field(default=None, compare=False, repr=False)
     """The profile file that wrote :attr:`machine`, to locate its problems."""
+    derived: tuple[DerivedTag, ...] = ()
+    """The derived tags (``compute:``), in the order they are computed."""
 
 
 def merge_device(
@@ -88,6 +116,7 @@ class _DeviceBuilder:
         self.changes: list[str] = []
         self.params: dict[str, Scalar] = {}
         self.params_ok = True
+        self.compute: dict[str, dict[str, Any]] = {}
 
     def build(self) -> DeviceConfig | None:
         section = self.section
@@ -103,6 +132,7 @@ class _DeviceBuilder:
         if section.profile and profile is None:
             return None
         self._params(profile)
+        self._compute_entries(profile)
         options = self._options(kind, profile)
         if not self.params_ok or not self._protocol_matches(spec, options, profile):
             return None
@@ -113,7 +143,9 @@ class _DeviceBuilder:
             for problem in exc.problems:
                 self._report(problem.loc, problem.message)
             return None
-        if not self._groups_known(parsed, groups):
+        known = self._groups_known(parsed, groups)
+        derived = _Derived(self, parsed).build() if known else None
+        if derived is None:
             return None
         return DeviceConfig(
             id=section.id,
@@ -129,6 +161,7 @@ class _DeviceBuilder:
             model=profile.model.model if profile else None,
             machine=profile.model.machine if profile else None,
             machine_source=profile.source_of(("machine",)) if profile else None,
+            derived=derived,
         )
 
     def _profile(self) -> Profile | None:
@@ -227,14 +260,39 @@ class _DeviceBuilder:
                 self.changes.append(f"tag {name} added: {_flow(attrs)}")
                 self._map(("tags", name), src, here)
         for index, name in enumerate(self.section.drop_tags):
-            if tags.pop(name, None) is None:
-                self._problem((*dev, "drop_tags", index), f"no tag {name!r} to drop")
-            else:
+            if tags.pop(name, None) is not None:
                 self.changes.append(f"tag {name} dropped")
+            elif self.compute.pop(name, None) is not None:
+                self.changes.append(f"derived tag {name} dropped")
+            else:
+                self._problem((*dev, "drop_tags", index), f"no tag {name!r} to drop")
         return {
             name: {key: self._sub(value, ("tags", name, key)) for key, value in attrs.items()}
             for name, attrs in tags.items()
         }
+
+    def _compute_entries(self, profile: Profile | None) -> None:
+        """The ``compute:`` entries: the profile's, then the site's additions and changes."""
+        if profile:
+            for name, entry in profile.model.compute.items():
+                self.compute[name] = entry.model_dump(exclude_unset=True)
+                where = profile.source_of(("compute", name))
+                self._map(("compute", name), where, ("compute", name))
+        src, here = self.source, (*self.path, "compute")
+        for name, attrs in self.section.compute.items():
+            if name in self.compute:
+                old = self.compute[name]
+                self.changes += [
+                    f"derived tag {name}: {k} {shown(k, old.get(k, '(unset)'))} -> {shown(k, v)}"
+                    for k, v in attrs.items()
+                ]
+                old.update(attrs)
+                for key in attrs:
+                    self.origin[("compute", name, key)] = (src, (*here, name, key))
+            else:
+                self.compute[name] = dict(attrs)
+                self.changes.append(f"derived tag {name} added: {_flow(attrs)}")
+                self._map(("compute", name), src, (*here, name))
 
     def _problem(self, path: Path_, message: str) -> None:
         """A problem at ``path`` of the site file."""
@@ -291,6 +349,132 @@ class _DeviceBuilder:
                 )
                 ok = False
         return ok
+
+
+class _Derived:
+    """Checks and compiles the device's ``compute:`` entries once its tags are known."""
+
+    def __init__(self, builder: _DeviceBuilder, parsed: DeviceOptions) -> None:
+        self.b = builder
+        self.tags = parsed.tags
+        self.ok = True
+
+    def problem(self, loc: Path_, message: str) -> None:
+        self.b._report(loc, message)
+        self.ok = False
+
+    def build(self) -> tuple[DerivedTag, ...] | None:
+        entries = self.entries()
+        # every name first, to tell a forward reference or a cycle from an unknown tag
+        uses = {name: self.uses(name, entry.expr) for name, entry in entries.items()}
+        groups: dict[str, str] = {name: tag.group for name, tag in self.tags.items()}
+        done: list[DerivedTag] = []
+        order = list(entries)
+        for index, (name, entry) in enumerate(entries.items()):
+            loc = ("compute", name, "expr")
+            later = [u for u in uses.get(name, ()) if u in entries and u not in order[:index]]
+            if later:
+                self.problem(loc, self.ordering(name, later[0], uses, order))
+                continue
+            try:
+                formula = compile_formula(entry.expr, [*self.tags, *order[:index]])
+            except FormulaError as exc:
+                self.problem(loc, self.formula_problem(exc))
+                continue
+            used = {groups[i] for i in formula.inputs if i in groups}
+            if len(used) > 1:
+                self.problem(loc, self.groups_problem(formula, groups))
+                continue
+            group = used.pop() if used else "default"
+            groups[name] = group
+            attrs = TagBase(
+                group=group,
+                unit=entry.unit,
+                description=entry.description,
+                deadband=entry.deadband,
+                heartbeat=entry.heartbeat,
+            )
+            done.append(DerivedTag(name, formula, attrs))
+        return tuple(done) if self.ok else None
+
+    def entries(self) -> dict[str, cfg.ComputeTag]:
+        """The valid entries, parameters substituted; every problem reported."""
+        found: dict[str, cfg.ComputeTag] = {}
+        for name, attrs in self.b.compute.items():
+            here = ("compute", name)
+            if name in self.tags:
+                self.problem(
+                    here,
+                    f"the device already has a tag {name!r}: give the derived tag another name",
+                )
+                continue
+            if not _DERIVED_NAME.match(name):
+                self.problem(
+                    here,
+                    "a derived tag's name is 1-64 letters, digits and '_', not starting "
+                    "with a digit (a formula must be able to name it)",
+                )
+                continue
+            values = {key: self.b._sub(value, (*here, key)) for key, value in attrs.items()}
+            try:
+                found[name] = cfg.ComputeTag.model_validate(values)
+            except ValidationError as exc:
+                for problem in problems_from_validation_error(exc, here):
+                    self.problem(problem.loc, problem.message)
+        return found
+
+    def uses(self, name: str, expr: str) -> tuple[str, ...]:
+        """The derived tags ``expr`` names (none when it does not compile)."""
+        try:
+            formula = compile_formula(expr, [*self.tags, *self.b.compute])
+        except FormulaError:
+            return ()
+        return tuple(i for i in formula.inputs if i in self.b.compute)
+
+    def ordering(
+        self, name: str, first: str, uses: Mapping[str, tuple[str, ...]], order: list[str]
+    ) -> str:
+        if first == name:
+            return f"the formula of {name!r} uses {name!r} itself"
+        cycle = _path(first, name, uses)
+        if cycle:
+            return f"derived tags use each other: {' -> '.join([name, *cycle])}"
+        return (
+            f"{first!r} is declared below {name!r}: a derived tag may use only the tags "
+            "read and the derived tags declared above it; move it up"
+        )
+
+    def formula_problem(self, exc: FormulaError) -> str:
+        if isinstance(exc, UnknownName):
+            known = sorted(self.tags)
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            return f"{exc.message} (column {exc.column}; the device's tags: {listed or 'none'})"
+        return str(exc)
+
+    def groups_problem(self, formula: Formula, groups: Mapping[str, str]) -> str:
+        by_group: dict[str, list[str]] = {}
+        for name in formula.inputs:
+            by_group.setdefault(groups[name], []).append(name)
+        listed = "; ".join(f"{g}: {', '.join(n)}" for g, n in sorted(by_group.items()))
+        return (
+            f"uses tags of more than one poll group ({listed}): a reading holds one group, "
+            "so a derived tag combines tags of one group; move them into one group"
+        )
+
+
+def _path(start: str, goal: str, uses: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Derived tags from ``start`` to ``goal`` along ``uses``, or [] when there is no path."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, trail = stack.pop()
+        if node == goal:
+            return trail
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend((nxt, [*trail, nxt]) for nxt in uses.get(node, ()))
+    return []
 
 
 def _flow(attrs: Mapping[str, Any]) -> str:

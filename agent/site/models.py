@@ -391,6 +391,25 @@ class MetricsSection(StrictModel):
         return check_topic(value, ("agent",))
 
 
+class ComputeTag(StrictModel):
+    """A derived tag: a formula over other tags of the same device (agent/formula.py)."""
+
+    expr: str = Field(
+        description="The formula, e.g. 'sqrt(p_kw * p_kw + q_kvar * q_kvar)' or "
+        "'bit(status_word, 3)': tag names, numbers, + - * / %, comparisons, and/or/not, "
+        "abs min max sqrt round clamp bit; at most 200 characters. A comparison, logic "
+        "or bit() gives a bool tag, anything else a float tag."
+    )
+    unit: str | None = Field(None, description="Engineering unit, for people and the cloud.")
+    description: str | None = Field(None, description="One line for people.")
+    deadband: float | None = Field(
+        None, ge=0, description="Report only changes larger than this, as for a tag read."
+    )
+    heartbeat: Duration | None = Field(
+        None, gt=0, description="Report at least this often even without a change."
+    )
+
+
 class DeviceSection(StrictModel):
     """One device: a profile plus this site's connection and overrides."""
 
@@ -426,8 +445,14 @@ class DeviceSection(StrictModel):
         description="Tag name -> attributes (see each driver): a new tag, or the attributes "
         "that differ from the profile's tag.",
     )
+    compute: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Derived tag name -> attributes (see compute in a profile): a new derived "
+        "tag, or the attributes that differ from the profile's.",
+    )
     drop_tags: list[str] = Field(
-        default_factory=list, description="Profile tags this device does not have."
+        default_factory=list,
+        description="Profile tags (or derived tags) this device does not have.",
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Values for the profile's params (its defaults apply)."
@@ -947,8 +972,15 @@ class ProfileFile(StrictModel):
     tags: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Tag name -> attributes (see each driver)."
     )
+    compute: dict[str, ComputeTag] = Field(
+        default_factory=dict,
+        description="Derived tag name -> its formula and attributes, computed from the tags "
+        "of each reading in this order (one may use those above it). An entry replaces the "
+        "base profile's entry of that name.",
+    )
     drop_tags: list[str] = Field(
-        default_factory=list, description="Tags of the base profile this one does not have."
+        default_factory=list,
+        description="Tags (or derived tags) of the base profile this one does not have.",
     )
     vectors: list[ProfileVector] = Field(
         default_factory=list,

@@ -2,10 +2,11 @@
 
 A profile may extend another one (a vendor family base, then a series):
 ``protocol``, ``poll_groups`` and ``params`` are merged key by key, ``tags``
-attribute by attribute, the child winning; a child's ``machine`` block replaces
-its base's whole. ``drop_tags`` removes inherited tags. The content hash
-covers the whole chain, so a change in a base profile changes the hash of
-every profile built on it, and a site pinned to the old hash
+attribute by attribute, the child winning; a ``compute`` entry (a derived tag)
+replaces the base's entry of that name; a child's ``machine`` block replaces
+its base's whole. ``drop_tags`` removes inherited tags and derived tags. The
+content hash covers the whole chain, so a change in a base profile changes the
+hash of every profile built on it, and a site pinned to the old hash
 (``profile: name@hash``) is told so.
 """
 
@@ -148,6 +149,8 @@ def _origins_of(model: cfg.ProfileFile, source: Source) -> dict[Path_, Source]:
             origins[("tags", tag, attr)] = source
     if model.machine is not None:
         origins[("machine",)] = source
+    for name in model.compute:
+        origins[("compute", name)] = source
     return origins
 
 
@@ -166,9 +169,13 @@ def _merge(
             origins[("tags", name)] = source
         tags.setdefault(name, {}).update(attrs)
         origins.update({("tags", name, attr): source for attr in attrs})
+    compute = dict(base.compute)
+    for name, entry in child.compute.items():
+        compute[name] = entry
+        origins[("compute", name)] = source
     problems = []
     for index, name in enumerate(child.drop_tags):
-        if tags.pop(name, None) is None:
+        if tags.pop(name, None) is None and compute.pop(name, None) is None:
             problems.append(
                 Problem(
                     source.where(("drop_tags", index)),
@@ -178,7 +185,13 @@ def _merge(
             )
     if problems:
         raise ConfigFileError(problems)
-    update = {**merged, "tags": tags, "drop_tags": [], "vectors": _vectors(base, child)}
+    update = {
+        **merged,
+        "tags": tags,
+        "compute": compute,
+        "drop_tags": [],
+        "vectors": _vectors(base, child),
+    }
     # The machine block is one piece (rules are ordered, roles go together): a child's
     # block replaces its base's whole, without one the child keeps the base's.
     if child.machine is None:
@@ -224,6 +237,12 @@ def diff(old: Profile, new: Profile) -> list[str]:
     lines += [f"tag {t} added: {_flow(new_tags[t])}" for t in new_tags if t not in old_tags]
     for tag in (t for t in old_tags if t in new_tags):
         lines += _diff_mapping(f"tag {tag}", old_tags[tag], new_tags[tag])
+    old_c = {k: v.model_dump(exclude_none=True) for k, v in old.model.compute.items()}
+    new_c = {k: v.model_dump(exclude_none=True) for k, v in new.model.compute.items()}
+    lines += [f"derived tag {t} removed" for t in old_c if t not in new_c]
+    lines += [f"derived tag {t} added: {_flow(new_c[t])}" for t in new_c if t not in old_c]
+    for tag in (t for t in old_c if t in new_c):
+        lines += _diff_mapping(f"derived tag {tag}", old_c[tag], new_c[tag])
     return lines
 
 

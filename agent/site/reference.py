@@ -75,6 +75,32 @@ _RULES = """\
   `heartbeat` is reported on every poll. With `deadband`, only a move larger
   than it since the last reported value is sent; `heartbeat` sends the
   value at least that often anyway. Errors are always reported.
+- **Derived tags (`compute`)**: a profile (or a device entry) may declare
+  tags computed from the other tags of the same reading, in order (a derived
+  tag may use those declared above it). A formula has tag names, numbers,
+  `+ - * / %`, unary `-`, `( )`, comparisons `< <= > >= == !=`,
+  `and`/`or`/`not` and the functions `abs(x)`, `min(a, b, ...)`,
+  `max(a, b, ...)`, `sqrt(x)`, `round(x)`, `round(x, N)` (half to even),
+  `clamp(x, low, high)` and `bit(x, N)` (N a literal 0..63); at most 200
+  characters, never run as code. A comparison, logic or `bit` gives a bool
+  tag, anything else a float tag (the type the dialects announce); a truth
+  counts as 0/1 in arithmetic, a number is true unless 0. Every input comes
+  from one poll group. An input in error, missing from the reading, NaN or
+  text, a division by zero or the `sqrt` of a negative number make the
+  derived tag an error with the reason (`input p_kw: timeout`), never a
+  number. `deadband` and `heartbeat` work as on a tag read; a device entry
+  changes a profile's derived tag attribute by attribute, and `drop_tags`
+  removes one. A name already taken by a tag, an unknown tag, a tag declared
+  further down or a formula that does not parse is refused where it is
+  written.
+
+  ```yaml
+  compute:
+    apparent_power_kva: {expr: "sqrt(p_kw * p_kw + q_kvar * q_kvar)", unit: kVA}
+    running: {expr: "bit(status_word, 3)"}              # bool
+    temp_f: {expr: "temp_c * 9 / 5 + 32", unit: degF, deadband: 0.5}
+  ```
+
 - **Modbus unit id**: the device entry's `unit_id` wins over `protocol.unit_id`
   of the same entry, which wins over the profile's `protocol.unit_id`;
   without any of them the unit id is 1. `unit_id` is for Modbus devices

@@ -13,6 +13,7 @@ ALLOWED_TOP = {
     "profile", "version", "vendor", "model", "description", "source", "notes",
     "protocol", "poll_groups", "tags", "vectors",  # vectors: for profile test, not the device
     "machine",  # the agent's machine facts: not the simulator's business
+    "compute",  # derived tags: computed by the agent, the device has no registers for them
 }  # fmt: skip
 TAG_KEYS = {
     "address", "function", "type", "bit", "length", "byte_order", "scale", "offset", "unit",

@@ -362,3 +362,41 @@ async def test_a_cancel_lost_inside_a_driver_call_still_stops_the_poller(
         await asyncio.gather(task, return_exceptions=True)
     assert done, "the poller ran on after its cancel: a stop or a reload would wait forever"
     assert task.cancelled()
+
+
+DERIVED_SITE = (
+    SITE
+    + """    compute:
+      a2: {expr: "a * 2", deadband: 5}
+      b_big: {expr: "b > 3"}
+"""
+)
+
+
+async def test_derived_tags_join_readings_before_the_filter_and_carry_outages(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "site.yaml").write_text(DERIVED_SITE, encoding="utf-8")
+    device = load_site(tmp_path / "site.yaml").devices[0]
+    driver = ScriptedDriver(fail_connects=1)
+    sink = Sink()
+    poller = DevicePoller(device, sink, driver_factory=lambda d: driver, backoff_max=0.1)
+    poller._backoff = Backoff(base=0.05, maximum=0.1)
+    await _run_for(poller, 1.0)
+    readings = [r for _, r in sink.batches]
+    outage = [r for r in readings if r.errors]
+    assert outage[0].errors == {
+        "a": "connection refused",
+        "b": "connection refused",
+        "a2": "input a: connection refused",
+        "b_big": "input b: connection refused",
+    }
+    fast = [r for r in readings if "a" in r.values]
+    with_a2 = [r for r in fast if "a2" in r.values]
+    assert all(r.values["a2"] == 2.0 * float(r.values["a"]) for r in with_a2)
+    assert with_a2, "the first value is always reported"
+    assert len(with_a2) < len(fast), "a2 has a deadband of 5: some moves are filtered"
+    slow = [r for r in readings if "b" in r.values]
+    assert all(r.values["b_big"] is (int(r.values["b"]) > 3) for r in slow)
+    assert "a2" not in {k for r in slow for k in r.values}, "a2 belongs to group fast"
+    assert "a2" in poller.stats.last_values
