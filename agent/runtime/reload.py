@@ -65,8 +65,9 @@ def _same_device(old: DeviceConfig, new: DeviceConfig) -> bool:
 
 
 def _machines_key(site: Site) -> object:
-    """What a site's machines are made of, without where each key was written."""
-    return _plain(site.analytics), [(d.id, d.machine) for d in site.devices]
+    """What a site's machines are made of (merged with their profiles' machine blocks),
+    without where each key was written."""
+    return _plain(site.analytics)
 
 
 def _plain(value: object) -> object:
