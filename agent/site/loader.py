@@ -212,7 +212,10 @@ class _SiteBuilder:
         secrets: dict[str, DestinationSecrets] = {}
         if top is not None:
             self._check_socket(top.agent, *self._places(top)[:2])
-            secrets = check_north(top, north, devices, self.site_dir, self._problem)
+            machines = () if analytics is None else tuple(m.id for m in analytics.machines)
+            secrets = check_north(
+                top, north, devices, self.site_dir, self._problem, machines=machines
+            )
         self._check_shared_lines(devices)
         if self.problems or top is None:
             raise ConfigFileError(mask_problems(self.problems, self._secrets(password, secrets)))

@@ -136,15 +136,18 @@ def check_north(
     devices: list[DeviceConfig],
     site_dir: Path,
     report: Report,
+    *,
+    machines: tuple[str, ...] = (),
 ) -> dict[str, DestinationSecrets]:
     """Report every problem of the ``north`` entries; the secrets of each destination, by id.
 
-    ``north`` is None when the site has no ``north:`` key.
+    ``north`` is None when the site has no ``north:`` key. ``machines`` (of
+    ``analytics:``) are sent as sub-devices too: they need a cloud identity.
     """
     if north is None:
         return {}
     with_mqtt = mqtt_is_destination(top, north)
-    checker = _Checker(devices, site_dir, report)
+    checker = _Checker(devices, site_dir, report, machines)
     seen: dict[str, int] = {}
     secrets: dict[str, DestinationSecrets] = {}
     for index, dest in north.items():
@@ -198,9 +201,16 @@ def _check_same_broker(top: cfg.SiteFile, north: Entries, with_mqtt: bool, repor
 class _Checker:
     """Checks one destination at a time against the site's devices."""
 
-    def __init__(self, devices: list[DeviceConfig], site_dir: Path, report: Report) -> None:
+    def __init__(
+        self,
+        devices: list[DeviceConfig],
+        site_dir: Path,
+        report: Report,
+        machines: tuple[str, ...] = (),
+    ) -> None:
         self.devices = {d.id: d for d in devices}
-        self.enabled = [d.id for d in devices if d.enabled]
+        self.machines = machines
+        self.enabled = [d.id for d in devices if d.enabled] + list(machines)
         self.site_dir = site_dir
         self.report = report
 
@@ -356,10 +366,10 @@ class _Checker:
         """Report keys that are not devices of the site; the ones that are."""
         known = []
         for key in keys:
-            if key in self.devices:
+            if key in self.devices or key in self.machines:
                 known.append(key)
                 continue
-            listed = ", ".join(self.devices) or "none"
+            listed = ", ".join([*self.devices, *self.machines]) or "none"
             self.report(
                 (*path, key),
                 f"{key!r} is not a device of this site, so it cannot have {what} "
@@ -375,8 +385,8 @@ class _Checker:
             self.report(
                 path,
                 f"no sub-device entry for {', '.join(missing)}: {dialect} can send a "
-                "device's data only under its cloud identity; add one per device "
-                "(or disable the device)",
+                "device's (or a machine's) data only under its cloud identity; add one per "
+                "device and machine (or disable the device)",
             )
 
     def _known_tags(self, device: str, names: Mapping[str, str] | list[str], path: Path_) -> None:

@@ -282,12 +282,26 @@ def test_every_enabled_device_needs_a_cloud_identity(tmp_path: Path) -> None:
     one = {"m1": {"product_key": "pk", "device_name": "m1", "device_secret": "m1-s"}}
     assert problems(tmp_path, [alink(one)]) == [
         "north[0].alink.subdevices: no sub-device entry for m2: alink can send a device's "
-        "data only under its cloud identity; add one per device (or disable the device)"
+        "(or a machine's) data only under its cloud identity; add one per device and "
+        "machine (or disable the device)"
     ]
     devices = [DEVICES[0], {**DEVICES[1], "enabled": False}]
     assert load(tmp_path, [alink(one)], devices=devices).north_secrets["ali"].subdevices == {
         "m1": "m1-s"
     }
+
+
+def test_a_machine_needs_a_cloud_identity_too(tmp_path: Path) -> None:
+    analytics = {"machines": {"press": {"devices": ["m1"]}}}
+    subs = {d: {"device_id": d, "service_id": "s"} for d in ("m1", "m2")}
+    assert problems(tmp_path, [iotda(subs)], analytics=analytics) == [
+        "north[0].iotda.subdevices: no sub-device entry for press: iotda can send a device's "
+        "(or a machine's) data only under its cloud identity; add one per device and "
+        "machine (or disable the device)"
+    ]
+    subs["press"] = {"device_id": "press-01", "service_id": "machine"}
+    site = load(tmp_path, [iotda(subs)], analytics=analytics)
+    assert site.analytics is not None
 
 
 def test_a_sub_device_that_is_no_device_lists_the_devices(tmp_path: Path) -> None:
