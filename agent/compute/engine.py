@@ -143,19 +143,21 @@ class Machine:
         if self._last_ms is not None and ts + 600_000 < self._last_ms:
             return  # far in the past (a clock step back): nothing to decide from it
         self._track_shifts(ts)
-        touched = False
+        touched = state_read = False
         for alias, tag in route.inputs:
             if tag in reading.values:
                 self._values[alias] = reading.values[tag]
-                touched = True
             elif tag in reading.errors:
                 self._values.pop(alias, None)
-                touched = True
+            else:
+                continue
+            touched = True
+            state_read = state_read or alias in self._state_aliases
         for plan in route.counters:
             self._count(plan, reading)
         if route.meter is not None:
             self._meter_read(route.meter, reading)
-        if self._sm is not None and route.state:
+        if self._sm is not None and state_read:  # a read of another poll group says nothing
             errors = [a for a, t in route.inputs if t in reading.errors]
             closed = self._sm.feed(ts, self._state_values(), errors)
             self._states(closed)
@@ -695,13 +697,10 @@ class _Route:
     inputs: tuple[tuple[str, str], ...]
     counters: tuple[CounterPlan, ...]
     meter: str | None
-    state: bool
-    """This device carries the state inputs: its reads drive the state machine."""
 
 
 def _routes(plan: MachinePlan) -> dict[str, _Route]:
     devices = plan.devices
-    state_aliases = frozenset() if plan.state is None else plan.state.source.inputs
     routes: dict[str, _Route] = {}
     for device in devices:
         inputs = tuple((a, s.tag) for a, s in plan.inputs.items() if s.device == device)
@@ -711,8 +710,7 @@ def _routes(plan: MachinePlan) -> dict[str, _Route]:
             if plan.energy is not None and plan.energy.source.device == device
             else None
         )
-        state = any(a in state_aliases for a, _ in inputs)
-        routes[device] = _Route(inputs, counters, meter, state)
+        routes[device] = _Route(inputs, counters, meter)
     return routes
 
 
