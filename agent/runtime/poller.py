@@ -302,7 +302,9 @@ class DevicePoller:
             failed = self._deriver.apply(Reading(now_ms(), {}, dict.fromkeys(tags, reason)))
             if self._on_reading is not None:
                 self._raw(failed)
-            self._put(failed)
+            # through the filter: it forgets what it reported of these tags, so their
+            # first value after the outage is reported even within the deadband
+            self._put(self._filter.apply(failed, monotonic_ms()))
             self._down = True
             self._tell(answers=False)
         else:

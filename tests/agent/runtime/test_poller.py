@@ -400,3 +400,39 @@ async def test_derived_tags_join_readings_before_the_filter_and_carry_outages(
     assert all(r.values["b_big"] is (int(r.values["b"]) > 3) for r in slow)
     assert "a2" not in {k for r in slow for k in r.values}, "a2 belongs to group fast"
     assert "a2" in poller.stats.last_values
+
+
+DEADBAND_SITE = """
+agent: {id: sched-test}
+devices:
+  - id: dev
+    connection: {modbus_tcp: {host: 127.0.0.1, port: 1}}
+    poll_groups: {default: 50ms}
+    tags:
+      a: {address: 0, deadband: 1.0}
+"""
+
+
+async def test_a_quiet_value_is_reported_again_once_its_device_answers_after_an_outage(
+    tmp_path: Path,
+) -> None:
+    """The outage's all-bad reading said the tag was in error: the same value after it is
+    news, even within the deadband (a consumer would otherwise keep the error)."""
+    (tmp_path / "site.yaml").write_text(DEADBAND_SITE, encoding="utf-8")
+    device = load_site(tmp_path / "site.yaml").devices[0]
+
+    class Steady(ScriptedDriver):
+        async def read(self, group: str) -> Reading:
+            if len(self.reads) == 3:
+                self.reads.append("failed")
+                raise DeviceUnavailable("timeout")
+            self.reads.append(group)
+            return Reading(now_ms(), {"a": 5.0})
+
+    driver = Steady()
+    sink = Sink()
+    poller = DevicePoller(device, sink, driver_factory=lambda d: driver, backoff_max=0.1)
+    poller._backoff = Backoff(base=0.05, maximum=0.1)
+    await _run_for(poller, 1.0)
+    seen = [("error" if r.errors else r.values.get("a")) for _, r in sink.batches]
+    assert seen[:3] == [5.0, "error", 5.0], seen
