@@ -175,8 +175,11 @@ class Machine:
             held = alarm.clear_ms
             if alarm.active and held is not None and now_ms - held >= plan.min_repeat_ms:
                 self._clear(plan, alarm, held, "good")
-        self._track_shifts(now_ms)
-        self._shift_figures(now_ms)
+        # a device's clock ahead of ours (or reads of several devices out of order):
+        # a figure is never as of an instant before a state it already knows
+        as_of = max(now_ms, self._last_ms or now_ms)
+        self._track_shifts(as_of)
+        self._shift_figures(as_of)
 
     # ----------------------------------------------------------------- output
 

@@ -256,3 +256,16 @@ def test_every_event_the_engine_makes_fits_the_published_schema() -> None:
     wrong = {"kind": "events", "v": 1, "agent": "a", "source": "m", "seq": 1, "events": [bad]}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(wrong)
+
+
+def test_a_tick_before_the_latest_read_never_breaks_the_running_figure() -> None:
+    """Reads of two devices arrive out of time order, or a device's clock is ahead."""
+    machine = Machine(plan(publish_every_ms=60_000))
+    machine.feed("drive", Reading(t("08:00"), {"st": 0}))
+    machine.feed("drive", Reading(t("08:01"), {"st": 0}))
+    machine.feed("drive", Reading(t("08:02"), {"st": 1}))
+    machine.tick(t("08:01:30"))  # behind the stop the machine already knows of
+    events = machine.drain(t("08:01:30")).events
+    [running] = [e for e in events if e["type"] == "shift"]
+    assert running["as_of_ms"] == t("08:02")
+    assert (running["run_s"], running["down_s"] + running["micro_stop_s"]) == (120, 0)
