@@ -551,8 +551,10 @@ class Machine:
             if len(given) < 2:
                 given["total"] = empty
         timeline = [
-            i for i in self._timeline() if (i.end_ms is None or i.end_ms > s.instance.start_ms)
-        ]
+            i
+            for i in self._timeline()
+            if (i.end_ms is None or i.end_ms > s.instance.start_ms) and i.start_ms <= as_of
+        ]  # a state begun after the figure's instant (the next shift's) is not its business
         return shift_summary(
             self.name,
             s.instance,
@@ -586,7 +588,11 @@ class Machine:
         if plan is None or len(self._meter) < 2:
             return None
         inst = s.instance
-        states = [i for i in self._timeline() if i.end_ms is None or i.end_ms > inst.start_ms]
+        states = [
+            i
+            for i in self._timeline()
+            if (i.end_ms is None or i.end_ms > inst.start_ms) and i.start_ms <= summary.as_of_ms
+        ]
         result = energy_summary(
             self._meter,
             inst.start_ms,

@@ -269,3 +269,22 @@ def test_a_tick_before_the_latest_read_never_breaks_the_running_figure() -> None
     [running] = [e for e in events if e["type"] == "shift"]
     assert running["as_of_ms"] == t("08:02")
     assert (running["run_s"], running["down_s"] + running["micro_stop_s"]) == (120, 0)
+
+
+def test_a_state_back_dated_after_a_shift_was_summed_up_revises_it() -> None:
+    """The summary of a shift sent, then a state change of the next hour is decided: the
+    revision sees the shift's own intervals, not one that began after its end."""
+    machine = Machine(plan())
+    events: list[dict[str, Any]] = []
+    for device, reading in t5_reads():
+        machine.feed(device, reading)
+        machine.tick(reading.ts)
+        events += machine.drain(reading.ts).events
+    # 16:41 .. 16:50 the drive is read stopped: a new interval after the day shift
+    for minute in range(41, 51):
+        ts = t(f"16:{minute}")
+        machine.feed("drive", Reading(ts, {"st": 1}))
+        machine.tick(ts)
+        events += machine.drain(ts).events
+    finals = [e for e in events if e["type"] == "shift" and e["final"]]
+    assert [e["revision"] for e in finals] == [0]
