@@ -482,7 +482,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|min|m|h))?\s*$")
 _RATE_PER = {"s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _COND_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _COND_KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(:[0-5]\d)?$")
 
 MachineStateName = Literal["running", "idle", "stopped", "fault"]
 """The states a rule or a map may give (``offline`` is derived, never configured)."""
@@ -534,7 +534,7 @@ def _text_keys(value: Any) -> Any:
 
 
 def check_hhmm(value: Any) -> str:
-    """A local time ``"HH:MM"``; YAML reads an unquoted 10:15 as the number 615."""
+    """A local time ``"HH:MM"`` (or ``"HH:MM:SS"``); YAML reads an unquoted 10:15 as 615."""
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError(
             f'{value}: write times in quotes ("{value // 60:02d}:{value % 60:02d}"): '
