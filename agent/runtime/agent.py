@@ -20,12 +20,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__, logs
 from agent.buffer import Buffer, BufferStats
 from agent.clock import system_clock
-from agent.compute.plan import MachinePlan
 from agent.errors import StorageError
 from agent.north.destination import Destination
 from agent.north.link import MqttOptions, Publisher
@@ -34,7 +33,6 @@ from agent.paths import AgentPointer, remove_pointer, write_pointer
 from agent.private import private_dir
 from agent.runtime.destinations import connection_options, destinations
 from agent.runtime.facts import Facts
-from agent.runtime.machines import plan_machines
 from agent.runtime.metrics import MetricsState
 from agent.runtime.metrics_http import MetricsService
 from agent.runtime.poller import DevicePoller
@@ -53,6 +51,9 @@ from agent.status.document import (
 )
 from agent.status.server import StatusServer
 from drivers.base import DeviceOptions, HasEndpoint, now_ms
+
+if TYPE_CHECKING:
+    from agent.compute.plan import MachinePlan
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,11 @@ class Agent:
         :class:`~agent.site.source.ConfigFileError` if a rule cannot be built)."""
         self.site = site
         if plans is None:
-            plans = plan_machines(site)
+            plans = ()
+            if site.analytics is not None:  # the computing modules only for a site with machines
+                from agent.runtime.machines import plan_machines
+
+                plans = plan_machines(site)
         self.started = time.monotonic()
         self.started_ms = now_ms()
         self.destinations = destinations(site)

@@ -18,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from agent.buffer import Buffer, FactRow, FactsSave
-from agent.compute.engine import Machine
-from agent.compute.plan import MachinePlan
 from agent.message import BOX_SOURCE
 from agent.status.document import MachineStatus, ShiftFigures
 from drivers.base import Reading, now_ms
+
+if TYPE_CHECKING:  # the computing modules are imported only by a site with machines
+    from agent.compute.engine import Machine
+    from agent.compute.plan import MachinePlan
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,10 @@ class Facts:
 
     def _build(self, saved: Mapping[str, bytes]) -> None:
         self.machines = {}
+        if not self.plans:
+            return
+        from agent.compute.engine import Machine
+
         for plan in self.plans:
             raw = saved.get(plan.name)
             state = None

@@ -12,9 +12,9 @@ A machine of ``analytics.machines`` is announced like a device
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.compute.plan import MachinePlan
 from agent.north.destination import (
     AlinkOptions,
     Destination,
@@ -26,6 +26,9 @@ from agent.north.facts import MACHINE_PROFILE, machine_tags
 from agent.north.options import payload_budget
 from agent.north.session import DeviceFacts, Session, TagSpec
 from agent.site.device import DeviceConfig
+
+if TYPE_CHECKING:
+    from agent.compute.plan import MachinePlan
 
 __all__ = ["device_facts", "machine_facts", "make_session"]
 
