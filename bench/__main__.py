@@ -34,9 +34,11 @@ from bench.scenarios import (
 from tests.support.agentproc import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11")
+ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13")
 S1_LOAD = Load(devices=10, tags=100, interval=1.0)
 S2_LOAD = Load(devices=10, tags=1200, interval=1.0)
+S12_LOAD = Load(devices=10, tags=100, interval=1.0, facts=True)
+S13_LOAD = Load(devices=10, tags=1200, interval=1.0, facts=True)
 S3_LOAD = Load(devices=10, tags=2400, interval=0.1)
 S7_LOAD = Load(devices=4, tags=100, interval=1.0, rtu=True, baud=19200)
 S7_DEAD_LOAD = Load(devices=4, tags=100, interval=1.0, rtu=True, baud=19200, dead_units=1)
@@ -54,9 +56,17 @@ def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
         runs["S1"].append(figs)
         runs["S5"].append({"startup_s": figs["startup_s"]})
         runs["S6"].append({k: figs[k] for k in ("status_ms", "status_offline_ms")})
-    if "S2" in wanted:
+    if "S12" in wanted:
+        _say(f"run {run}: S12 S1 with every device a machine (state, 2 counters, OEE)")
+        plain = runs["S1"][-1] if runs["S1"] else steady(work / f"s12p-{run}", S1_LOAD, settings)
+        runs["S12"].append(_vs_plain(steady(work / f"s12-{run}", S12_LOAD, settings), plain))
+    if "S2" in wanted or "S13" in wanted:
         _say(f"run {run}: S2 10 x 1,200 tags at 1 s")
         runs["S2"].append(steady(work / f"s2-{run}", S2_LOAD, settings))
+    if "S13" in wanted:
+        _say(f"run {run}: S13 S2 with every device a machine (state, 2 counters, OEE)")
+        figs = steady(work / f"s13-{run}", S13_LOAD, settings)
+        runs["S13"].append(_vs_plain(figs, runs["S2"][-1]))
     if "S3" in wanted:
         _say(f"run {run}: S3 10 x 2,400 tags at 100 ms (offered {S3_LOAD.values_per_s:,.0f}/s)")
         runs["S3"].append(steady(work / f"s3-{run}", S3_LOAD, settings))
@@ -95,6 +105,14 @@ def _with_single(figs: dict[str, float], single: dict[str, float]) -> dict[str, 
                    "cpu_vs_single": figs["cpu_pct"] / single["cpu_pct"]}  # fmt: skip
 
 
+def _vs_plain(figs: dict[str, float], plain: dict[str, float]) -> dict[str, float]:
+    """A facts run's figures with its CPU beside that of the same load without facts."""
+    return figs | {
+        "plain_cpu_pct": plain["cpu_pct"],
+        "cpu_vs_plain": figs["cpu_pct"] / plain["cpu_pct"],
+    }
+
+
 def _quick(work: Path, runs: Runs) -> bool:
     _say("quick: 2 devices x 100 tags at 500 ms, 2 s window (smoke, not a measurement)")
     figs = steady(work / "quick", Load(2, 100, 0.5), Settings(1.0, 2.0, 1), status_calls=1)
@@ -102,6 +120,10 @@ def _quick(work: Path, runs: Runs) -> bool:
     runs["S5"].append({"startup_s": figs["startup_s"]})
     runs["S6"].append({k: figs[k] for k in ("status_ms", "status_offline_ms")})
     ok = figs["values_per_s"] > 0 and figs["lost"] == 0 and not math.isnan(figs["startup_s"])
+    _say("quick: S12 the same load with every device a machine")
+    facts = steady(work / "quick-s12", Load(2, 100, 0.5, facts=True), Settings(1.0, 2.0, 1))
+    runs["S12"].append(_vs_plain(facts, figs))
+    ok = ok and facts["values_per_s"] > 0 and facts["lost"] == 0
     return _quick_two_way(work, runs, figs) and ok
 
 

@@ -57,6 +57,8 @@ class Load:
     baud: int = 19200
     dead_units: int = 0
     """RTU only: more units on the bus that never answer (each costs its timeout)."""
+    facts: bool = False
+    """Every device is a machine: state rules, two counters, an alarm, OEE in two 12 h shifts."""
 
     @property
     def values_per_s(self) -> float:
@@ -174,11 +176,31 @@ class SubscriberProc(_Child):
         return [(m[0], m[1], m[2], m[3]) for m in data["messages"]]
 
 
-def write_profile(folder: Path, tags: int) -> str:
+MACHINE_BLOCK: dict[str, Any] = {
+    "state": {
+        "inputs": {"run": "t1", "freq": "t4", "fault": "t0"},
+        "rules": [
+            {"state": "fault", "when": "fault != 0"},
+            {"state": "running", "when": "run == 1 and freq > 0.5"},
+            {"state": "idle", "when": "true"},
+        ],
+        "debounce": "2s",
+    },
+    "counters": {
+        "total": {"tag": "t2", "width": "uint16", "max_rate": "50/s"},
+        "reject": {"tag": "t3", "width": "uint16", "max_rate": "50/s"},
+    },
+    "alarms": {"hot": {"when": "freq > 900", "severity": 600, "message": "too fast"}},
+    "ideal_cycle": "1s",
+}
+"""What a facts load adds to the bench profile (the responder's registers: t0=0, t1=1...)."""
+
+
+def write_profile(folder: Path, tags: int, *, facts: bool = False) -> str:
     """A profile of ``tags`` int16 holding registers at addresses 0.. (one poll group)."""
-    name = f"bench-int16-{tags}"
+    name = f"bench-int16-{tags}" + ("-machine" if facts else "")
     folder.mkdir(parents=True, exist_ok=True)
-    profile = {
+    profile: dict[str, Any] = {
         "profile": name,
         "version": 1,
         "description": "benchmark device: int16 holding registers, one poll group",
@@ -186,6 +208,8 @@ def write_profile(folder: Path, tags: int) -> str:
         "poll_groups": {"default": "1s"},
         "tags": {f"t{i}": {"address": i, "type": "int16"} for i in range(tags)},
     }
+    if facts:
+        profile["machine"] = MACHINE_BLOCK
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return name
 
@@ -207,7 +231,7 @@ def site_for(
     ``brokers`` maps destination ids (:data:`EDGE_JSON`, :data:`SPARKPLUG`) to
     broker ports; ``north`` adds keys to the Sparkplug entry (``reconnect_max``).
     """
-    profile = write_profile(workdir / PROFILE_DIR, load.tags)
+    profile = write_profile(workdir / PROFILE_DIR, load.tags, facts=load.facts)
     devices = []
     for i in range(load.devices):
         device: dict[str, Any] = {
@@ -238,6 +262,23 @@ def site_for(
         "agent": {"id": AGENT_ID, "data_dir": "data", "log_level": "warning"},
         "devices": devices,
     }
+    if load.facts:
+        site["analytics"] = {
+            "publish_every": "1m",
+            "calendars": {
+                "all_day": {
+                    "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                    "shifts": [
+                        {"name": "day", "start": "06:00", "end": "18:00"},
+                        {"name": "night", "start": "18:00", "end": "06:00"},
+                    ],
+                }
+            },
+            "machines": {
+                f"m-{i:02d}": {"devices": [f"dev-{i:02d}"], "calendar": "all_day"}
+                for i in range(load.devices)
+            },
+        }
     if EDGE_JSON in brokers:
         site["mqtt"] = {"host": "127.0.0.1", "port": brokers[EDGE_JSON]}
     if SPARKPLUG in brokers:

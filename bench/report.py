@@ -65,6 +65,9 @@ TARGETS: tuple[Target, ...] = (
     Target("S7", "overruns", "==", 0.0),
     Target("S7d", "healthy_period_vs_target", "<", 1.1, "x"),
     Target("S8", "cpu_vs_single", "<", 2.0, "x S1"),
+    Target("S12", "cpu_vs_plain", "<", 1.3, "x S1"),
+    Target("S12", "lost", "==", 0.0),
+    Target("S13", "cpu_vs_plain", "<", 1.3, "x S2"),
     Target("S8", "json_latency_p99_ms", "<", 100.0, "ms"),
     Target("S8", "sp_latency_p99_ms", "<", 100.0, "ms"),
     Target("S8", "json_lost", "==", 0.0),
@@ -111,6 +114,8 @@ INFO: dict[str, tuple[str, ...]] = {
         "cpu_pct",
     ),
     "S7d": ("dead_unit_timeouts", "bus_utilisation_pct", "polls_per_s", "overruns", "cpu_pct"),
+    "S12": ("cpu_pct", "plain_cpu_pct", "rss_mb", "latency_p99_ms", "values_per_s"),
+    "S13": ("cpu_pct", "plain_cpu_pct", "rss_mb", "values_per_s"),
     "S8": (
         "cpu_pct",
         "single_cpu_pct",
@@ -192,7 +197,8 @@ def rows(runs: Runs) -> list[Row]:
     out = []
     wanted: list[tuple[str, str, Target | None]] = [(t.scenario, t.metric, t) for t in TARGETS]
     wanted += [(s, m, None) for s, metrics in INFO.items() for m in metrics]
-    names = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S7d", "S8", "S9", "S10", "S11"]
+    names = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S7d", "S8", "S9", "S10", "S11", "S12",
+             "S13"]  # fmt: skip
     order = {name: i for i, name in enumerate(names)}
     wanted.sort(key=lambda w: order.get(w[0], 99))
     for scenario, metric, target in wanted:

@@ -8,7 +8,8 @@ It subscribes at QoS 1 (``edge/#``, or ``spBv1.0/#`` for Sparkplug B), prints
 message the receive time (epoch ms, float), the buffer ``seq``, the number of
 values and each reading's ``ts``. On SIGTERM it writes
 ``{"messages": [[recv_ms, seq, n_values, [ts, ...]], ...]}`` to ``--out`` and
-exits. Status messages (``.../status``) are only counted.
+exits. Status messages (``.../status``) are only counted; an events message
+(machine facts, S12/S13) is recorded with its seq and no values.
 
 Sparkplug B: only DDATA is recorded; the seq is its ``edge/seq`` metric (its
 alias learned from the DBIRTH), the values are the other metrics and the
@@ -70,6 +71,9 @@ class Recorder:
             return
         try:
             doc = orjson.loads(msg.payload)
+            if doc.get("kind") == "events":  # machine facts: a seq of the one sequence
+                self.messages.append((now, int(doc["seq"]), 0, []))
+                return
             readings = doc["readings"]
             n_values = sum(len(r["values"]) for r in readings)
             self.messages.append((now, int(doc["seq"]), n_values, [r["ts"] for r in readings]))
