@@ -285,7 +285,32 @@ def _view(doc: StatusDocument, agent: Agent) -> Any:
             f"{dev['values_per_second']:.1f}",
             shown or (dev["last_error"] or ""),
         )
-    return Group(head, table)
+    machines = doc.get("machines") or {}
+    if not machines:
+        return Group(head, table)
+    facts = Table("machine", "state", "for", "pieces (good / reject)", "shift", "OEE", "A / P / Q")
+    for name, m in machines.items():
+        shift = m["shift"]
+        state = m["state"] or "-"
+        if m["reason"]:
+            state += f" ({m['reason']})"
+        pieces = ", ".join(f"{role} {n}" for role, n in m["totals"].items()) or "-"
+        if shift is not None:
+            pieces = f"{shift['total']} ({shift['good']} / {shift['reject']})"
+        facts.add_row(
+            name,
+            state,
+            "-" if m["for_s"] is None else f"{m['for_s']:.0f} s",
+            pieces,
+            "-" if shift is None else shift["shift"],
+            "-" if shift is None else _pct(shift["OEE"]),
+            "-" if shift is None else " / ".join(_pct(shift[k]) for k in ("A", "P", "Q")),
+        )
+    return Group(head, table, facts)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f} %"
 
 
 def _fmt(value: Any) -> str:

@@ -58,11 +58,19 @@ def test_demo_publishes_every_machine_of_the_sample_factory(
         done = _demo(tmp_path, mosquitto.port, 10)
         assert done.returncode == 0, done.stdout + done.stderr
         messages = [json.loads(m.payload) for m in sub.messages if not m.topic.endswith("status")]
-    seen = {m["device"] for m in messages if any(r["values"] for r in m["readings"])}
+    readings = [m for m in messages if m.get("kind") != "events"]
+    seen = {m["device"] for m in readings if any(r["values"] for r in m["readings"])}
     assert seen == DEVICES, f"missing: {DEVICES - seen}\n{done.stdout[-3000:]}"
+    # the machines of the sample factory: a state for each that has one, a running figure
+    events = [e | {"source": m["source"]} for m in messages if m.get("kind") == "events"
+              for e in m["events"]]  # fmt: skip
+    states = {e["source"] for e in events if e["type"] == "state"}
+    assert states == {"press-1", "packer"}, states
+    assert {e["source"] for e in events if e["type"] == "shift"} >= {"packer", "assembly"}
     seqs = sorted({m["seq"] for m in messages})
     assert seqs == list(range(1, len(seqs) + 1)), "contiguous seq from the demo's fresh buffer"
     assert "demo stopped" in done.stdout
+    assert "pieces (good / reject)" in done.stdout, "the live table shows the machines"
 
 
 def test_demo_files_are_private_and_it_warns_of_nothing(
