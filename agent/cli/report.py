@@ -76,7 +76,47 @@ def build(
                 if e["source"] == name and e["type"] == "counter_gap" and start <= e["ts"] <= end
             ],
         }
-    return {"shift": key, "start_ms": start, "end_ms": end, "machines": machines}
+    return {
+        "shift": key,
+        "start_ms": start,
+        "end_ms": end,
+        "machines": machines,
+        "all": _rollup([m["figures"] for m in machines.values()]),
+    }
+
+
+def _rollup(figures: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The machines' figures summed (times, pieces, ideal times; never averaged ratios),
+    None for one machine or machines computed by different methods."""
+    from agent.compute.oee import Figures, rollup
+
+    if len(figures) < 2:
+        return None
+    parts = []
+    for f in figures:
+        ms = {
+            f"{k}_ms": round(f[f"{k}_s"] * 1000)
+            for k in ("planned", "run", "micro_stop", "down", "unknown", "planned_down",
+                      "run_outside_planned")
+        }  # fmt: skip
+        cycle_ms = f["ideal_cycle_s"] * 1000
+        parts.append(
+            Figures(
+                method=f["method"],
+                unknown_time=f["unknown_time"],
+                total=f["total"],
+                good=f["good"],
+                reject=f["reject"],
+                ideal_total_ms=cycle_ms * f["total"],
+                ideal_good_ms=cycle_ms * f["good"],
+                counts_incomplete=bool(f["counts_incomplete"]),
+                **ms,
+            )
+        )
+    try:
+        return rollup(parts).to_dict()
+    except ValueError:  # common and iso22400 figures do not add up
+        return None
 
 
 def _figures(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -105,6 +145,14 @@ def _timeline(events: Sequence[dict[str, Any]], name: str, start: int, end: int)
 def render(doc: dict[str, Any]) -> str:
     """The report as text."""
     lines = [f"shift {doc['shift']}: {_local(doc['start_ms'])} .. {_local(doc['end_ms'])}", ""]
+    every = doc.get("all")
+    if every is not None:
+        lines += [
+            f"all machines: pieces {every['total']} (good {every['good']}),"
+            f" A {_pct(every['A'])}  P {_pct(every['P'])}  Q {_pct(every['Q'])}"
+            f"  OEE {_pct(every['OEE'])}  coverage {_pct(every['coverage'])}",
+            "",
+        ]
     for name, m in doc["machines"].items():
         f = m["figures"]
         status = "final" if f.get("final") else f"running, as of {_local(f['as_of_ms'])}"

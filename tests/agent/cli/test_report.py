@@ -47,3 +47,26 @@ def test_a_running_figure_before_the_end_and_an_unknown_shift() -> None:
     assert doc["machines"]["press_01"]["figures"]["final"] is False
     assert build(events, "2026-03-03/night") is None
     assert build([], None) is None
+
+
+def test_two_machines_roll_up_by_their_times_and_pieces_never_averaged() -> None:
+    one = history()
+    # a second press: the same states, a tenth of the pieces at a ten times longer cycle
+    other = [
+        e | {"source": "press_02"}
+        | ({"total": 1927, "good": 1884, "reject": 43, "ideal_cycle_s": 10.0}
+           if e["type"] == "shift" else {})
+        for e in one
+    ]  # fmt: skip
+    doc = build(one + other, None)
+    assert doc is not None
+    every = doc["all"]
+    assert every["total"] == 19_271 + 1927
+    assert every["planned_s"] == 2 * 420 * 60
+    operating = 2 * 373 * 60
+    assert every["P"] == round((19_271 * 1.0 + 1927 * 10.0) / operating, 6)  # not the mean of P
+    assert every["OEE"] == round((18_848 * 1.0 + 1884 * 10.0) / (2 * 420 * 60), 6)
+    assert "all machines: pieces 21198" in render(doc)
+    single = build(one, None)
+    assert single is not None
+    assert single["all"] is None
