@@ -807,7 +807,7 @@ class ShiftSection(StrictModel):
     """One shift of a workday, in local time; an end at or before the start crosses midnight."""
 
     name: str = Field(description="Shift name, unique in the calendar (in the shift's id).")
-    start: HHMM = Field(description='Local start, "HH:MM" (quoted).')
+    start: HHMM = Field(description='Local start, "HH:MM" (quoted; "HH:MM:SS" too).')
     end: HHMM = Field(description='Local end, "HH:MM"; at or before start: the next day.')
     breaks: list[tuple[HHMM, HHMM]] = Field(
         default_factory=list,
