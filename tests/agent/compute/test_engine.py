@@ -288,3 +288,17 @@ def test_a_state_back_dated_after_a_shift_was_summed_up_revises_it() -> None:
         events += machine.drain(ts).events
     finals = [e for e in events if e["type"] == "shift" and e["final"]]
     assert [e["revision"] for e in finals] == [0]
+
+
+def test_a_declared_reset_counts_from_zero_and_a_set_value_is_a_gap() -> None:
+    spec = CounterSpec("uint16", max_rate=5.0, reset_signal=True)
+    counter = CounterPlan("total", Source("plc", "total"), spec, reset=Source("plc", "rst"))
+    machine = Machine(plan(counters=(counter,), calendar=None, oee=None))
+    reads = [(0, 100, 0), (1, 104, 0), (2, 3, 1), (3, 7, 0), (4, 40_000, 0)]
+    for second, value, reset in reads:
+        machine.feed("plc", Reading(t("08:00") + second * 1000, {"total": value, "rst": reset}))
+    events = machine.drain(t("08:00") + 60_000).events
+    [count] = [e for e in events if e["type"] == "count"]
+    assert (count["delta"], count["kinds"]) == (4 + 3 + 4, ["declared", "normal"])
+    [gap] = [e for e in events if e["type"] == "counter_gap"]
+    assert (gap["from"], gap["raw"]) == (t("08:00") + 3000, 40_000)
