@@ -116,6 +116,8 @@ class Machine:
         self._routes = _routes(plan)
         self._sm = StateMachine(plan.state) if plan.state is not None else None
         self._state_aliases = frozenset() if plan.state is None else plan.state.inputs
+        self._judged: tuple[dict[str, Value], list[str]] | None = None
+        """The state inputs (values, aliases in error) the state machine last judged."""
         self._open: StateInterval | None = None
         self._intervals: list[StateInterval] = []
         self._counters: dict[str, Counter] = {c.role: Counter(c.spec) for c in plan.counters}
@@ -159,7 +161,12 @@ class Machine:
             self._meter_read(route.meter, reading)
         if self._sm is not None and state_read:  # a read of another poll group says nothing
             errors = [a for a, t in route.inputs if t in reading.errors]
-            closed = self._sm.feed(ts, self._state_values(), errors)
+            values = self._state_values()
+            # A device that stamps values with their own change time (OPC UA) gives a
+            # group's read a time no newer than another group's: new values still count.
+            late = (values, errors) != self._judged
+            closed = self._sm.feed(ts, values, errors, late=late)
+            self._judged = (values, errors)
             self._states(closed)
         if touched and self._alarms:
             self._judge_alarms(ts)

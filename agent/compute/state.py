@@ -35,7 +35,9 @@ records (decision 14):
   ``tick(now_ms)`` notices silence; a read also does.
 
 Times are epoch milliseconds; reads come in time order; a read not newer than
-the last one is a replay and changes nothing.
+the last one is a replay and changes nothing, unless it is fed as ``late``: new
+values under a time not newer (a device that stamps each value with its own
+change time, read one poll group at a time), judged as of the last read's time.
 """
 
 from __future__ import annotations
@@ -523,11 +525,24 @@ class StateMachine:
         return self._interval(held, None)
 
     def feed(
-        self, ts_ms: int, values: Values, errors: Collection[str] | Mapping[str, str] = ()
+        self,
+        ts_ms: int,
+        values: Values,
+        errors: Collection[str] | Mapping[str, str] = (),
+        *,
+        late: bool = False,
     ) -> list[StateInterval]:
-        """Take one read (the tags in ``errors`` failed); the intervals it closed."""
+        """Take one read (the tags in ``errors`` failed); the intervals it closed.
+
+        ``late``: the values are new even if ``ts_ms`` is not newer than the last read
+        (an OPC UA read carries its values' change time, and a read of another poll
+        group may carry an older one); they are then judged as of the last read.
+        """
         if self._last_ts is not None and ts_ms <= self._last_ts:
-            return []
+            if not late:
+                return []
+            held = self._held
+            ts_ms = self._last_ts if held is None else max(self._last_ts, held.since_ms)
         self._last_ts = ts_ms
         good = {k: v for k, v in values.items() if k not in errors} if errors else values
         verdict = self.spec.source.judge(good)

@@ -14,7 +14,7 @@ from agent.compute.counters import CounterSpec
 from agent.compute.engine import Machine
 from agent.compute.oee import OeeConfig, shift_summary
 from agent.compute.plan import AlarmPlan, CounterPlan, EnergyPlan, MachinePlan, Source
-from agent.compute.state import StateMap, StateSpec, parse_condition
+from agent.compute.state import ModeSpec, StateMap, StateSpec, parse_condition
 from agent.message import decode_events, encode_event_parts, splice_seq
 from drivers.base import Reading
 from tests.agent.compute.test_oee import (
@@ -302,3 +302,40 @@ def test_a_declared_reset_counts_from_zero_and_a_set_value_is_a_gap() -> None:
     assert (count["delta"], count["kinds"]) == (4 + 3 + 4, ["declared", "normal"])
     [gap] = [e for e in events if e["type"] == "counter_gap"]
     assert (gap["from"], gap["raw"]) == (t("08:00") + 3000, 40_000)
+
+
+def test_a_read_stamped_no_newer_still_tells_a_new_mode() -> None:
+    """OPC UA stamps a group's read with its values' own change time: the mode (another
+    poll group) changed with the state reads under the same stamp, and the stopped
+    state with an older one; neither may be dropped as a replay."""
+    mode = ModeSpec("md", {1: "production", 2: "maintenance"}, planned_downtime=["maintenance"])
+    spec = StateSpec(StateMap("st", STATES), offline_after_ms=3 * MINUTE, poll_ms=MINUTE,  # type: ignore[arg-type]
+                     mode=mode)  # fmt: skip
+    inputs = {"st": Source("line", "st"), "md": Source("line", "md")}
+    machine = Machine(plan(state=spec, inputs=inputs, counters=(), calendar=None, oee=None))
+    t0 = t("08:00")
+    reads = [
+        Reading(t0, {"st": CODES["stopped"]}),  # the mode not read yet: not known
+        Reading(t0 - MINUTE, {"md": 1}),  # the mode, unchanged since before
+        Reading(t0, {"st": CODES["stopped"]}),  # the same stamp again: nothing new
+        Reading(t0 + 2 * MINUTE, {"st": CODES["running"]}),
+        Reading(t0 + 5 * MINUTE, {"st": CODES["stopped"]}),  # stopped for maintenance,
+        Reading(t0 + 5 * MINUTE, {"md": 2}),  # the mode read after it, the same stamp
+        Reading(t0 + 5 * MINUTE, {"st": CODES["stopped"]}),
+    ]
+    events: list[dict[str, Any]] = []
+    for i, reading in enumerate(reads):
+        machine.feed("line", reading)
+        now = t0 + i * 1000
+        machine.tick(now)
+        events += machine.drain(now).events
+    current = machine.current
+    assert current is not None
+    assert (current.state, current.mode, current.planned_downtime) == (
+        "stopped", "maintenance", True)  # fmt: skip
+    assert current.start_ms == t0 + 5 * MINUTE
+    opened = [(e["state"], e["mode"], e["start"]) for e in events
+              if e["type"] == "state" and e["end"] is None]  # fmt: skip
+    assert opened[0] == ("stopped", "production", t0)
+    assert opened[1] == ("running", "production", t0 + 2 * MINUTE)
+    assert opened[-1] == ("stopped", "maintenance", t0 + 5 * MINUTE)
