@@ -114,6 +114,8 @@ class Machine:
         self._events: list[Event] = []
         self._values: dict[str, Value] = {}
         self._routes = _routes(plan)
+        self._sm_last: int | None = None
+        """The time of the last read the state machine took (see :meth:`feed`)."""
         self._sm = StateMachine(plan.state) if plan.state is not None else None
         self._state_aliases = frozenset() if plan.state is None else plan.state.inputs
         self._judged: tuple[dict[str, Value], list[str]] | None = None
@@ -136,8 +138,14 @@ class Machine:
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, device: str, reading: Reading) -> None:
-        """Take one raw reading of ``device`` (one of the plan's devices)."""
+    def feed(self, device: str, reading: Reading, seen_ms: int | None = None) -> None:
+        """Take one raw reading of ``device`` (one of the plan's devices).
+
+        ``seen_ms``: when the agent took the reading. A device that stamps values with
+        their own change time (OPC UA) keeps the stamp of a value that stands still: the
+        state machine then takes the unchanged read as of when it was seen, so a quiet
+        machine is never taken for a silent one.
+        """
         route = self._routes.get(device)
         if route is None:
             return
@@ -163,9 +171,15 @@ class Machine:
             errors = [a for a, t in route.inputs if t in reading.errors]
             values = self._state_values()
             # A device that stamps values with their own change time (OPC UA) gives a
-            # group's read a time no newer than another group's: new values still count.
+            # group's read a time no newer than another group's: new values still count,
+            # judged as of the last read (late); the same values under a stamp that
+            # stands still say the machine is there, as of when the agent saw them.
             late = (values, errors) != self._judged
-            closed = self._sm.feed(ts, values, errors, late=late)
+            at, last = ts, self._sm_last
+            if not late and seen_ms is not None and last is not None and ts <= last:
+                at = max(seen_ms, last + 1)
+            closed = self._sm.feed(at, values, errors, late=late)
+            self._sm_last = at if self._sm_last is None else max(self._sm_last, at)
             self._judged = (values, errors)
             self._states(closed)
         if touched and self._alarms:

@@ -97,7 +97,7 @@ class Facts:
         if machines:
             for machine in machines:
                 try:
-                    machine.feed(device, reading)
+                    machine.feed(device, reading, now_ms())
                 except Exception:  # one machine's bug must not stop the device's polling
                     self.errors += 1
                     if self.errors == 1:

@@ -385,8 +385,13 @@ class _Checker:
             self.report(
                 path,
                 f"no sub-device entry for {', '.join(missing)}: {dialect} can send a "
-                "device's (or a machine's) data only under its cloud identity; add one per "
-                "device and machine (or disable the device)",
+                + (
+                    "device's (or a machine's) data only under its cloud identity; add one "
+                    "per device and machine (or disable the device)"
+                    if self.machines
+                    else "device's data only under its cloud identity; add one per device "
+                    "(or disable the device)"
+                ),
             )
 
     def _known_tags(self, device: str, names: Mapping[str, str] | list[str], path: Path_) -> None:

@@ -339,3 +339,24 @@ def test_a_read_stamped_no_newer_still_tells_a_new_mode() -> None:
     assert opened[0] == ("stopped", "production", t0)
     assert opened[1] == ("running", "production", t0 + 2 * MINUTE)
     assert opened[-1] == ("stopped", "maintenance", t0 + 5 * MINUTE)
+
+
+def test_a_quiet_line_under_a_standing_stamp_is_not_offline() -> None:
+    """OPC UA: a held line's values keep their change time; the agent saw them each poll."""
+    spec = StateSpec(StateMap("st", STATES), offline_after_ms=5000, poll_ms=200)  # type: ignore[arg-type]
+    machine = Machine(plan(state=spec, counters=(), calendar=None, oee=None))
+    held_since = t("08:00")
+    for i in range(40):  # 8 s of polls, every one stamped 08:00:00
+        seen = held_since + 200 * (i + 1)
+        machine.feed("drive", Reading(held_since, {"st": CODES["idle"]}), seen)
+        machine.tick(seen)
+    current = machine.current
+    assert current is not None
+    assert (current.state, current.start_ms) == ("idle", held_since)
+    # the published reads alone (no seen time) cannot tell quiet from silent
+    blind = Machine(plan(state=spec, counters=(), calendar=None, oee=None))
+    for i in range(40):
+        blind.feed("drive", Reading(held_since, {"st": CODES["idle"]}))
+        blind.tick(held_since + 200 * (i + 1))
+    assert blind.current is not None
+    assert blind.current.state == "offline"

@@ -282,8 +282,7 @@ def test_every_enabled_device_needs_a_cloud_identity(tmp_path: Path) -> None:
     one = {"m1": {"product_key": "pk", "device_name": "m1", "device_secret": "m1-s"}}
     assert problems(tmp_path, [alink(one)]) == [
         "north[0].alink.subdevices: no sub-device entry for m2: alink can send a device's "
-        "(or a machine's) data only under its cloud identity; add one per device and "
-        "machine (or disable the device)"
+        "data only under its cloud identity; add one per device (or disable the device)"
     ]
     devices = [DEVICES[0], {**DEVICES[1], "enabled": False}]
     assert load(tmp_path, [alink(one)], devices=devices).north_secrets["ali"].subdevices == {

@@ -49,6 +49,10 @@ class Host:
         else:
             state = self._online(key)
             self._check_seq(state, payload)
+            if kind == "NDATA":  # the node's own metrics, by the NBIRTH's aliases
+                assert device is None, topic
+                self._metrics(state.node_aliases, "", payload)
+                return
             assert device is not None, topic
             if kind == "DBIRTH":
                 state.devices[device] = self._aliases(payload)
@@ -106,11 +110,13 @@ class Host:
     def _ddata(self, state: NodeState, device: str, payload: pb.Payload) -> None:
         if device not in state.devices:
             raise RebirthNeeded(f"DDATA for {device} without its DBIRTH")
-        aliases = state.devices[device]
+        self._metrics(state.devices[device], device, payload)
+
+    def _metrics(self, aliases: dict[int, str], device: str, payload: pb.Payload) -> None:
         for m in payload.metrics:
             name = m.name or aliases.get(m.alias)
             if name is None:
-                raise RebirthNeeded(f"unknown alias {m.alias} for {device}")
+                raise RebirthNeeded(f"unknown alias {m.alias} for {device or 'the node'}")
             field_name = m.WhichOneof("value")
             value = None if m.is_null else getattr(m, str(field_name))
             if m.is_historical:
