@@ -19,10 +19,8 @@ What is checked, on what reached the broker:
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from drivers.base import Reading
 from simulators.run import SimDevice
 from simulators.timeline import Step, Timeline
 from tests.support.agentproc import AgentProcess, counter_device, site_dict
+from tests.support.facts import decoded, final_summary, hms, machine_events
 from tests.support.mosquitto import Mosquitto, Received, Subscriber
 from tests.support.simthread import SimThread
 
@@ -66,10 +65,6 @@ def _timeline(steps: list[dict[str, Any]], start: float) -> Timeline:
     return Timeline(parsed, start=start, rate=Fraction(RATE))
 
 
-def _hms(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).strftime("%H:%M:%S")
-
-
 def _site(broker: int, ports: dict[str, int], start: float) -> dict[str, Any]:
     drive = {
         "id": "press-drive",
@@ -88,7 +83,7 @@ def _site(broker: int, ports: dict[str, int], start: float) -> dict[str, Any]:
             "e2e": {
                 "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                 "shifts": [
-                    {"name": "e2e", "start": _hms(start + SHIFT[0]), "end": _hms(start + SHIFT[1])}
+                    {"name": "e2e", "start": hms(start + SHIFT[0]), "end": hms(start + SHIFT[1])}
                 ],
             }
         },
@@ -109,31 +104,6 @@ def _site(broker: int, ports: dict[str, int], start: float) -> dict[str, Any]:
 def _script_start() -> float:
     """A whole second a little ahead: the agent is polling before the press starts."""
     return float(math.ceil(time.time()) + 4)
-
-
-def _decoded(received: list[Received]) -> dict[int, tuple[str, dict[str, Any]]]:
-    """Each seq once: (topic, message)."""
-    out: dict[int, tuple[str, dict[str, Any]]] = {}
-    for m in received:
-        if m.topic.endswith("/status"):
-            continue
-        body = json.loads(m.payload)
-        out.setdefault(body["seq"], (m.topic, body))
-    return out
-
-
-def _events(messages: dict[int, tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [
-        e
-        for _, (_, body) in sorted(messages.items())
-        if body.get("kind") == "events" and body["source"] == MACHINE
-        for e in body["events"]
-    ]
-
-
-def _final(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    finals = [e for e in events if e["type"] == "shift" and e["final"]]
-    return finals[-1] if finals else None
 
 
 def _reference(site_file: Path, messages: dict[int, tuple[str, dict[str, Any]]],
@@ -163,12 +133,12 @@ def _reference(site_file: Path, messages: dict[int, tuple[str, dict[str, Any]]],
     end = int(until * 1000)
     machine.tick(end)
     events += machine.drain(end).events
-    return _final(events), pieces
+    return final_summary(events), pieces
 
 
 def _run_until_final(sub: Subscriber, deadline: float) -> list[Received]:
     return sub.wait_for(
-        lambda got: _final(_events(_decoded(got))) is not None,
+        lambda got: final_summary(machine_events(decoded(got), MACHINE)) is not None,
         timeout=max(1.0, deadline - time.time()),
     )
 
@@ -191,8 +161,8 @@ def test_a_scripted_press_gives_its_states_pieces_and_shift(
             got = _run_until_final(sub, start + SHIFT[1] + SETTLE_S + 20)
             status = agent.status()
             assert agent.stop() == 0
-    messages = _decoded(got)
-    events = _events(messages)
+    messages = decoded(got)
+    events = machine_events(messages, MACHINE)
     opened = [e for e in events if e["type"] == "state" and e["end"] is None]
     assert [e["state"] for e in opened] == ["idle", "running", "fault", "running", "offline",
                                             "running"], opened  # fmt: skip
@@ -207,7 +177,7 @@ def test_a_scripted_press_gives_its_states_pieces_and_shift(
     counts = [e for e in events if e["type"] == "count"]
     kinds = {k for e in counts for k in e["kinds"]}
     assert {"normal", "wrap", "reset"} <= kinds
-    final = _final(events)
+    final = final_summary(events)
     assert final is not None
     reference, steps = _reference(tmp_path / "site.yaml", messages, start + SHIFT[1] + 60)
     last = max(e["to"] for e in counts)  # counts after it wait for the next count event
@@ -273,8 +243,8 @@ def test_a_kill_and_a_broker_outage_across_the_shift_end_change_no_figure(
         ):
             site = _site(broker.port, sims.ports, start)
             site["analytics"]["calendars"]["e2e"]["shifts"] = [
-                {"name": "e2e", "start": _hms(start + STEADY_SHIFT[0]),
-                 "end": _hms(start + STEADY_SHIFT[1])}
+                {"name": "e2e", "start": hms(start + STEADY_SHIFT[0]),
+                 "end": hms(start + STEADY_SHIFT[1])}
             ]  # fmt: skip
             agent = AgentProcess(tmp_path / "box", site).start()
             try:
@@ -292,9 +262,9 @@ def test_a_kill_and_a_broker_outage_across_the_shift_end_change_no_figure(
                     agent.stop()
     finally:
         broker.stop()
-    messages = _decoded(got)
-    events = _events(messages)
-    final = _final(events)
+    messages = decoded(got)
+    events = machine_events(messages, MACHINE)
+    final = final_summary(events)
     assert final is not None
     assert final["as_of_ms"] == final["end_ms"]
     assert status["machines"][MACHINE]["problems"] == []

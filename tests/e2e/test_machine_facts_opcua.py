@@ -23,10 +23,8 @@ What is checked, on what reached the broker:
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,8 @@ from simulators.packaging_line import LineHandle, run_packaging_line
 from simulators.timeline import Step, Timeline
 from tests.faults.loopthread import LoopThread
 from tests.support.agentproc import AgentProcess, site_dict
-from tests.support.mosquitto import Mosquitto, Received, Subscriber
+from tests.support.facts import decoded, final_summary, hms, machine_events
+from tests.support.mosquitto import Mosquitto, Subscriber
 
 AGENT = "e2e-line"
 DEVICE = "line-01"
@@ -86,10 +85,6 @@ def _timeline(start: float) -> Timeline:
     return Timeline(steps, start=start - LEAD, rate=Fraction(RATE), reject_rate=REJECT_RATE)
 
 
-def _hms(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).strftime("%H:%M:%S")
-
-
 def _site(broker: int, endpoint: str, start: float) -> dict[str, Any]:
     line = {
         "id": DEVICE,
@@ -107,7 +102,7 @@ def _site(broker: int, endpoint: str, start: float) -> dict[str, Any]:
             "e2e": {
                 "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                 "shifts": [
-                    {"name": "e2e", "start": _hms(start + SHIFT[0]), "end": _hms(start + SHIFT[1])}
+                    {"name": "e2e", "start": hms(start + SHIFT[0]), "end": hms(start + SHIFT[1])}
                 ],
             }
         },
@@ -124,31 +119,6 @@ def _site(broker: int, endpoint: str, start: float) -> dict[str, Any]:
         },
     }
     return site
-
-
-def _decoded(received: list[Received]) -> dict[int, tuple[str, dict[str, Any]]]:
-    """Each seq once: (topic, message)."""
-    out: dict[int, tuple[str, dict[str, Any]]] = {}
-    for m in received:
-        if m.topic.endswith("/status"):
-            continue
-        body = json.loads(m.payload)
-        out.setdefault(body["seq"], (m.topic, body))
-    return out
-
-
-def _events(messages: dict[int, tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [
-        e
-        for _, (_, body) in sorted(messages.items())
-        if body.get("kind") == "events" and body["source"] == MACHINE
-        for e in body["events"]
-    ]
-
-
-def _final(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    finals = [e for e in events if e["type"] == "shift" and e["final"]]
-    return finals[-1] if finals else None
 
 
 def _raw(messages: dict[int, tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -175,7 +145,7 @@ def _reference(site_file: Path, reads: list[dict[str, Any]], until: float) -> di
     end = int(until * 1000)
     machine.tick(end)
     events += machine.drain(end).events
-    return _final(events)
+    return final_summary(events)
 
 
 def _steps(reads: list[dict[str, Any]], tag: str) -> list[tuple[int, int | None, str, int]]:
@@ -204,7 +174,7 @@ def test_a_scripted_packaging_line_gives_its_states_alarm_packs_and_shift(
             AgentProcess(tmp_path, site) as agent,
         ):
             got = sub.wait_for(
-                lambda got: _final(_events(_decoded(got))) is not None,
+                lambda got: final_summary(machine_events(decoded(got), MACHINE)) is not None,
                 timeout=max(1.0, start + SHIFT[1] + SETTLE_S + 10 - time.time()),
             )
             status = agent.status()
@@ -213,8 +183,8 @@ def test_a_scripted_packaging_line_gives_its_states_alarm_packs_and_shift(
     finally:
         loop.close()
     assert "Traceback" not in log, log
-    messages = _decoded(got)
-    events = _events(messages)
+    messages = decoded(got)
+    events = machine_events(messages, MACHINE)
     reads = _raw(messages)
 
     # -- states: each at the first poll that could see it (reads stamped at the change).
@@ -280,7 +250,7 @@ def test_a_scripted_packaging_line_gives_its_states_alarm_packs_and_shift(
     assert made - 2 <= sum(e["delta"] for e in total) <= made + 1
 
     # -- the shift (1 s .. 25 s): equal to the core's, maintenance out of planned time
-    final = _final(events)
+    final = final_summary(events)
     assert final is not None
     assert final == _reference(tmp_path / "site.yaml", reads, start + SHIFT[1] + 60)
     assert 2.8 <= final["planned_down_s"] <= 3.2
