@@ -33,7 +33,7 @@ from drivers.base import Reading
 from simulators.run import SimDevice
 from simulators.timeline import Step, Timeline
 from tests.support.agentproc import AgentProcess, counter_device, site_dict
-from tests.support.facts import decoded, final_summary, hms, machine_events
+from tests.support.facts import analytics, decoded, final_summary, machine_events
 from tests.support.mosquitto import Mosquitto, Received, Subscriber
 from tests.support.simthread import SimThread
 
@@ -76,28 +76,17 @@ def _site(broker: int, ports: dict[str, int], start: float) -> dict[str, Any]:
     site = site_dict(AGENT, broker, [drive, counter_device("press-count", ports["press-count"],
                                                            POLL)])  # fmt: skip
     site["mqtt"]["qos"] = 1
-    site["analytics"] = {
-        "timezone": "UTC",
-        "publish_every": "10s",
-        "calendars": {
-            "e2e": {
-                "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                "shifts": [
-                    {"name": "e2e", "start": hms(start + SHIFT[0]), "end": hms(start + SHIFT[1])}
-                ],
-            }
-        },
-        "machines": {
-            MACHINE: {
-                "devices": ["press-drive", "press-count"],
-                "calendar": "e2e",
-                "ideal_cycle": "0.2s",
-                "counters": {
-                    "total": {"source": "press-count/t0", "width": "uint16", "max_rate": "10/s"}
-                },
-            }
-        },
+    machines = {
+        MACHINE: {
+            "devices": ["press-drive", "press-count"],
+            "calendar": "e2e",
+            "ideal_cycle": "0.2s",
+            "counters": {
+                "total": {"source": "press-count/t0", "width": "uint16", "max_rate": "10/s"}
+            },
+        }
     }
+    site["analytics"] = analytics(start + SHIFT[0], start + SHIFT[1], machines)
     return site
 
 
@@ -242,10 +231,10 @@ def test_a_kill_and_a_broker_outage_across_the_shift_end_change_no_figure(
             Subscriber(broker.port, f"edge/{AGENT}/#", session="facts-checker") as sub,
         ):
             site = _site(broker.port, sims.ports, start)
-            site["analytics"]["calendars"]["e2e"]["shifts"] = [
-                {"name": "e2e", "start": hms(start + STEADY_SHIFT[0]),
-                 "end": hms(start + STEADY_SHIFT[1])}
-            ]  # fmt: skip
+            machines = site["analytics"]["machines"]
+            site["analytics"] = analytics(
+                start + STEADY_SHIFT[0], start + STEADY_SHIFT[1], machines
+            )
             agent = AgentProcess(tmp_path / "box", site).start()
             try:
                 _at(start, KILL_AT)

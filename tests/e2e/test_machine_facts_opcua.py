@@ -40,7 +40,7 @@ from simulators.packaging_line import LineHandle, run_packaging_line
 from simulators.timeline import Step, Timeline
 from tests.faults.loopthread import LoopThread
 from tests.support.agentproc import AgentProcess, site_dict
-from tests.support.facts import decoded, final_summary, hms, machine_events
+from tests.support.facts import analytics, decoded, final_summary, machine_events
 from tests.support.mosquitto import Mosquitto, Subscriber
 
 AGENT = "e2e-line"
@@ -95,29 +95,18 @@ def _site(broker: int, endpoint: str, start: float) -> dict[str, Any]:
     site = site_dict(AGENT, broker, [line])
     site["mqtt"]["qos"] = 1
     counter = {"width": "int32", "max_rate": f"{MAX_RATE:g}/s"}
-    site["analytics"] = {
-        "timezone": "UTC",
-        "publish_every": "10s",
-        "calendars": {
-            "e2e": {
-                "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                "shifts": [
-                    {"name": "e2e", "start": hms(start + SHIFT[0]), "end": hms(start + SHIFT[1])}
-                ],
-            }
-        },
-        "machines": {
-            MACHINE: {
-                "devices": [DEVICE],
-                "calendar": "e2e",
-                "ideal_cycle": "0.2s",
-                "counters": {
-                    "total": {"source": f"{DEVICE}/processed_count", **counter},
-                    "reject": {"source": f"{DEVICE}/defective_count", **counter},
-                },
-            }
-        },
+    machines = {
+        MACHINE: {
+            "devices": [DEVICE],
+            "calendar": "e2e",
+            "ideal_cycle": "0.2s",
+            "counters": {
+                "total": {"source": f"{DEVICE}/processed_count", **counter},
+                "reject": {"source": f"{DEVICE}/defective_count", **counter},
+            },
+        }
     }
+    site["analytics"] = analytics(start + SHIFT[0], start + SHIFT[1], machines)
     return site
 
 

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.compute.shifts import WEEKDAYS
 from tests.support.mosquitto import Received
 
 Messages = dict[int, tuple[str, dict[str, Any]]]
@@ -15,6 +16,18 @@ Messages = dict[int, tuple[str, dict[str, Any]]]
 def hms(epoch_s: float) -> str:
     """``HH:MM:SS`` of an instant in UTC (the tests' calendars are in UTC)."""
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%H:%M:%S")
+
+
+def analytics(start_s: float, end_s: float, machines: dict[str, Any]) -> dict[str, Any]:
+    """An ``analytics:`` block with one shift ``e2e`` from ``start_s`` to ``end_s`` (epoch s,
+    every day, in UTC), a running figure every 10 s, and ``machines``."""
+    shift = {"name": "e2e", "start": hms(start_s), "end": hms(end_s)}
+    return {
+        "timezone": "UTC",
+        "publish_every": "10s",
+        "calendars": {"e2e": {"workdays": list(WEEKDAYS), "shifts": [shift]}},
+        "machines": machines,
+    }
 
 
 def decoded(received: list[Received]) -> Messages:
