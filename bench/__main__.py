@@ -27,6 +27,7 @@ from bench.scenarios import (
     drain_per_destination,
     one_down,
     prepare_backlog,
+    recovery,
     rtu_bus,
     steady,
     two_destinations,
@@ -34,7 +35,7 @@ from bench.scenarios import (
 from tests.support.agentproc import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13")
+ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13", "S15")
 S1_LOAD = Load(devices=10, tags=100, interval=1.0)
 S2_LOAD = Load(devices=10, tags=1200, interval=1.0)
 S12_LOAD = Load(devices=10, tags=100, interval=1.0, facts=True)
@@ -49,7 +50,8 @@ def _say(text: str) -> None:
 
 
 def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
-              prepared: Backlog | None, runs: Runs, sp_outage: float) -> None:  # fmt: skip
+              prepared: Backlog | None, runs: Runs, sp_outage: float,
+              outage: float = 30.0) -> None:  # fmt: skip
     if wanted & {"S1", "S5", "S6", "S8"}:
         _say(f"run {run}: S1 (+S5 start-up, S6 status) 10 x 100 tags at 1 s")
         figs = steady(work / f"s1-{run}", S1_LOAD, settings, status_calls=settings.status_calls)
@@ -73,6 +75,9 @@ def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
     if "S4" in wanted and prepared is not None:
         _say(f"run {run}: S4 drain a backlog of {prepared.last_seq:,} batches")
         runs["S4"].append(backlog(work / f"s4-{run}", prepared, settings))
+    if "S15" in wanted:
+        _say(f"run {run}: S15 S1 load, the broker down for {outage:g} s, first data after")
+        runs["S15"].append(recovery(work / f"s15-{run}", S1_LOAD, settings, outage))
     if "S7" in wanted:
         _say(f"run {run}: S7 RTU bus, 4 units x 100 tags at {S7_LOAD.baud} baud")
         runs["S7"].append(rtu_bus(work / f"s7-{run}", S7_LOAD, settings))
@@ -139,10 +144,14 @@ def _quick_two_way(work: Path, runs: Runs, single: dict[str, float]) -> bool:
     s10 = one_down(work / "quick-s10", load, settings, 3.0)
     runs["S10"].append(s10)
     runs["S11"].append(encode_cost(batches=1000, repeats=1))
+    _say("quick: S15 the edge-json broker down for 5 s, first data after")
+    s15 = recovery(work / "quick-s15", load, settings, 5.0)
+    runs["S15"].append(s15)
     flowed = [s8["json_values_per_s"], s8["sp_values_per_s"], s10.get("sp_missed_values", 0)]
     flowed += [v for k, v in s9.items() if k.endswith("_drain_values_per_s")]
     lost = [v for k, v in (s8 | s9 | s10).items() if k.endswith("lost")]
-    return all(v > 0 for v in flowed) and not any(lost) and not math.isnan(s10["catch_up_s"])
+    back = not math.isnan(s10["catch_up_s"]) and not math.isnan(s15["first_data_after_s"])
+    return all(v > 0 for v in flowed) and not any(lost) and back
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=int, default=3600, help="S4 outage seconds at 1,000/s")
     parser.add_argument("--sp-outage", type=float, default=600.0,
                         help="S10: seconds the Sparkplug broker is down (default 600)")  # fmt: skip
+    parser.add_argument("--recovery-outage", type=float, default=30.0,
+                        help="S15: seconds the broker is down (default 30)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
@@ -173,7 +184,16 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"S4: writing a backlog of {args.outage} s x 1,000 values/s")
                 prepared = prepare_backlog(work, args.outage)
             for run in range(1, args.runs + 1):
-                _run_once(run, wanted, settings, work, prepared, runs, args.sp_outage)
+                _run_once(
+                    run,
+                    wanted,
+                    settings,
+                    work,
+                    prepared,
+                    runs,
+                    args.sp_outage,
+                    args.recovery_outage,
+                )
     finally:
         if args.keep:
             _say(f"work folder kept: {work}")

@@ -82,6 +82,7 @@ TARGETS: tuple[Target, ...] = (
     Target("S10", "json_during_p99_ms", "<", 100.0, "ms"),
     Target("S10", "json_lost", "==", 0.0),
     Target("S10", "sp_lost", "==", 0.0),
+    Target("S15", "first_data_after_s", "<", 3.0, "s"),
 )
 
 # Figures shown in the table without a target (context for reading the ones with one).
@@ -116,6 +117,7 @@ INFO: dict[str, tuple[str, ...]] = {
     "S7d": ("dead_unit_timeouts", "bus_utilisation_pct", "polls_per_s", "overruns", "cpu_pct"),
     "S12": ("cpu_pct", "plain_cpu_pct", "rss_mb", "latency_p99_ms", "values_per_s"),
     "S13": ("cpu_pct", "plain_cpu_pct", "rss_mb", "values_per_s"),
+    "S15": ("outage_s", "reconnects"),
     "S8": (
         "cpu_pct",
         "single_cpu_pct",
@@ -198,7 +200,7 @@ def rows(runs: Runs) -> list[Row]:
     wanted: list[tuple[str, str, Target | None]] = [(t.scenario, t.metric, t) for t in TARGETS]
     wanted += [(s, m, None) for s, metrics in INFO.items() for m in metrics]
     names = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S7d", "S8", "S9", "S10", "S11", "S12",
-             "S13"]  # fmt: skip
+             "S13", "S15"]  # fmt: skip
     order = {name: i for i, name in enumerate(names)}
     wanted.sort(key=lambda w: order.get(w[0], 99))
     for scenario, metric, target in wanted:

@@ -330,6 +330,42 @@ def one_down(workdir: Path, load: Load, settings: Settings, outage_s: float) -> 
     return figures
 
 
+# --------------------------------------------------------------------------- S15 recovery
+
+
+def recovery(workdir: Path, load: Load, settings: Settings, outage_s: float) -> Figures:
+    """S15: the edge-json broker stopped for ``outage_s`` under ``load``, then started again.
+
+    The shipped backoff (``reconnect_min`` 0.5 s, ``reconnect_max`` 30 s).
+    ``first_data_after_s``: from the broker's port accepting again (its
+    ``start`` returned) to the first batch the agent has confirmed after it
+    (status ``messages_published`` moving, polled every 50 ms): the broker's
+    own PUBACK, independent of the subscriber's reconnect.
+    """
+    with Rig(workdir, load) as rig:
+        agent, broker = rig.agent, rig.brokers[EDGE_JSON]
+        assert agent is not None
+        time.sleep(settings.warmup_s)
+        broker.stop()
+        deadline = time.monotonic() + 15
+        while agent.status()["destinations"][EDGE_JSON]["connected"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the agent did not notice the broker stopped")
+            time.sleep(0.05)
+        time.sleep(outage_s)
+        published = agent.status()["destinations"][EDGE_JSON]["messages_published"]
+        broker.restart()  # on the same port
+        up = time.monotonic()
+        first = math.nan
+        while time.monotonic() - up < 120:
+            if agent.status()["destinations"][EDGE_JSON]["messages_published"] > published:
+                first = time.monotonic() - up
+                break
+            time.sleep(0.05)
+        reconnects = agent.status()["destinations"][EDGE_JSON]["reconnects"]
+    return {"first_data_after_s": first, "outage_s": outage_s, "reconnects": float(reconnects)}
+
+
 # --------------------------------------------------------------------------- S7 RTU bus
 
 

@@ -22,7 +22,7 @@ destination  one MQTT connection + one dialect and its options
 health       what ended connections say: backoff reset, storm logging, likely cause
 link         the paho-mqtt connection driven by the asyncio loop; will, subscribe, TLS
 options      broker options, publisher counters, error sentences (no paho)
-probe        a paho-free MQTT CONNECT probe for ``edge-agent doctor``
+probe        a paho-free MQTT CONNECT probe for ``edge-agent doctor``; the port watch
 sparkplug    Sparkplug B 3.0: pure builders (``encode``) and the Edge Node session
 dialects     cloud encodings and sessions (Alink, IoTDA, ThingsBoard)
 facts        events messages as a machine's values and births (pure)

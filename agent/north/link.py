@@ -28,6 +28,7 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import ssl
 import termios
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ from agent.north.options import (
     MqttOptions,
     PublisherStats,
     TlsOptions,
+    Unreachable,
     closed_early,
     describe_connect_error,
     missing_tls_file,
@@ -145,12 +147,16 @@ class _Link:
                 reason = await asyncio.shield(self._connack)
         except TimeoutError:
             phase = "CONNACK" if blocking.done() else "TCP/TLS connect"
-            raise PublishError(
+            kind = PublishError if blocking.done() else Unreachable
+            raise kind(
                 f"no answer from broker {o.host}:{o.port} within {o.connect_timeout:g} s "
                 f"(waiting for {phase})"
             ) from None
         except (OSError, ValueError) as exc:
-            raise PublishError(describe_connect_error(exc, o)) from None
+            # before any TCP connection (refused, no route, DNS): the backoff watches the port
+            never_reached = isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError)
+            kind = Unreachable if never_reached else PublishError
+            raise kind(describe_connect_error(exc, o)) from None
         finally:
             if not blocking.done():  # the thread still owns the socket: close it when it is done
                 blocking.add_done_callback(self._abandoned)

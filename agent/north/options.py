@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
+from agent.errors import PublishError
+
 REFUSALS = {
     "Bad user name or password": "bad user name or password (check mqtt.username/password)",
     "Not authorized": "not authorised (check mqtt.username/password)",
@@ -26,6 +28,16 @@ REFUSALS = {
 
 class LinkDown(Exception):
     """A broker connection is over; carries the reason (internal to the publisher)."""
+
+
+class Unreachable(PublishError):
+    """A connection attempt that never reached the broker: no TCP connection opened.
+
+    Refused, no route, a name that does not resolve, or no TCP answer in time.
+    Only after such a failure does the publisher's backoff watch the broker's
+    port (:func:`agent.north.probe.reachable`): every other failure reached a
+    listener, so there is nothing to watch and the whole backoff is slept.
+    """
 
 
 class Link(Protocol):

@@ -6,6 +6,10 @@ DISCONNECT). The TLS context mirrors the publisher's: the CA file or the
 system CAs, an optional client certificate, host names checked unless
 ``tls.insecure``. The probe uses its own client id (``<client id>-doctor``), so
 a running agent is not kicked off the broker by a session take-over.
+
+:func:`reachable` is the publisher's cheaper check while it backs off: a TCP
+connection opened and closed at once, no MQTT packet at all (docs/NORTH.md,
+"Reconnects").
 """
 
 from __future__ import annotations
@@ -56,6 +60,24 @@ async def probe(options: MqttOptions, seconds: float) -> str | None:
     except (OSError, ssl.SSLError, TimeoutError) as exc:
         return describe_connect_error(exc, options)
     return _connack_error(connack, client_id)
+
+
+async def reachable(host: str, port: int, seconds: float) -> bool:
+    """True if a TCP connection to ``host:port`` opens within ``seconds``; closed at once.
+
+    No TLS handshake and no MQTT packet: the broker sees a connection that
+    closes before it says anything (mosquitto logs it as a client closing its
+    connection). Refused, unreachable, unresolvable or no answer in time: False.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _connack_error(connack: bytes, client_id: str) -> str | None:

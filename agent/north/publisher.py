@@ -45,6 +45,15 @@ dialect and keeps everything else. The contract, per connection:
    state and its next ``on_connect`` says it.
 7. a clean stop publishes ``goodbye(now)``, then DISCONNECT.
 
+Reconnects: after a failure the jittered exponential backoff of
+:meth:`PublishLoop._backoff` (reset only by a link that stayed up, see
+:mod:`agent.north.health`); while it sleeps after a broker that seems gone,
+its port is watched with a TCP connect once a second
+(:func:`agent.north.probe.reachable`), and the sleep ends, after a full-jitter
+pause, once the port answers again (:meth:`PublishLoop._back_off`, the one
+mechanism; docs/NORTH.md, "Reconnects"). A port that answers all along does
+not shorten a sleep: a broker that refuses us sees the backoff alone.
+
 Faults: a session call that raises (a dialect bug) never ends :meth:`PublishLoop.run`:
 it is logged with its traceback (once per call, then at debug), counted in
 ``dialect_errors`` with ``last_error``, and the link is dropped; the next
@@ -96,11 +105,13 @@ from agent.north.options import (
     LinkDown,
     MqttOptions,
     PublisherStats,
+    Unreachable,
     check_topic,
     describe_connect_error,
     packet_size,
     payload_budget,
 )
+from agent.north.probe import reachable
 from agent.north.session import Reaction, ReplyVerdict, Session
 from drivers.base import Reading, now_ms
 
@@ -109,6 +120,8 @@ __all__ = ["PublishLoop"]
 log = logging.getLogger("agent.north.link")  # one logger name for the whole publisher
 
 _TICK_S = 0.2  # how often keepalive and PUBACK stalls are checked
+_WATCH_S = 1.0  # backing off from an unreachable broker: how often its port is tried
+_WATCH_FROM_S = 2.0  # backoffs up to this long are slept without watching the port
 _GOODBYE_TIMEOUT_S = 3.0  # offline status + DISCONNECT on a clean stop
 
 
@@ -183,6 +196,7 @@ class PublishLoop:
         self._running = False
         self._health = LinkHealth(options, self.stats)
         self._ever_connected = False
+        self._watch_port = False  # the broker may be gone: the backoff watches its port
         self._up_at = 0.0  # when the current link was accepted
         self._stable = False  # the current link stayed up STABLE_S
         self._aborted = False  # the current link was ended by our dead-link check
@@ -229,9 +243,10 @@ class PublishLoop:
                         self._drop_link(link)
                     if self._stable:
                         continue  # a link that proved itself is retried at once
+                    self._watch_port = True  # lost early: was it the broker going away?
                 # failed, or accepted and dropped before it proved itself: back off
                 health.attempt += 1
-                await self._sleep_unless_stopped(self._backoff(health.attempt))
+                await self._back_off(self._backoff(health.attempt))
         finally:
             self._flush_acks()
             self._running = False
@@ -341,10 +356,13 @@ class PublishLoop:
             else:
                 link = await self._open_session_link(self._session)
         except (PublishError, LinkDown) as exc:
+            self._watch_port = isinstance(exc, Unreachable)
             self._note_down(str(exc))
         except (OSError, ValueError) as exc:  # TLS files unreadable while building the client
+            self._watch_port = False
             self._note_down(describe_connect_error(exc, self._o))
         else:
+            self._watch_port = False
             self._note_up()
             return link
         if link is not None:
@@ -406,6 +424,42 @@ class PublishLoop:
     def _backoff(self, attempt: int) -> float:
         delay = min(self._o.reconnect_max, self._o.reconnect_min * 2 ** min(attempt - 1, 30))
         return random.uniform(delay / 2, delay)
+
+    async def _back_off(self, delay: float) -> None:
+        """Sleep ``delay``, cut short when a vanished broker's port starts answering.
+
+        Only after an attempt that opened no TCP connection (:class:`Unreachable`)
+        or a link lost before it proved itself, and only for a delay above
+        :data:`_WATCH_FROM_S`: the port is tried every :data:`_WATCH_S`
+        (:func:`agent.north.probe.reachable`: connect, close, no MQTT). Once a
+        try fails and a later one succeeds, the sleep ends after a full-jitter
+        pause of up to :data:`_WATCH_S`. A port that answers at the first try
+        (a TLS or CONNECT problem behind it, a broker closing after CONNACK)
+        gets the whole backoff, and an attempt refused by a listener (no
+        CONNACK, a refusing CONNACK, a failed TLS handshake) is not watched at
+        all: a broker that answers but will not keep us sees the attempts of
+        the backoff alone (and at most one TCP connect per sleep).
+        """
+        if not self._watch_port or delay <= _WATCH_FROM_S:
+            await self._sleep_unless_stopped(delay)
+            return
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + delay
+        seen_down = False
+        while not self._stop.is_set() and (left := deadline - clock()) > 0:
+            tried = clock()
+            up = await reachable(self._o.host, self._o.port, min(_WATCH_S, left))
+            if up:
+                if seen_down:  # full jitter: a fleet that lost one broker comes back spread out
+                    pause = random.uniform(0, _WATCH_S)
+                    log.debug("MQTT broker %s:%d answers again: reconnecting in %.2f s",
+                              self._o.host, self._o.port, pause)  # fmt: skip
+                    await self._sleep_unless_stopped(min(pause, max(0.0, deadline - clock())))
+                else:  # it answered all along: the attempt failed behind the port
+                    await self._sleep_unless_stopped(max(0.0, deadline - clock()))
+                return
+            seen_down = True
+            await self._sleep_unless_stopped(min(_WATCH_S - (clock() - tried), deadline - clock()))
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -104,17 +104,19 @@ class Rig:
     """Counter simulators, a fault proxy in front of the broker, a checker, the agent.
 
     ``with Rig(tmp_path, broker, devices=4) as rig:`` starts them in that
-    order; ``rig.proxy`` (agent -> broker), ``rig.checker`` (straight on the
-    broker, persistent session), ``rig.agent`` (an :class:`AgentProcess`, not
-    started with ``start_agent=False``: prefill its buffer first).
+    order; ``rig.proxy`` (agent -> broker; none with ``direct=True``),
+    ``rig.checker`` (straight on the broker, persistent session), ``rig.agent``
+    (an :class:`AgentProcess`, not started with ``start_agent=False``: prefill
+    its buffer first).
     """
 
     def __init__(
         self, tmp_path: Path, broker: BrokerPort, *, devices: int = 4, interval: str = "100ms",
         mqtt: dict[str, Any] | None = None, buffer: dict[str, Any] | None = None,
-        start_agent: bool = True,
+        start_agent: bool = True, direct: bool = False,
     ) -> None:  # fmt: skip
         self.start_agent = start_agent
+        self.direct = direct  # the agent on the broker's own port, no fault proxy
         self.tmp_path = tmp_path
         self.broker = broker
         self.names = [f"c{i}" for i in range(1, devices + 1)]
@@ -127,13 +129,15 @@ class Rig:
         try:
             s = self._stack
             self.sims = s.enter_context(SimThread([SimDevice(n, "counter") for n in self.names]))
-            self.proxy = s.enter_context(ProxyThread(self.broker.port))
+            if not self.direct:
+                self.proxy = s.enter_context(ProxyThread(self.broker.port))
             window = int((self.mqtt or {}).get("max_inflight", 100))  # the agent's default
             self.checker = s.enter_context(
                 Checker(self.broker.port, AGENT, session="checker", window=window)
             )
             ports = {n: self.sims.ports[n] for n in self.names}
-            site = counter_site(self.proxy.port, ports, interval=self.interval, mqtt=self.mqtt,
+            port = self.broker.port if self.direct else self.proxy.port
+            site = counter_site(port, ports, interval=self.interval, mqtt=self.mqtt,
                                 buffer=self.buffer)  # fmt: skip
             self.agent = AgentProcess(self.tmp_path / "agent", site)
             s.callback(self.agent.__exit__, None, None, None)

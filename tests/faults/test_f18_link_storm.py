@@ -119,6 +119,57 @@ async def test_f18_closed_after_connack_backs_off_and_logs_once(
     assert "after accepting it" in (pub.stats.last_error or ""), pub.stats.last_error
 
 
+REFUSING_S = 15.0
+# the backoff alone: about 6 attempts in 15 s, plus one port try per sleep above 2 s after a
+# kick; a watch that woke whenever the port answered: 25 and more
+MAX_REFUSED_CONNECTS = 12
+
+
+@contextlib.asynccontextmanager
+async def refusing_listener(kind: str) -> AsyncIterator[tuple[int, list[float]]]:
+    """A port that answers TCP but never lets an MQTT session start.
+
+    ``close``: the socket is closed as soon as it is accepted (a proxy with no
+    broker behind it); ``refuse``: CONNACK code 5, not authorised; ``kick``:
+    CONNACK accepted, then the socket closed (an ACL kick, a takeover).
+    """
+    connects: list[float] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connects.append(time.monotonic())
+        if kind != "close":
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                await reader.readexactly(1)
+                await reader.readexactly(await _remaining_length(reader))
+                writer.write(b"\x20\x02\x00\x05" if kind == "refuse" else b"\x20\x02\x00\x00")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connects
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("kind", ["close", "refuse", "kick"])
+async def test_f18_port_that_answers_but_refuses_keeps_the_backoff(kind: str) -> None:
+    """The shipped backoff (0.5 s to 30 s): the port answers, so no watch shortens a sleep."""
+    async with refusing_listener(kind) as (port, connects):
+        opts = MqttOptions(host="127.0.0.1", port=port, client_id="f18-refused", keepalive=5,
+                           connect_timeout=2)  # fmt: skip
+        pub = Publisher(opts, _EmptySource(), "f18-box")  # type: ignore[arg-type]
+        task = asyncio.create_task(pub.run())
+        await asyncio.sleep(REFUSING_S)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(connects) >= 3, connects  # it does retry
+    assert len(connects) <= MAX_REFUSED_CONNECTS, f"{len(connects)} connects in {REFUSING_S} s"
+    assert not pub.stats.connected
+
+
 def test_f18_client_id_takeover_is_named(tmp_path: Path, broker: Mosquitto) -> None:
     with Rig(tmp_path, broker, devices=1, interval="200ms") as rig:
         assert rig.checker.wait_for_count(3)
