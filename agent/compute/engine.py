@@ -60,6 +60,7 @@ KEEP_DONE_MS: Final = 3_600_000
 """A shift summary sent is kept this long for revisions."""
 
 Event = dict[str, Any]
+_DAY_MS: Final = 86_400_000
 
 
 @dataclass(slots=True)
@@ -114,6 +115,9 @@ class Machine:
         self._events: list[Event] = []
         self._values: dict[str, Value] = {}
         self._routes = _routes(plan)
+        self._tracked: tuple[int, int] | None = None
+        """Shifts are tracked for reads from [0] on; none starts before [1] (a cache: the
+        calendar's instances cost time zone arithmetic)."""
         self._sm_last: int | None = None
         """The time of the last read the state machine took (see :meth:`feed`)."""
         self._sm = StateMachine(plan.state) if plan.state is not None else None
@@ -516,9 +520,16 @@ class Machine:
         if calendar is None or self.plan.oee is None:
             return
         since = ts if self._last_ms is None else min(self._last_ms, ts)
+        known = self._tracked
+        if known is not None and known[0] <= since and ts < known[1]:
+            return  # no shift starts before known[1]: every one up to ts is tracked
         for instance in calendar.shifts_between(since, ts + 1):
             if instance.key not in self._shifts and instance.end_ms > since:
                 self._shifts[instance.key] = _Shift(instance, self._tallies(instance))
+        upcoming = [
+            s.start_ms for s in calendar.shifts_between(ts + 1, ts + 2 * _DAY_MS) if s.start_ms > ts
+        ]
+        self._tracked = (since, min(upcoming, default=ts + _DAY_MS))
 
     def _tallies(self, instance: ShiftInstance) -> dict[str, CountTally]:
         assert self.plan.oee is not None
