@@ -56,11 +56,14 @@ COUNT_EVERY_MS: Final = 10_000
 """Count events are sent at most this often per counter (the deltas are summed)."""
 MAX_INTERVALS: Final = 5000
 """State intervals kept for the shifts still open; past this the oldest are dropped."""
+AHEAD_MS: Final = 300_000
+"""A reading stamped further ahead of when it was seen is dated when it was seen."""
 KEEP_DONE_MS: Final = 3_600_000
 """A shift summary sent is kept this long for revisions."""
 
 Event = dict[str, Any]
 _DAY_MS: Final = 86_400_000
+_FLOAT32_MAX: Final = 3.4028234663852886e38
 
 
 @dataclass(slots=True)
@@ -153,6 +156,10 @@ class Machine:
         route = self._routes.get(device)
         if route is None:
             return
+        if seen_ms is not None and reading.ts > seen_ms + AHEAD_MS:
+            # a device stamp ahead of the box (a PLC clock, a bad source timestamp): the
+            # facts would run into the future; the read is dated when it was seen
+            reading = Reading(seen_ms, reading.values, reading.errors)
         ts = reading.ts
         if self._last_ms is not None and ts + 600_000 < self._last_ms:
             return  # far in the past (a clock step back): nothing to decide from it
@@ -202,7 +209,7 @@ class Machine:
                 self._clear(plan, alarm, held, "good")
         # a device's clock ahead of ours (or reads of several devices out of order):
         # a figure is never as of an instant before a state it already knows
-        as_of = max(now_ms, self._last_ms or now_ms)
+        as_of = max(now_ms, min(self._last_ms or now_ms, now_ms + AHEAD_MS))
         self._track_shifts(as_of)
         self._shift_figures(as_of)
 
@@ -248,6 +255,9 @@ class Machine:
             "meter": [[r.ts_ms, _json_number(r.kwh)] for r in self._meter],
             "revisions": self._revisions.state(),
             "last_ms": self._last_ms,
+            "values": dict(self._values),
+            "sm_last": self._sm_last,
+            "judged": None if self._judged is None else [self._judged[0], self._judged[1]],
         }
 
     # ----------------------------------------------------------------- status
@@ -468,7 +478,12 @@ class Machine:
         value = reading.values.get(tag)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return
-        if not math.isfinite(value):
+        if not math.isfinite(value) or (
+            self.plan.energy is not None
+            and self.plan.energy.register == "float32"
+            and abs(value) > _FLOAT32_MAX
+        ):
+            self._problem(f"meter {tag}: {value!r} is no float32 register value: not counted")
             return
         if self._meter and reading.ts <= self._meter[-1].ts_ms:
             return
@@ -513,7 +528,8 @@ class Machine:
         state = self.plan.state
         poll = self.plan.oee.poll_interval_ms if self.plan.oee is not None else 1000
         extra = 0 if state is None else state.debounce_ms + state.offline_after_ms
-        return extra + 2 * max(poll, 0 if state is None else (state.poll_ms or 0))
+        meter = 0 if self.plan.energy is None else self.plan.energy.poll_ms
+        return extra + 2 * max(poll, meter, 0 if state is None else (state.poll_ms or 0))
 
     def _track_shifts(self, ts: int) -> None:
         calendar = self.plan.calendar
@@ -701,6 +717,11 @@ class Machine:
         self._revisions = Revisions.from_state(dict(saved.get("revisions", {})))
         last = saved.get("last_ms")
         self._last_ms = None if last is None else int(last)
+        self._values = dict(saved.get("values", {}))
+        sm_last = saved.get("sm_last")
+        self._sm_last = None if sm_last is None else int(sm_last)
+        judged = saved.get("judged")
+        self._judged = None if judged is None else (dict(judged[0]), list(judged[1]))
 
     def _restore_shifts(self, saved: Mapping[str, Any]) -> None:
         plan = self.plan
@@ -715,8 +736,9 @@ class Machine:
                     continue
                 tallies = self._tallies(instance)
                 for role, t in dict(raw.get("tallies", {})).items():
-                    if role in tallies:
-                        tallies[role] = CountTally.from_state(t)
+                    window = (t.get("start_ms"), t.get("end_ms"))
+                    if role in tallies and window == (instance.start_ms, instance.end_ms):
+                        tallies[role] = CountTally.from_state(t)  # else: the calendar changed
                 self._shifts[key] = _Shift(
                     instance, tallies, raw.get("published_ms"), bool(raw.get("final"))
                 )

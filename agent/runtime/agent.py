@@ -356,7 +356,10 @@ class Agent:
                     computing.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await computing
-                    self.facts.commit(now_ms(), force=True)  # the last reads' facts too
+                    try:
+                        self.facts.commit(now_ms(), force=True)  # the last reads' facts too
+                    except Exception:  # the stop goes on: flush and drain what is there
+                        log.exception("machine facts: the last commit failed")
                 try:
                     async with asyncio.timeout(FLUSH_TIMEOUT_S):
                         await self.buffer.flush()

@@ -16,6 +16,7 @@ trusted again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -38,6 +39,7 @@ SAVE_EVERY_S: Final = 5.0
 KEEP_DAYS_DEFAULT: Final = 35
 _DAY_MS: Final = 86_400_000
 _PRUNE_EVERY_MS: Final = 3_600_000
+_UNSEEN: Final = "(not seen yet)"
 
 
 class Facts:
@@ -60,7 +62,7 @@ class Facts:
         self.machines: dict[str, Machine] = {}
         self._by_device: dict[str, list[Machine]] = {}
         self._saved_ms: dict[str, int] = {}
-        self._clock: str | None = None
+        self._clock: str | None = _UNSEEN  # the first reading always tells the clock's state
         self._box_events: list[dict[str, Any]] = []
         self._pruned_ms = 0
         self.errors = 0
@@ -68,6 +70,11 @@ class Facts:
     async def start(self) -> None:
         """Build every machine from the state the buffer holds for it (or afresh)."""
         saved = await self.buffer.load_state() if self.plans else {}
+        box = saved.get(BOX_SOURCE)
+        if box is not None:  # what the box last said of its clock: a change is told
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                told = orjson.loads(box).get("clock")
+                self._clock = None if told == "ok" else str(told)
         self._build(saved)
 
     def _build(self, saved: Mapping[str, bytes]) -> None:
@@ -107,8 +114,8 @@ class Facts:
 
     def _clock_changed(self, flag: str | None, ts: int) -> None:
         previous, self._clock = self._clock, flag
-        if previous is None and flag is None:
-            return
+        if previous in (None, _UNSEEN) and flag is None:
+            return  # trusted, and nothing said otherwise before
         state = "ok" if flag is None else flag
         self._box_events.append(
             {"type": "clock", "id": f"{BOX_SOURCE}/clock/{ts}", "ts": ts, "state": state}
@@ -125,34 +132,49 @@ class Facts:
                 log.exception("machine facts: a commit could not be queued")
 
     def commit(self, now: int, *, force: bool = False) -> None:
-        """Queue every machine's new events with its state (and the box's events)."""
+        """Queue every machine's new events with its state (and the box's events).
+
+        One machine that fails is logged and counted; the others still commit.
+        """
         prune = None
-        if now - self._pruned_ms >= _PRUNE_EVERY_MS:
+        if now - self._pruned_ms >= _PRUNE_EVERY_MS and self._clock in (None, _UNSEEN):
+            # only on a trusted clock: a clock a year ahead must not empty the history
             prune, self._pruned_ms = now - self.keep_ms, now
         for name, machine in self.machines.items():
-            machine.tick(now)
-            drained = machine.drain(now)
-            due = now - self._saved_ms.get(name, 0) >= self.save_every_ms
-            if not drained.events and not (machine.dirty and (due or force)) and prune is None:
-                continue
-            save = FactsSave(
-                name,
-                orjson.dumps(machine.state()),
-                tuple(
-                    FactRow(name, int(e["ts"]), str(e["type"]), orjson.dumps(e))
-                    for e in drained.history
-                ),
-                prune,
-            )
-            prune = None
-            self._saved_ms[name] = now
-            self.buffer.put_events(name, drained.events, save)
+            try:
+                prune = self._commit_one(name, machine, now, prune, force=force)
+            except Exception:
+                self.errors += 1
+                log.exception("machine %s: its facts could not be committed", name)
         if self._box_events:
             events, self._box_events = self._box_events, []
             rows = tuple(
                 FactRow(BOX_SOURCE, int(e["ts"]), "clock", orjson.dumps(e)) for e in events
             )
-            self.buffer.put_events(BOX_SOURCE, events, FactsSave(BOX_SOURCE, None, rows))
+            state = orjson.dumps({"clock": events[-1]["state"]})
+            self.buffer.put_events(BOX_SOURCE, events, FactsSave(BOX_SOURCE, state, rows))
+
+    def _commit_one(
+        self, name: str, machine: Machine, now: int, prune: int | None, *, force: bool
+    ) -> int | None:
+        """Commit one machine; the prune still to do (it goes with the first commit)."""
+        machine.tick(now)
+        drained = machine.drain(now)
+        due = now - self._saved_ms.get(name, 0) >= self.save_every_ms
+        if not drained.events and not (machine.dirty and (due or force)) and prune is None:
+            return prune
+        save = FactsSave(
+            name,
+            orjson.dumps(machine.state()),
+            tuple(
+                FactRow(name, int(e["ts"]), str(e["type"]), orjson.dumps(e))
+                for e in drained.history
+            ),
+            prune,
+        )
+        self._saved_ms[name] = now
+        self.buffer.put_events(name, drained.events, save)
+        return None
 
     def status(self, now: int) -> dict[str, MachineStatus]:
         """Each machine's state, counts and running figure, for ``edge-agent status``."""

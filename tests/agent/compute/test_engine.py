@@ -14,6 +14,7 @@ from agent.compute.counters import CounterSpec
 from agent.compute.engine import Machine
 from agent.compute.oee import OeeConfig, shift_summary
 from agent.compute.plan import AlarmPlan, CounterPlan, EnergyPlan, MachinePlan, Source
+from agent.compute.shifts import Calendar
 from agent.compute.state import ModeSpec, StateMap, StateSpec, parse_condition
 from agent.message import decode_events, encode_event_parts, splice_seq
 from drivers.base import Reading
@@ -360,3 +361,51 @@ def test_a_quiet_line_under_a_standing_stamp_is_not_offline() -> None:
         blind.tick(held_since + 200 * (i + 1))
     assert blind.current is not None
     assert blind.current.state == "offline"
+
+
+def test_a_restart_keeps_what_the_machine_last_read() -> None:
+    """The mode comes from a slower device: a restart that loses no read must not make the
+    machine unknown until the mode is read again."""
+    mode = ModeSpec("md", {1: "production", 2: "setup"})
+    spec = StateSpec(StateMap("st", STATES), offline_after_ms=15_000, poll_ms=5_000, mode=mode)  # type: ignore[arg-type]
+    inputs = {"st": Source("drive", "st"), "md": Source("hmi", "md")}
+    shaped = plan(state=spec, inputs=inputs, counters=())
+
+    def reads() -> Iterator[tuple[str, Reading]]:
+        for i in range(8 * 720):  # 08:00 .. 16:00 every 5 s, the mode every minute
+            ts = t("08:00") + i * 5_000
+            if i % 12 == 0:
+                yield "hmi", Reading(ts, {"md": 1})
+            yield "drive", Reading(ts + 1, {"st": 0})
+
+    def states(cut: int | None) -> list[tuple[str, int]]:
+        machine, out = Machine(shaped), []
+        for n, (device, reading) in enumerate(reads()):
+            machine.feed(device, reading)
+            machine.tick(reading.ts)
+            out += machine.drain(reading.ts).events
+            if n == cut:
+                machine = Machine(shaped, json.loads(json.dumps(machine.state())))
+        return [(e["state"], e["start"]) for e in out if e["type"] == "state" and not e["end"]]
+
+    assert states(2601) == states(None)
+
+
+def test_a_shift_changed_in_the_calendar_starts_its_tally_afresh() -> None:
+    machine = Machine(plan())
+    for device, reading in t5_reads():
+        if reading.ts > t("11:00"):
+            break
+        machine.feed(device, reading)
+        machine.tick(reading.ts)
+    saved = json.loads(json.dumps(machine.state()))
+    calendar = Calendar.from_config(
+        {
+            "timezone": "Asia/Shanghai",
+            "workdays": ["mon"],
+            "shifts": [{"name": "day", "start": "08:00", "end": "12:00"}],
+        }
+    )
+    again = Machine(plan(calendar=calendar), saved)
+    tally = again.state()["shifts"]["2026-03-02/day"]["tallies"]["total"]
+    assert (tally["end_ms"], tally["pieces"]) == (t("12:00"), 0)
