@@ -219,8 +219,10 @@ class Buffer:
         pieces, refused = split_events(self.agent_id, source, events, self.max_message_bytes)
         created = now_ms()
         for i, (head, tail, n_events) in enumerate(pieces):
-            last = save if i == len(pieces) - 1 else None
-            if self._inbox.put(Put(source, head, tail, created, n_events, save=last)):
+            final = i == len(pieces) - 1
+            last = save if final else None
+            put = Put(source, head, tail, created, n_events, save=last, more=not final)
+            if self._inbox.put(put):
                 self._submitted_one()
             elif last is not None:  # RAM full: the batch is dropped (counted), the state kept
                 self.save_facts(last)

@@ -32,6 +32,9 @@ class Put:
     by them (the pieces of a batch cut again for one destination)."""
     save: FactsSave | None = None
     """Machine-facts state that must land in the same transaction as this batch."""
+    more: bool = False
+    """A piece of one cut events batch with more to come: the commit that takes it takes
+    the rest too (the state rides on the last piece)."""
 
     @property
     def size(self) -> int:
@@ -141,7 +144,7 @@ class Inbox:
         """
         work = Work()
         with self._lock:
-            while self._ops and len(work.puts) < max_puts:
+            while self._ops and (len(work.puts) < max_puts or (work.puts and work.puts[-1].more)):
                 op = self._ops.popleft()
                 if isinstance(op, Put):
                     work.puts.append(op)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.buffer.inbox import Inbox, Put
+from agent.buffer.records import FactsSave
 
 
 def _put(size: int) -> Put:
@@ -31,3 +32,17 @@ def test_a_refused_cut_piece_is_counted_as_had_by_the_other_destinations() -> No
     assert work.refused == 2
     assert work.spared == {1: 1, 2: 1}  # they have its readings under the original seq
     assert inbox.take(10, (0, 0)).spared == {}
+
+
+def test_the_pieces_of_a_cut_events_batch_are_taken_by_one_commit() -> None:
+    """The state rides on the last piece: a commit that ended inside the group let the
+    first pieces land without it, and a kill then counted their pieces again."""
+    inbox = Inbox()
+    save = FactsSave("m", b"{}")
+    for i in range(3):
+        inbox.put(Put("m", b"h", b"t", 0, 1, save=save if i == 2 else None, more=i < 2))
+    inbox.put(Put("d", b"h", b"t", 0, 1))
+    work = inbox.take(1)
+    assert [p.more for p in work.puts] == [True, True, False]
+    assert work.saves == [save]
+    assert len(inbox.take(10).puts) == 1
