@@ -234,8 +234,8 @@ class Buffer:
     def save_facts(self, save: FactsSave) -> None:
         """Queue machine-facts state (and history) alone, for the next commit."""
         self._check_open()
-        self._inbox.save(save)
-        self._submitted_one()
+        if self._inbox.save(save):  # else folded into one still queued: no new op
+            self._submitted_one()
 
     async def load_state(self) -> dict[str, bytes]:
         """Every machine-facts state committed, by key (what a restart resumes from)."""

@@ -43,6 +43,23 @@ class Put:
 
 
 @dataclass(slots=True)
+class _SaveSlot:
+    """A queued state-only save; later saves of its key fold into it until it is taken."""
+
+    save: FactsSave
+
+    def fold(self, later: FactsSave) -> None:
+        old = self.save
+        prunes = [p for p in (old.prune_before_ms, later.prune_before_ms) if p is not None]
+        self.save = FactsSave(
+            old.key,
+            later.state if later.state is not None else old.state,
+            old.facts + later.facts,
+            max(prunes) if prunes else None,
+        )
+
+
+@dataclass(slots=True)
 class Work:
     """What one commit applies; the writer keeps it and retries while the disk fails."""
 
@@ -95,7 +112,10 @@ class Inbox:
     """
 
     def __init__(self, ram_limit: int = RAM_LIMIT, destinations: int = 1) -> None:
-        self._ops: deque[Put | FactsSave | tuple[int, frozenset[int]]] = deque()
+        self._ops: deque[Put | _SaveSlot | tuple[int, frozenset[int]]] = deque()
+        self._slots: dict[str, _SaveSlot] = {}
+        """The state-only save of each key still queued (a disk that stays full must not
+        pile one up every few seconds: only the latest state matters)."""
         self._lock = threading.Lock()
         self._ram_limit = ram_limit
         self._bytes = 0
@@ -121,14 +141,23 @@ class Inbox:
             self._bytes += op.size
             self._puts += 1
             self._ops.append(op)
+            if op.save is not None:  # a later state-only save must not fold in before it
+                self._slots.pop(op.save.key, None)
         self.wake.set()
         return True
 
-    def save(self, save: FactsSave) -> None:
-        """Queue machine-facts state on its own (no batch goes with it)."""
+    def save(self, save: FactsSave) -> bool:
+        """Queue machine-facts state on its own (no batch goes with it); False when it was
+        folded into a save of the same key still queued (no new op)."""
         with self._lock:
-            self._ops.append(save)
+            slot = self._slots.get(save.key)
+            if slot is not None:
+                slot.fold(save)
+                return False
+            slot = self._slots[save.key] = _SaveSlot(save)
+            self._ops.append(slot)
         self.wake.set()
+        return True
 
     def ack(self, seqs: frozenset[int], destination: int = 0) -> None:
         """Queue acks of one destination; they count as acked for its reads until :meth:`synced`."""
@@ -152,8 +181,10 @@ class Inbox:
                     self._puts -= 1
                     if op.save is not None:
                         work.saves.append(op.save)
-                elif isinstance(op, FactsSave):
-                    work.saves.append(op)
+                elif isinstance(op, _SaveSlot):
+                    work.saves.append(op.save)
+                    if self._slots.get(op.save.key) is op:
+                        del self._slots[op.save.key]
                 else:
                     work.acks.setdefault(op[0], set()).update(op[1])
                 work.n_ops += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.buffer.inbox import Inbox, Put
-from agent.buffer.records import FactsSave
+from agent.buffer.records import FactRow, FactsSave
 
 
 def _put(size: int) -> Put:
@@ -46,3 +46,20 @@ def test_the_pieces_of_a_cut_events_batch_are_taken_by_one_commit() -> None:
     assert [p.more for p in work.puts] == [True, True, False]
     assert work.saves == [save]
     assert len(inbox.take(10).puts) == 1
+
+
+def test_state_only_saves_of_one_key_fold_while_they_wait() -> None:
+    """A full disk holds the work: a save every few seconds must not pile up in RAM."""
+    inbox = Inbox()
+    row = FactRow("m", 1, "state", b"{}")
+    assert inbox.save(FactsSave("m", b"1", (row,)))
+    for n in range(2, 1000):
+        assert not inbox.save(FactsSave("m", str(n).encode()))
+    assert inbox.save(FactsSave("n", b"x"))
+    work = inbox.take(10)
+    assert work.saves == [FactsSave("m", b"999", (row,)), FactsSave("n", b"x")]
+    # a batch carrying the key's state ends the folding: a later save comes after it
+    inbox.save(FactsSave("m", b"a"))
+    inbox.put(Put("m", b"h", b"t", 0, 1, save=FactsSave("m", b"b")))
+    assert inbox.save(FactsSave("m", b"c"))
+    assert [s.state for s in inbox.take(10).saves] == [b"a", b"b", b"c"]
