@@ -30,7 +30,7 @@ from agent.site.north import (
     mqtt_is_destination,
     read_secret,
 )
-from agent.site.profiles import load_profile
+from agent.site.profiles import load_profile, profile_cache
 from agent.site.source import ConfigFileError, Path_, Problem, Source, Where, dotted, load
 from drivers.base import EstimatesLineLoad, problems_from_validation_error
 
@@ -125,7 +125,8 @@ class Site:
 def load_site(file: Path, env: Mapping[str, str] | None = None) -> Site:
     """Load and validate ``file``; raise :class:`ConfigFileError` with every problem."""
     source = load(file, env)
-    return _SiteBuilder(source).build()
+    with profile_cache():
+        return _SiteBuilder(source).build()
 
 
 def profile_folders(site_dir: Path, extra: list[Path]) -> list[Path]:
