@@ -310,6 +310,8 @@ class Rig:
     brokers: dict[str, BenchBroker] = field(default_factory=dict)
     subscribers: dict[str, SubscriberProc] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    start_wait: float = 60.0
+    """Seconds the agent may take to load its site and answer on its status socket."""
 
     def __enter__(self) -> Self:
         try:
@@ -345,7 +347,7 @@ class Rig:
         if self.before_agent is not None:
             self.before_agent(self.agent.buffer)
         self.spawned_ms = time.time() * 1000
-        self.agent.start(wait=60)
+        self.agent.start(wait=self.start_wait)
 
     @property
     def pids(self) -> dict[str, int]:

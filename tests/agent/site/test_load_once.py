@@ -87,3 +87,31 @@ def test_a_bad_profile_is_reported_for_every_device_as_before(tmp_path: Path) ->
     assert len(lines) == 3
     assert len(set(lines)) == 1
     assert "p.yaml:1: profile: 'q' does not match the file name 'p'" in lines[0]
+
+
+def test_devices_of_one_profile_share_their_parsed_tags(tmp_path: Path) -> None:
+    _write_profile(tmp_path / "profiles")
+    devices = "".join(
+        f"  - {{id: d{i}, profile: p, connection: {{modbus_tcp: {{host: 127.0.0.1}}}}}}\n"
+        for i in range(2)
+    )
+    changed = "    tags: {a: {scale: 2}}\n"
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"agent: {{id: box}}\nmqtt: {{host: h}}\ndevices:\n{devices}"
+        f"  - {{id: d2, profile: p, connection: {{modbus_tcp: {{host: 127.0.0.1}}}}}}\n",
+        "utf-8",
+    )
+    first, second, third = (d.options.tags["a"] for d in load_site(site, env={}).devices)
+    assert first is second
+    assert third is second  # the same body parses once
+    site.write_text(
+        f"agent: {{id: box}}\nmqtt: {{host: h}}\ndevices:\n{devices}"
+        f"  - id: d2\n    profile: p\n    connection: {{modbus_tcp: {{host: 127.0.0.1}}}}\n"
+        f"{changed}",
+        "utf-8",
+    )
+    *_, last = load_site(site, env={}).devices
+    scaled = last.options.tags["a"]
+    assert getattr(scaled, "scale", None) == 2
+    assert scaled is not first
