@@ -162,7 +162,10 @@ class _DeviceBuilder:
             vendor=profile.model.vendor if profile else None,
             model=profile.model.model if profile else None,
             machine=profile.model.machine if profile else None,
-            machine_source=profile.source_of(("machine",)) if profile else None,
+            # only with a machine block: the profile's parsed file is not kept for nothing
+            machine_source=(
+                profile.source_of(("machine",)) if profile and profile.model.machine else None
+            ),
             derived=derived,
         )
 

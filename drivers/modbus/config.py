@@ -242,7 +242,8 @@ def parse_options(options: Mapping[str, Any]) -> ModbusOptions:
             problems += _width_problems(("protocol", "invalid", type_), type_, values)
     if problems or connection is None or protocol is None:
         raise ConfigError(problems)
-    return ModbusOptions(connection=connection, protocol=protocol, tags=tags)
+    # every part is validated: built without a second pass (and a copy of every tag dict)
+    return ModbusOptions.model_construct(connection=connection, protocol=protocol, tags=tags)
 
 
 _KINDS = ("modbus_tcp", "modbus_rtu")
@@ -290,7 +291,13 @@ def _parse_tags(raw: Any, problems: list[ConfigProblem]) -> dict[str, ModbusTag]
         tags[str(name)] = tag
         later += [ConfigProblem((*here, *p.loc), p.message) for p in own]
     problems += later
-    return tags
+    if memo is None or not tags:
+        return tags
+    # equal tags are the same models: devices of one profile share the whole mapping too
+    shared: dict[str, ModbusTag] = memo.setdefault(
+        ("modbus-tags", *((name, id(tag)) for name, tag in tags.items())), tags
+    )
+    return shared
 
 
 _TagParse = tuple[ModbusTag | None, list[ConfigProblem]]

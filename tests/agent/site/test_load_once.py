@@ -11,6 +11,7 @@ from agent.site import source as src
 from agent.site.loader import load_site
 from agent.site.profiles import load_profile, profile_cache
 from agent.site.source import ConfigFileError, loads
+from drivers.modbus.driver import ModbusDriver
 
 ROOT = Path(__file__).resolve().parents[3]
 YAML_FILES = sorted([*ROOT.glob("config/**/*.yaml"), *ROOT.glob("tests/cases/config/*/*.yaml")])
@@ -115,3 +116,24 @@ def test_devices_of_one_profile_share_their_parsed_tags(tmp_path: Path) -> None:
     scaled = last.options.tags["a"]
     assert getattr(scaled, "scale", None) == 2
     assert scaled is not first
+
+
+def test_devices_with_equal_tags_share_plans_and_decoders(tmp_path: Path) -> None:
+    _write_profile(tmp_path / "profiles")
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "agent: {id: box}\nmqtt: {host: h}\ndevices:\n"
+        "  - {id: d0, profile: p, connection: {modbus_tcp: {host: 127.0.0.1}}}\n"
+        "  - {id: d1, profile: p, connection: {modbus_tcp: {host: 127.0.0.2}}}\n"
+        "  - {id: d2, profile: p, connection: {modbus_tcp: {host: 127.0.0.1}},"
+        " protocol: {byte_order: DCBA}}\n",
+        "utf-8",
+    )
+    devices = load_site(site, env={}).devices
+    one, two, other = (d.spec.create(d.id, d.options) for d in devices)
+    assert isinstance(one, ModbusDriver)
+    assert isinstance(two, ModbusDriver)
+    assert isinstance(other, ModbusDriver)
+    assert one.plans is two.plans
+    assert other.plans is not one.plans  # another byte order: other layouts
+    assert other.plans["default"][0].layouts[0].order == "DCBA"
