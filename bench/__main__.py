@@ -32,10 +32,11 @@ from bench.scenarios import (
     steady,
     two_destinations,
 )
+from bench.sweep import QUICK_SIZES, SIZES, tag_sweep
 from tests.support.agentproc import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13", "S15")
+ALL = tuple(f"S{n}" for n in range(1, 16))
 S1_LOAD = Load(devices=10, tags=100, interval=1.0)
 S2_LOAD = Load(devices=10, tags=1200, interval=1.0)
 S12_LOAD = Load(devices=10, tags=100, interval=1.0, facts=True)
@@ -83,6 +84,9 @@ def _run_once(run: int, wanted: set[str], settings: Settings, work: Path,
         runs["S7"].append(rtu_bus(work / f"s7-{run}", S7_LOAD, settings))
         _say(f"run {run}: S7 with a dead unit on the bus (timeout 200 ms)")
         runs["S7d"].append(rtu_bus(work / f"s7d-{run}", S7_DEAD_LOAD, settings))
+    if "S14" in wanted:
+        _say(f"run {run}: S14 tag-count sweep: no device, then 10 x 100, 10 x 1,200, 20 x 12,000")
+        runs["S14"].append(tag_sweep(work / f"s14-{run}", settings.warmup_s, SIZES))
     _two_way(run, wanted, settings, work, prepared, runs, sp_outage)
 
 
@@ -129,6 +133,10 @@ def _quick(work: Path, runs: Runs) -> bool:
     facts = steady(work / "quick-s12", Load(2, 100, 0.5, facts=True), Settings(1.0, 2.0, 1))
     runs["S12"].append(_vs_plain(facts, figs))
     ok = ok and facts["values_per_s"] > 0 and facts["lost"] == 0
+    _say("quick: S14 the tag-count sweep's smallest size (10 x 100) and the empty agent")
+    sweep = tag_sweep(work / "quick-s14", 1.0, QUICK_SIZES)
+    runs["S14"].append(sweep)
+    ok = ok and not math.isnan(sweep["10x100_startup_s"])
     return _quick_two_way(work, runs, figs) and ok
 
 

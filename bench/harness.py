@@ -59,6 +59,15 @@ class Load:
     """RTU only: more units on the bus that never answer (each costs its timeout)."""
     facts: bool = False
     """Every device is a machine: state rules, two counters, an alarm, OEE in two 12 h shifts."""
+    group_tags: int = 0
+    """Tags per poll group (0: one group): a reading is one group, and one reading must fit
+    in a message (64 KiB by default), which 12,000 int16 values do not."""
+
+    @property
+    def groups(self) -> list[str]:
+        """The poll groups: ``default``, then ``g1``, ``g2``..."""
+        count = -(-self.tags // self.group_tags) if self.group_tags else 1
+        return ["default", *(f"g{i}" for i in range(1, count))]
 
     @property
     def values_per_s(self) -> float:
@@ -196,17 +205,27 @@ MACHINE_BLOCK: dict[str, Any] = {
 """What a facts load adds to the bench profile (the responder's registers: t0=0, t1=1...)."""
 
 
-def write_profile(folder: Path, tags: int, *, facts: bool = False) -> str:
-    """A profile of ``tags`` int16 holding registers at addresses 0.. (one poll group)."""
+def write_profile(folder: Path, tags: int, *, facts: bool = False, group_tags: int = 0) -> str:
+    """A profile of ``tags`` int16 holding registers at addresses 0.. (one poll group).
+
+    With ``group_tags`` the tags go in groups of that many: ``default``, ``g1``...
+    """
     name = f"bench-int16-{tags}" + ("-machine" if facts else "")
+    name += f"-by-{group_tags}" if group_tags else ""
     folder.mkdir(parents=True, exist_ok=True)
+    body: dict[str, dict[str, Any]] = {}
+    for i in range(tags):
+        body[f"t{i}"] = {"address": i, "type": "int16"}
+        if group_tags and i >= group_tags:
+            body[f"t{i}"]["group"] = f"g{i // group_tags}"
+    groups = Load(1, tags, 1.0, group_tags=group_tags).groups
     profile: dict[str, Any] = {
         "profile": name,
         "version": 1,
         "description": "benchmark device: int16 holding registers, one poll group",
         "protocol": {"kind": "modbus", "unit_id": 1, "max_registers": 125},
-        "poll_groups": {"default": "1s"},
-        "tags": {f"t{i}": {"address": i, "type": "int16"} for i in range(tags)},
+        "poll_groups": dict.fromkeys(groups, "1s"),
+        "tags": body,
     }
     if facts:
         profile["machine"] = MACHINE_BLOCK
@@ -231,13 +250,16 @@ def site_for(
     ``brokers`` maps destination ids (:data:`EDGE_JSON`, :data:`SPARKPLUG`) to
     broker ports; ``north`` adds keys to the Sparkplug entry (``reconnect_max``).
     """
-    profile = write_profile(workdir / PROFILE_DIR, load.tags, facts=load.facts)
+    profile = write_profile(
+        workdir / PROFILE_DIR, load.tags, facts=load.facts, group_tags=load.group_tags
+    )
+    intervals = dict.fromkeys(load.groups, f"{load.interval * 1000:g}ms")
     devices = []
     for i in range(load.devices):
         device: dict[str, Any] = {
             "id": f"dev-{i:02d}",
             "profile": profile,
-            "poll_groups": {"default": f"{load.interval * 1000:g}ms"},
+            "poll_groups": dict(intervals),
         }
         if load.rtu:
             device["connection"] = {
@@ -310,6 +332,8 @@ class Rig:
     brokers: dict[str, BenchBroker] = field(default_factory=dict)
     subscribers: dict[str, SubscriberProc] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    start_wait: float = 60.0
+    """Seconds the agent may take to load its site and answer on its status socket."""
 
     def __enter__(self) -> Self:
         try:
@@ -345,7 +369,7 @@ class Rig:
         if self.before_agent is not None:
             self.before_agent(self.agent.buffer)
         self.spawned_ms = time.time() * 1000
-        self.agent.start(wait=60)
+        self.agent.start(wait=self.start_wait)
 
     @property
     def pids(self) -> dict[str, int]:

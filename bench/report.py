@@ -82,6 +82,11 @@ TARGETS: tuple[Target, ...] = (
     Target("S10", "json_during_p99_ms", "<", 100.0, "ms"),
     Target("S10", "json_lost", "==", 0.0),
     Target("S10", "sp_lost", "==", 0.0),
+    Target("S14", "10x100_startup_s", "<", 0.5, "s"),
+    Target("S14", "10x1200_startup_s", "<", 1.0, "s"),
+    Target("S14", "20x12000_startup_s", "<", 10.0, "s"),
+    Target("S14", "10x1200_rss_mb", "<", 50.0, "MiB"),
+    Target("S14", "20x12000_rss_mb", "<", 150.0, "MiB"),
     Target("S15", "first_data_after_s", "<", 3.0, "s"),
 )
 
@@ -157,6 +162,17 @@ INFO: dict[str, tuple[str, ...]] = {
         "sp_catch_up_values_per_s",
         "sp_duplicates",
     ),
+    "S14": (
+        "empty_rss_mb",
+        "10x100_rss_mb",
+        "10x100_bytes_per_tag",
+        "10x1200_bytes_per_tag",
+        "20x12000_bytes_per_tag",
+        "10x100_validate_s",
+        "10x1200_validate_s",
+        "20x12000_validate_s",
+        "20x12000_hwm_mb",
+    ),
     "S11": (
         "decode_us_per_value",
         "encode_us_per_value",
@@ -200,7 +216,7 @@ def rows(runs: Runs) -> list[Row]:
     wanted: list[tuple[str, str, Target | None]] = [(t.scenario, t.metric, t) for t in TARGETS]
     wanted += [(s, m, None) for s, metrics in INFO.items() for m in metrics]
     names = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S7d", "S8", "S9", "S10", "S11", "S12",
-             "S13", "S15"]  # fmt: skip
+             "S13", "S14", "S15"]  # fmt: skip
     order = {name: i for i, name in enumerate(names)}
     wanted.sort(key=lambda w: order.get(w[0], 99))
     for scenario, metric, target in wanted:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Hashable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -198,6 +200,31 @@ ByteSize = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=int
 
 
 # --------------------------------------------------------------------------- tags
+
+
+_shared: ContextVar[dict[Hashable, Any] | None] = ContextVar("shared_parsing", default=None)
+
+
+@contextmanager
+def shared_parsing() -> Iterator[None]:
+    """Within the block, drivers may parse equal option parts once and share the result.
+
+    A site loads many devices of one profile: their tags are equal, so a
+    driver can validate each distinct tag once and give every device the
+    same (immutable) model, which saves the time and the memory of a copy
+    per device. Outside the block :func:`parse_memo` is None. Blocks nest.
+    """
+    token = _shared.set({}) if _shared.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _shared.reset(token)
+
+
+def parse_memo() -> dict[Hashable, Any] | None:
+    """The memo of the current :func:`shared_parsing` block, None outside one."""
+    return _shared.get()
 
 
 class StrictModel(BaseModel):

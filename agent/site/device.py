@@ -117,6 +117,8 @@ class _DeviceBuilder:
         self.params: dict[str, Scalar] = {}
         self.params_ok = True
         self.compute: dict[str, dict[str, Any]] = {}
+        self.profile: Profile | None = None
+        self.profile_tags: Mapping[str, Mapping[str, Any]] = {}
 
     def build(self) -> DeviceConfig | None:
         section = self.section
@@ -160,7 +162,10 @@ class _DeviceBuilder:
             vendor=profile.model.vendor if profile else None,
             model=profile.model.model if profile else None,
             machine=profile.model.machine if profile else None,
-            machine_source=profile.source_of(("machine",)) if profile else None,
+            # only with a machine block: the profile's parsed file is not kept for nothing
+            machine_source=(
+                profile.source_of(("machine",)) if profile and profile.model.machine else None
+            ),
             derived=derived,
         )
 
@@ -236,14 +241,12 @@ class _DeviceBuilder:
 
     def _tags(self, profile: Profile | None) -> dict[str, Any]:
         src, dev = self.source, self.path
-        tags: dict[str, dict[str, Any]] = {}
-        if profile:
-            for name, attrs in profile.model.tags.items():
-                tags[name] = dict(attrs)
-                self._map(("tags", name), profile.source_of(("tags", name)), ("tags", name))
-                for key in attrs:
-                    where = profile.source_of(("tags", name, key))
-                    self._map(("tags", name, key), where, ("tags", name, key))
+        # The profile's tags as they are (shared, never changed here): a site names one
+        # profile for many devices, so nothing per tag is copied or mapped unless the
+        # site changes it. Their origins are looked up when a problem needs one.
+        self.profile_tags = profile.model.tags if profile else {}
+        self.profile = profile
+        tags: dict[str, Mapping[str, Any]] = dict(self.profile_tags)
         for name, attrs in self.section.tags.items():
             here = (*dev, "tags", name)
             if name in tags:
@@ -252,7 +255,7 @@ class _DeviceBuilder:
                     f"tag {name}: {k} {shown(k, old.get(k, '(unset)'))} -> {shown(k, v)}"
                     for k, v in attrs.items()
                 ]
-                tags[name].update(attrs)
+                tags[name] = {**old, **attrs}
                 for key in attrs:
                     self.origin[("tags", name, key)] = (src, (*here, key))
             else:
@@ -266,10 +269,25 @@ class _DeviceBuilder:
                 self.changes.append(f"derived tag {name} dropped")
             else:
                 self._problem((*dev, "drop_tags", index), f"no tag {name!r} to drop")
-        return {
-            name: {key: self._sub(value, ("tags", name, key)) for key, value in attrs.items()}
-            for name, attrs in tags.items()
-        }
+        return {name: self._substituted(name, attrs) for name, attrs in tags.items()}
+
+    def _substituted(self, name: str, attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``attrs`` with ``${param...}`` substituted (``attrs`` itself when it has none)."""
+        for value in attrs.values():
+            if isinstance(value, str) and "${" in value:
+                return {key: self._sub(value, ("tags", name, key)) for key, value in attrs.items()}
+        return attrs
+
+    def _origin(self, options_path: Path_) -> tuple[Source, Path_] | None:
+        """Where ``options_path`` of the merged options was written, if known."""
+        found = self.origin.get(options_path)
+        if found is not None or self.profile is None:
+            return found
+        if len(options_path) in (2, 3) and options_path[0] == "tags":
+            attrs = self.profile_tags.get(str(options_path[1]))
+            if attrs is not None and (len(options_path) == 2 or options_path[2] in attrs):
+                return self.profile.source_of(options_path), options_path
+        return None
 
     def _compute_entries(self, profile: Profile | None) -> None:
         """The ``compute:`` entries: the profile's, then the site's additions and changes."""
@@ -303,8 +321,9 @@ class _DeviceBuilder:
 
     def _report(self, loc: tuple[str | int, ...], message: str) -> None:
         for cut in range(len(loc), -1, -1):
-            if loc[:cut] in self.origin:
-                source, base = self.origin[loc[:cut]]
+            found = self._origin(loc[:cut])
+            if found is not None:
+                source, base = found
                 full = (*base, *loc[cut:])
                 shown = (*self.path, *loc) if source is not self.source else full
                 self.problems.append(Problem(source.where(full), dotted(shown), message))

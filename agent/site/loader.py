@@ -30,9 +30,9 @@ from agent.site.north import (
     mqtt_is_destination,
     read_secret,
 )
-from agent.site.profiles import load_profile
+from agent.site.profiles import load_profile, profile_cache
 from agent.site.source import ConfigFileError, Path_, Problem, Source, Where, dotted, load
-from drivers.base import EstimatesLineLoad, problems_from_validation_error
+from drivers.base import EstimatesLineLoad, problems_from_validation_error, shared_parsing
 
 __all__ = [  # DeviceConfig and load_profile live elsewhere; callers import them from here too
     "DEFAULT_GROUP_INTERVAL",
@@ -125,7 +125,8 @@ class Site:
 def load_site(file: Path, env: Mapping[str, str] | None = None) -> Site:
     """Load and validate ``file``; raise :class:`ConfigFileError` with every problem."""
     source = load(file, env)
-    return _SiteBuilder(source).build()
+    with profile_cache(), shared_parsing():
+        return _SiteBuilder(source).build()
 
 
 def profile_folders(site_dir: Path, extra: list[Path]) -> list[Path]:

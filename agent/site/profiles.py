@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -69,14 +71,53 @@ def split_pin(reference: str) -> tuple[str, str | None]:
     return match.group("name"), match.group("hash").lower()
 
 
+_Loaded = Profile | FileNotFoundError | ConfigFileError
+_cache: ContextVar[dict[tuple[str, tuple[Path, ...]], _Loaded] | None] = ContextVar(
+    "profile_cache", default=None
+)
+
+
+@contextmanager
+def profile_cache() -> Iterator[None]:
+    """Within the block, :func:`load_profile` reads and validates each profile once.
+
+    A site names one profile for many devices: loading it (YAML, the chain of
+    ``extends``, validation) is most of a site's load time, so the loader
+    keeps each result, or its problem, for the whole load and forgets it after
+    (nothing held at run time, and a reload reads the files again). Blocks nest.
+    """
+    token = _cache.set({}) if _cache.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _cache.reset(token)
+
+
 def load_profile(name: str, folders: list[Path]) -> Profile:
     """Find ``name``.yaml in ``folders`` (first match wins), follow ``extends``, validate.
 
     Raises ``FileNotFoundError`` when ``name`` itself is not found and
     :class:`ConfigFileError` (located in the profile files) for anything else,
-    including a missing parent or a cycle.
+    including a missing parent or a cycle. Inside :func:`profile_cache` the
+    same name in the same folders is loaded once (a problem is raised again).
     """
-    return _load(name, folders, ())
+    cache = _cache.get()
+    if cache is None:
+        return _load(name, folders, ())
+    key = (name, tuple(folders))
+    found = cache.get(key)
+    if found is None:
+        try:
+            found = _load(name, folders, ())
+        except (FileNotFoundError, ConfigFileError) as exc:
+            found = exc
+        cache[key] = found
+    if isinstance(found, Profile):
+        return found
+    if isinstance(found, FileNotFoundError):
+        raise FileNotFoundError(*found.args)
+    raise ConfigFileError(list(found.problems))
 
 
 def find_file(name: str, folders: list[Path]) -> Path:

@@ -23,6 +23,9 @@ from agent.errors import SiteError
 Path_ = tuple[str | int, ...]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_CLoader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+"""What the pure-Python reader refuses: such a file takes the slow path and its message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,35 @@ def load(file: Path, env: Mapping[str, str] | None = None) -> Source:
 
 def loads(text: str, file: Path, env: Mapping[str, str]) -> Source:
     """Parse YAML ``text`` as if read from ``file``."""
+    fast = _loads_fast(text, file, env)
+    if fast is not None:
+        return fast
+    return _loads(text, file, env, yaml.SafeLoader)
+
+
+def _loads_fast(text: str, file: Path, env: Mapping[str, str]) -> Source | None:
+    """:func:`loads` with libyaml's parser (about 10x quicker), None on any problem.
+
+    A file with a problem is parsed again by the pure-Python loader, so every
+    error message and line is the one that loader gives; the two build the
+    same data and lines for a valid file (same resolver, same constructor).
+    """
+    if _CLoader is None or _NON_PRINTABLE.search(text):
+        return None
+    try:
+        return _loads(text, file, env, _CLoader)
+    except (ConfigFileError, yaml.YAMLError):
+        return None
+
+
+def _loads(
+    text: str, file: Path, env: Mapping[str, str], loader_class: type[yaml.SafeLoader]
+) -> Source:
     source = Source(file, None)
     problems: list[Problem] = []
     try:
         # the constructor already scans for characters YAML forbids (ReaderError)
-        loader = yaml.SafeLoader(text)
+        loader = loader_class(text)
     except yaml.reader.ReaderError as exc:
         raise _reader_error(exc, text, file) from exc
     try:

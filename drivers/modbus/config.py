@@ -7,7 +7,7 @@ its key path inside the driver's ``options`` mapping.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, Strict, ValidationError, model_validator
@@ -20,6 +20,7 @@ from drivers.base import (
     SerialLine,
     StrictModel,
     TagBase,
+    parse_memo,
     problems_from_validation_error,
     validate_section,
 )
@@ -241,7 +242,8 @@ def parse_options(options: Mapping[str, Any]) -> ModbusOptions:
             problems += _width_problems(("protocol", "invalid", type_), type_, values)
     if problems or connection is None or protocol is None:
         raise ConfigError(problems)
-    return ModbusOptions(connection=connection, protocol=protocol, tags=tags)
+    # every part is validated: built without a second pass (and a copy of every tag dict)
+    return ModbusOptions.model_construct(connection=connection, protocol=protocol, tags=tags)
 
 
 _KINDS = ("modbus_tcp", "modbus_rtu")
@@ -271,15 +273,55 @@ def _parse_tags(raw: Any, problems: list[ConfigProblem]) -> dict[str, ModbusTag]
     if not isinstance(raw, Mapping):
         problems.append(ConfigProblem(("tags",), "must be a mapping of tag name to tag"))
         return {}
+    memo = parse_memo()
     tags: dict[str, ModbusTag] = {}
+    later: list[ConfigProblem] = []  # checks across fields, after every validation problem
     for name, body in raw.items():
-        try:
-            tags[str(name)] = ModbusTag.model_validate(body)
-        except ValidationError as exc:
-            problems += problems_from_validation_error(exc, ("tags", str(name)))
-    for name, tag in tags.items():
-        problems += [ConfigProblem(("tags", name, *p.loc), p.message) for p in tag_problems(tag)]
-    return tags
+        key = _tag_key(body) if memo is not None else None
+        found = memo.get(key) if memo is not None and key is not None else None
+        if found is None:
+            found = _parse_tag(body)
+            if memo is not None and key is not None:
+                memo[key] = found
+        tag, own = found
+        here = ("tags", str(name))
+        if tag is None:
+            problems += [ConfigProblem((*here, *p.loc), p.message) for p in own]
+            continue
+        tags[str(name)] = tag
+        later += [ConfigProblem((*here, *p.loc), p.message) for p in own]
+    problems += later
+    if memo is None or not tags:
+        return tags
+    # equal tags are the same models: devices of one profile share the whole mapping too
+    shared: dict[str, ModbusTag] = memo.setdefault(
+        ("modbus-tags", *((name, id(tag)) for name, tag in tags.items())), tags
+    )
+    return shared
+
+
+_TagParse = tuple[ModbusTag | None, list[ConfigProblem]]
+
+
+def _parse_tag(body: Any) -> _TagParse:
+    """One tag and its problems (locs relative to it): the model's, else the checks'."""
+    try:
+        tag = ModbusTag.model_validate(body)
+    except ValidationError as exc:
+        return None, problems_from_validation_error(exc, ())
+    return tag, tag_problems(tag)
+
+
+def _tag_key(body: Any) -> Hashable | None:
+    """What makes two tag bodies parse alike (types too: 1 and True differ), None if unhashable."""
+    if not isinstance(body, Mapping):
+        return None
+    key = ("modbus-tag", *((k, v.__class__, v) for k, v in body.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def tag_problems(tag: ModbusTag) -> list[ConfigProblem]:

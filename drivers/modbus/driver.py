@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -271,6 +271,43 @@ class RawTagRead:
     all_orders: dict[str, Value] = field(default_factory=dict)
 
 
+class _CompiledPlans:
+    """A device's requests and compiled decoders, shared by the devices with equal tags.
+
+    Many devices of one profile have the same tags (the site loader gives them
+    the same immutable tag models) and the same protocol options: their
+    requests and decoders are equal, so they are planned and compiled once,
+    and dropped with the last device that uses them. Decoders keep no state
+    between calls, so one serves every device.
+    """
+
+    _live: ClassVar[weakref.WeakValueDictionary[Hashable, _CompiledPlans]] = (
+        weakref.WeakValueDictionary()
+    )
+
+    def __init__(self, options: ModbusOptions) -> None:
+        self.tags = tuple(options.tags.values())  # keeps the ids of the key valid
+        self.plans = plan_groups(options)
+        # Decoders compiled once: a poll repeats the same requests with the same layouts.
+        self.decoders = {
+            group: tuple((p, None if p.request.is_bits else BlockDecoder(p.layouts)) for p in plans)
+            for group, plans in self.plans.items()
+        }
+
+    @classmethod
+    def of(cls, options: ModbusOptions) -> _CompiledPlans:
+        """The plans of ``options``: those of an equal device still running, else new ones."""
+        key = (
+            options.protocol.model_dump_json(),
+            tuple((name, id(tag)) for name, tag in options.tags.items()),
+        )
+        found = cls._live.get(key)
+        if found is None:
+            found = cls(options)
+            cls._live[key] = found
+        return found
+
+
 class ModbusDriver(BaseDriver):
     """One Modbus device (one unit id), over TCP or RTU."""
 
@@ -279,12 +316,10 @@ class ModbusDriver(BaseDriver):
     ) -> None:
         self.device_id = device_id
         self.options = options
-        self.plans = plan_groups(options)
-        # Decoders compiled once: a poll repeats the same requests with the same layouts.
-        self._decoders = {
-            group: tuple((p, None if p.request.is_bits else BlockDecoder(p.layouts)) for p in plans)
-            for group, plans in self.plans.items()
-        }
+        shared = _CompiledPlans.of(options)
+        self._compiled = shared  # the devices using these plans keep them alive
+        self.plans = shared.plans
+        self._decoders = shared.decoders
         self._registry = transports
         self._transport: SharedTransport | None = None
         settings = options.connection.settings
