@@ -20,14 +20,17 @@ from tests.support.tahu import Decode, tahu_decoder
 # With pytest-xdist (`-n 2 --dist loadgroup`, what scripts/test.sh runs), tests that
 # must not run beside each other share a group, and a group runs on one worker:
 # the fault scenarios (timing bounds, brokers restarted, disks filled), the broker
-# interop tests (RabbitMQ nodes), the install tests, and the tests that install the
-# Tahu decoder into one folder.
+# interop tests (RabbitMQ nodes), the install tests, the tests that install the
+# Tahu decoder into one folder, and the tests run as another uid.
 _GROUPS = {
     "tests/faults/": "faults",
     "tests/e2e/test_broker_support.py": "faults",
     "tests/install/": "install",
     "tests/agent/north/sparkplug/": "sparkplug",
     "tests/e2e/test_demo_dialects.py": "sparkplug",
+    # its module fixture opens the checkout's parents to another uid and closes them
+    # after the module: split across two workers, one closed them under the other
+    "tests/agent/test_private.py": "private",
 }
 
 
